@@ -1,0 +1,61 @@
+# podwall: the two front-door commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+DEB_PACKAGES := iptables ipset conntrack iproute2 containernetworking-plugins
+# the host python to build the virtualenv from (the first real 3.11+ one)
+HOST_PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	  c=$$(command -v $$p) || continue; \
+	  $$c -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null && { $$c -c 'import sys; print(sys.executable)'; break; }; \
+	done)
+
+.PHONY: test unit kernel e2e lint demo bench deps venv clean
+
+test: deps venv lint
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+unit: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit
+
+kernel: deps venv
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests/kernel
+
+e2e: deps venv
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests/e2e
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+demo: deps venv
+	$(VENV)/bin/podwall demo
+
+bench: deps venv
+	$(PY) -m bench
+
+# Debian packages the kernel tests need; installed only when missing and root.
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing (kernel tests will skip; run as root to install)"; \
+	  fi; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(HOST_PYTHON)" || { echo "need Python >= 3.11"; exit 1; }
+	test -x $(PY) || $(HOST_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

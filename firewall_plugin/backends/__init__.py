@@ -1,0 +1,38 @@
+"""Backends: the one protocol every kernel writer implements, and the chooser.
+
+``get_backend(name)`` returns a backend for ``iptables-nft``,
+``iptables-legacy``, ``iptc`` or ``auto`` (detect what the node uses, like
+kube-proxy's iptables wrapper: the variant with more rules, preferring the one
+holding ``KUBE-`` chains; nft when nothing is there yet).
+"""
+
+from __future__ import annotations
+
+from firewall_plugin.backends.base import Backend, KernelTable
+from firewall_plugin.errors import ConfigError
+
+BACKEND_NAMES = ("auto", "iptables-nft", "iptables-legacy", "iptc")
+
+__all__ = ["BACKEND_NAMES", "Backend", "KernelTable", "detect", "get_backend"]
+
+
+def detect() -> str:
+    """Name of the iptables variant this node already uses."""
+    from firewall_plugin.backends import restore
+
+    return restore.detect_variant()
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``; ``auto`` resolves by detection."""
+    if name == "auto":
+        name = detect()
+    if name in ("iptables-nft", "iptables-legacy"):
+        from firewall_plugin.backends import restore
+
+        return restore.RestoreBackend(variant=name.removeprefix("iptables-"))
+    if name == "iptc":
+        from firewall_plugin.backends import iptc_backend
+
+        return iptc_backend.IptcBackend()
+    raise ConfigError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")

@@ -1,0 +1,62 @@
+"""The backend protocol: read and atomically rewrite podwall's chains.
+
+Every backend passes the same kernel tests (``tests/kernel/test_backends.py``).
+Callers hold ``locking.podwall_lock`` around read-modify-write sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from firewall_plugin import model
+
+
+@dataclass(slots=True)
+class KernelTable:
+    """What one family's filter table holds that matters to podwall.
+
+    ``chains`` maps every podwall-owned chain to its rules as iptables-save
+    specs (the text after ``-A CHAIN ``), in order; ``forward`` lists every
+    rule of ``FORWARD`` (not only podwall's) the same way.
+    """
+
+    chains: dict[str, list[str]] = field(default_factory=dict)
+    forward: list[str] = field(default_factory=list)
+
+
+class Backend(Protocol):
+    """One way of writing iptables rules (restore text, python-iptables...)."""
+
+    #: ``iptables-nft``, ``iptables-legacy`` or ``iptc``
+    name: str
+
+    def read(self, family: model.Family) -> KernelTable:
+        """Return podwall's chains and the FORWARD chain of ``family``.
+
+        Read-only; never creates anything.  Raises BackendError.
+        """
+        ...
+
+    def apply(
+        self,
+        family: model.Family,
+        *,
+        replace: Sequence[model.Chain],
+        delete: Sequence[str] = (),
+    ) -> None:
+        """Write in one atomic transaction of the filter table of ``family``.
+
+        Each chain of ``replace`` is created, or flushed, and filled with its
+        rules; the chains named in ``delete`` are flushed and removed (a name
+        that does not exist is ignored); when ``PODWALL-FORWARD`` exists
+        afterwards, the FORWARD jump to it is made rule 1 (moved there if it
+        sits elsewhere, never doubled).  Chains not named are left untouched.
+        Raises BackendError; TryAgainError when a retry may succeed.
+        """
+        ...
+
+    def remove_all(self, family: model.Family) -> None:
+        """Remove the FORWARD jump and every podwall chain of ``family``."""
+        ...

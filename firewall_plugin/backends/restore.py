@@ -1,0 +1,145 @@
+"""Backends that apply rendered text with ``iptables-restore --noflush``.
+
+``RestoreBackend(variant="nft")`` drives ``iptables-nft-restore``/
+``ip6tables-nft-restore``; ``variant="legacy"`` the ``-legacy`` binaries.  One
+restore per call and family declares only podwall's chains, so the rules of
+kube-proxy and the primary CNI are never rewritten.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+
+from firewall_plugin import model, names, render
+from firewall_plugin.backends.base import KernelTable
+from firewall_plugin.errors import BackendError, TryAgainError
+
+_TRANSIENT = ("Resource temporarily unavailable", "xtables lock", "Another app is currently")
+
+
+def binary(variant: str, family: model.Family, tool: str) -> str:
+    """e.g. ``ip6tables-nft-restore`` for ("nft", "ipv6", "restore")."""
+    base = "ip6tables" if family == "ipv6" else "iptables"
+    return f"{base}-{variant}-{tool}" if tool else f"{base}-{variant}"
+
+
+def _run(argv: list[str], text: str | None = None) -> str:
+    try:
+        done = subprocess.run(argv, input=text, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise BackendError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+    if done.returncode != 0:
+        message = f"{' '.join(argv)} failed (exit {done.returncode}): {done.stderr.strip()}"
+        if any(marker in done.stderr for marker in _TRANSIENT):
+            raise TryAgainError(message)
+        raise BackendError(message)
+    return done.stdout
+
+
+def parse_save(text: str) -> KernelTable:
+    """Podwall's chains and all of FORWARD from ``iptables-save -t filter``."""
+    table = KernelTable()
+    in_filter = False
+    for line in text.splitlines():
+        if line.startswith("*"):
+            in_filter = line == "*filter"
+        elif not in_filter:
+            continue
+        elif line.startswith(":"):
+            name = line[1:].split(" ", 1)[0]
+            if names.is_podwall_name(name):
+                table.chains.setdefault(name, [])
+        elif line.startswith("-A "):
+            _, chain, spec = line.split(" ", 2)
+            if chain == "FORWARD":
+                table.forward.append(spec)
+            elif names.is_podwall_name(chain):
+                table.chains.setdefault(chain, []).append(spec)
+    return table
+
+
+def forward_lines(current: KernelTable, *, keep_jump: bool) -> list[str]:
+    """``-D``/``-I FORWARD`` lines that leave exactly one podwall jump at
+    position 1 (``keep_jump``) or none."""
+    jump_suffix = f"-j {names.FORWARD_CHAIN}"
+    jumps = [spec for spec in current.forward if spec.endswith(jump_suffix)]
+    wanted = render.forward_jump_spec()
+    if keep_jump and current.forward[:1] == [wanted] and len(jumps) == 1:
+        return []
+    lines = [f"-D FORWARD {spec}" for spec in jumps]
+    if keep_jump:
+        lines.append(f"-I FORWARD 1 {wanted}")
+    return lines
+
+
+class RestoreBackend:
+    """Apply podwall's chains with one ``iptables-restore --noflush``."""
+
+    def __init__(self, *, variant: str) -> None:
+        if variant not in ("nft", "legacy"):
+            raise ValueError(f"unknown iptables variant {variant!r}")
+        self.variant = variant
+        self.name = f"iptables-{variant}"
+
+    def read(self, family: model.Family) -> KernelTable:
+        return parse_save(_run([binary(self.variant, family, "save"), "-t", "filter"]))
+
+    def apply(
+        self,
+        family: model.Family,
+        *,
+        replace: Sequence[model.Chain],
+        delete: Sequence[str] = (),
+    ) -> None:
+        current = self.read(family)
+        replaced = {chain.name for chain in replace}
+        gone = [name for name in dict.fromkeys(delete) if name in current.chains]
+        gone = [name for name in gone if name not in replaced]
+        exists_after = names.FORWARD_CHAIN in replaced or (
+            names.FORWARD_CHAIN in current.chains and names.FORWARD_CHAIN not in gone
+        )
+        text = render.render_restore(
+            family=family,
+            replace=replace,
+            delete=gone,
+            forward_lines=forward_lines(current, keep_jump=exists_after),
+        )
+        self.restore(family, text)
+
+    def remove_all(self, family: model.Family) -> None:
+        current = self.read(family)
+        if not current.chains and not forward_lines(current, keep_jump=False):
+            return
+        text = render.render_restore(
+            family=family,
+            delete=sorted(current.chains),
+            forward_lines=forward_lines(current, keep_jump=False),
+        )
+        self.restore(family, text)
+
+    def restore(self, family: model.Family, text: str) -> None:
+        """Run ``iptables-restore --noflush -w`` with ``text``."""
+        _run([binary(self.variant, family, "restore"), "--noflush", "-w"], text)
+
+
+def _rule_count(variant: str) -> tuple[int, bool]:
+    try:
+        text = _run([binary(variant, "ipv4", "save")])
+    except BackendError:
+        return 0, False
+    lines = text.splitlines()
+    rules = sum(1 for line in lines if line.startswith("-A "))
+    kube = any(line.startswith(":KUBE-") for line in lines)
+    return rules, kube
+
+
+def detect_variant() -> str:
+    """``iptables-nft`` or ``iptables-legacy``: what the node already uses."""
+    nft_rules, nft_kube = _rule_count("nft")
+    legacy_rules, legacy_kube = _rule_count("legacy")
+    if legacy_kube and not nft_kube:
+        return "iptables-legacy"
+    if nft_kube and not legacy_kube:
+        return "iptables-nft"
+    return "iptables-legacy" if legacy_rules > nft_rules else "iptables-nft"

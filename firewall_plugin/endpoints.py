@@ -1,0 +1,133 @@
+"""Endpoint records: the node-local contract between the plugin and the agent.
+
+At ADD the plugin writes ``<stateDir>/endpoints/<containerID>_<ifname>.json``
+atomically (temp file in the same folder, then rename); DEL removes it.  The
+agent reads them to learn which attachments live on its node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from firewall_plugin import names
+from firewall_plugin.errors import StateError
+
+ENDPOINTS_DIR = "endpoints"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRecord:
+    """One CNI attachment on this node (JSON keys are the field names, camelCase)."""
+
+    containerID: str
+    ifName: str
+    podNamespace: str = ""
+    podName: str = ""
+    podUID: str = ""
+    ips: tuple[str, ...] = ()
+    hostInterface: str = ""
+    netns: str = ""
+    ingressChain: str = ""
+    egressChain: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """``<containerID>_<ifname>``: the record's file stem."""
+        return record_stem(self.containerID, self.ifName)
+
+    @property
+    def attachment(self) -> tuple[str, str]:
+        return (self.containerID, self.ifName)
+
+    @classmethod
+    def make(cls, *, container_id: str, ifname: str, **fields: object) -> EndpointRecord:
+        """A record whose chain names derive from container ID and ifname."""
+        return cls(
+            containerID=container_id,
+            ifName=ifname,
+            ingressChain=names.ingress_chain(container_id, ifname),
+            egressChain=names.egress_chain(container_id, ifname),
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["ips"] = list(self.ips)
+        return json.dumps(data, sort_keys=True, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> EndpointRecord:
+        data = json.loads(text)
+        if not isinstance(data, dict) or "containerID" not in data or "ifName" not in data:
+            raise ValueError("not an endpoint record")
+        known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
+        known["ips"] = tuple(known.get("ips", ()))
+        return cls(**known)
+
+
+def record_stem(container_id: str, ifname: str) -> str:
+    return f"{container_id}_{ifname}"
+
+
+def endpoints_dir(state_dir: str) -> str:
+    return os.path.join(state_dir, ENDPOINTS_DIR)
+
+
+def record_path(state_dir: str, container_id: str, ifname: str) -> str:
+    return os.path.join(endpoints_dir(state_dir), record_stem(container_id, ifname) + ".json")
+
+
+def write(state_dir: str, record: EndpointRecord) -> None:
+    """Write ``record`` atomically (temp file + rename in the same folder)."""
+    directory = endpoints_dir(state_dir)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(record.to_json())
+        os.replace(temp, record_path(state_dir, record.containerID, record.ifName))
+    except OSError as exc:
+        raise StateError(f"cannot write endpoint record in {directory}: {exc}") from exc
+
+
+def remove(state_dir: str, container_id: str, ifname: str) -> bool:
+    """Remove a record; True if it existed."""
+    try:
+        os.unlink(record_path(state_dir, container_id, ifname))
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StateError(f"cannot remove endpoint record: {exc}") from exc
+
+
+def read(state_dir: str, container_id: str, ifname: str) -> EndpointRecord | None:
+    try:
+        with open(record_path(state_dir, container_id, ifname)) as handle:
+            return EndpointRecord.from_json(handle.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise StateError(f"unreadable endpoint record {container_id}/{ifname}: {exc}") from exc
+
+
+def read_all(state_dir: str) -> Iterator[EndpointRecord]:
+    """Every readable record, sorted by key; unreadable files are skipped."""
+    directory = endpoints_dir(state_dir)
+    try:
+        entries = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.startswith(".") or not entry.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(directory, entry)) as handle:
+                yield EndpointRecord.from_json(handle.read())
+        except (OSError, ValueError, TypeError):
+            continue
