@@ -1,0 +1,72 @@
+"""``podwall agent``: run the per-node kopf agent.
+
+Flags only; the agent itself lives in ``firewall_operator.agent`` and is
+imported when this command runs (kopf costs ~300 ms to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--node",
+        default=env("NODE_NAME"),
+        help="this node's name (default: $NODE_NAME)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=env("KUBECONFIG"),
+        help="kubeconfig file (default: $KUBECONFIG, else in-cluster config)",
+    )
+    parser.add_argument(
+        "--cni-conf-dir",
+        default="/etc/cni/net.d",
+        help="where the podwall conflist entry is read from (stateDir, runDir, backend...)",
+    )
+    parser.add_argument("--backend", default=None, help="override the conflist's backend")
+    parser.add_argument("--state-dir", default=None, help="override the conflist's stateDir")
+    parser.add_argument("--run-dir", default=None, help="override the conflist's runDir")
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=60.0,
+        help="full resync period that repairs drift (default 60)",
+    )
+    parser.add_argument(
+        "--debounce-ms",
+        type=int,
+        default=100,
+        help="how long events are collected before a sync (default 100)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9101,
+        help="Prometheus metrics port, 0 to disable (default 9101)",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=9102,
+        help="kopf liveness endpoint port (/healthz), 0 to disable (default 9102)",
+    )
+    parser.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove every podwall chain and set of this node, then exit",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.node and not args.cleanup:
+        print("podwall agent: --node (or $NODE_NAME) is required")
+        return 2
+    from firewall_operator.agent import main as agent_main
+
+    status: int = agent_main.run(args)
+    return status
