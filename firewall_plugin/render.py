@@ -1,53 +1,81 @@
 """Render the ruleset model as ``iptables-restore`` and ``ipset restore`` text.
 
-The rule text follows ``iptables-save``'s own order and spelling, so that a
-rendered rule can be compared with what the kernel reports.
+The rule text follows ``iptables-save``'s own order and spelling (addresses
+with their prefix length, strings quoted the way ``xtables_save_string``
+quotes them), so that a rendered rule can be compared with what the kernel
+reports.  The ``iptc`` backend builds from the same model, not from this text.
 
 Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from firewall_plugin import model, names
 
 FORWARD_JUMP_COMMENT = names.comment("dispatch to per-pod chains")
-MAX_SET_ENTRIES = 1048576  # fixed: `create -exist` fails when parameters differ
+MAX_SET_ENTRIES = 1048576
+#: options whose values iptables-save prints with ``xtables_save_string``
+STRING_OPTIONS = frozenset({"comment", "log-prefix", "nflog-prefix"})
+#: options whose value is several words (``--match-set NAME src,dst``)
+MULTI_WORD_OPTIONS = frozenset({"match-set"})
+_BARE_CHARS = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def quote(value: str) -> str:
-    """Quote a value the way iptables-save does when it holds white space."""
-    if value == "" or any(c.isspace() for c in value):
-        return f'"{value}"'
+    """Quote a value when it holds white space (or is empty), escaping quotes."""
+    if value == "" or any(c.isspace() or c in "\"'\\" for c in value):
+        return save_string(value)
     return value
 
 
-def _options(options: Iterable[model.Option]) -> list[str]:
+def save_string(value: str) -> str:
+    """Spell a string option as ``iptables-save`` does: bare when it holds only
+    ``[A-Za-z0-9_-]``, else in double quotes with ``"``, ``'`` and ``\\`` escaped."""
+    if value and all(c in _BARE_CHARS for c in value):
+        return value
+    escaped = "".join("\\" + c if c in "\"'\\" else c for c in value)
+    return f'"{escaped}"'
+
+
+def option_words(option: str, value: str) -> list[str]:
+    """``("!match-set", "S src")`` → ``["!", "--match-set", "S", "src"]``."""
     words: list[str] = []
-    for option, value in options:
-        if option.startswith("!"):
-            words.append("!")
-            option = option[1:]
-        words.append(f"--{option}")
-        if value:
-            words.extend(value.split(" ") if option in ("match-set",) else [quote(value)])
+    if option.startswith("!"):
+        words.append("!")
+        option = option[1:]
+    words.append(f"--{option}")
+    if value:
+        if option in MULTI_WORD_OPTIONS:
+            words.extend(value.split())
+        elif option in STRING_OPTIONS:
+            words.append(save_string(value))
+        else:
+            words.append(quote(value))
     return words
 
 
-def _address(value: str, family: model.Family) -> str:
-    if "/" in value:
-        return value
-    return f"{value}/{128 if family == 'ipv6' else 32}"
+def _options(options: Iterable[model.Option]) -> list[str]:
+    return [word for option, value in options for word in option_words(option, value)]
+
+
+def address(value: str, family: model.Family) -> str:
+    """``10.0.0.5`` → ``10.0.0.5/32``; ``10.1.2.3/16`` → ``10.1.0.0/16``;
+    IPv6 compressed and lower-case, as iptables-save prints them."""
+    del family  # the address itself tells; kept for callers' symmetry
+    return str(ipaddress.ip_network(value, strict=False))
 
 
 def rule_spec(rule: model.Rule, family: model.Family = "ipv4") -> str:
     """The rule's arguments after ``-A CHAIN`` (iptables-save order)."""
     words: list[str] = []
     if rule.source:
-        words += ["-s", _address(rule.source, family)]
+        words += ["-s", address(rule.source, family)]
     if rule.destination:
-        words += ["-d", _address(rule.destination, family)]
+        words += ["-d", address(rule.destination, family)]
     if rule.in_interface:
         words += ["-i", rule.in_interface]
     if rule.out_interface:
@@ -56,7 +84,7 @@ def rule_spec(rule: model.Rule, family: model.Family = "ipv4") -> str:
         words += ["-p", rule.protocol]
     for match in rule.matches:
         words += ["-m", match.module, *_options(match.options)]
-    words += ["-m", "comment", "--comment", quote(rule.comment)]
+    words += ["-m", "comment", "--comment", save_string(rule.comment)]
     words += ["-g" if rule.goto else "-j", rule.target, *_options(rule.target_options)]
     return " ".join(words)
 
@@ -66,9 +94,20 @@ def render_rule(chain: str, rule: model.Rule, family: model.Family = "ipv4") -> 
     return f"-A {chain} {rule_spec(rule, family)}"
 
 
+def forward_jump_rule() -> model.Rule:
+    """The one FORWARD rule podwall owns: a jump to ``PODWALL-FORWARD``."""
+    return model.Rule(names.FORWARD_CHAIN, FORWARD_JUMP_COMMENT)
+
+
 def forward_jump_spec() -> str:
     """The spec of the one FORWARD rule podwall owns."""
-    return f"-m comment --comment {quote(FORWARD_JUMP_COMMENT)} -j {names.FORWARD_CHAIN}"
+    return rule_spec(forward_jump_rule())
+
+
+def is_forward_jump(spec: str) -> bool:
+    """True for a FORWARD spec that jumps (or goes) to ``PODWALL-FORWARD``."""
+    words = spec.split()
+    return len(words) >= 2 and words[-2] in ("-j", "-g") and words[-1] == names.FORWARD_CHAIN
 
 
 def render_restore(
@@ -97,23 +136,63 @@ def render_restore(
 
 
 def ipset_family(family: model.Family) -> str:
+    """``inet`` or ``inet6``: ipset's spelling of a family."""
     return "inet6" if family == "ipv6" else "inet"
 
 
+class SetHeader(NamedTuple):
+    """What ``ipset list -t`` says about an existing set."""
+
+    kind: str
+    family: str  # ``inet`` or ``inet6``
+    references: int = 0
+
+
+def temp_name(name: str) -> str:
+    """The temporary set a replacement is filled in before the swap."""
+    return name + names.SWAP_SUFFIX
+
+
 def render_ipset_restore(
-    *, replace: Sequence[model.IPSet] = (), destroy: Sequence[str] = ()
+    *,
+    replace: Sequence[model.IPSet] = (),
+    destroy: Sequence[str] = (),
+    existing: Mapping[str, SetHeader] | None = None,
 ) -> str:
-    """Text for one ``ipset restore``: each set is filled under a temporary
-    name and swapped in atomically; ``destroy`` names go last."""
-    lines: list[str] = []
+    """Text for one ``ipset restore`` that replaces ``replace`` and destroys
+    ``destroy`` (names that must exist).
+
+    Phase one fills every set under its temporary ``-T`` name; only when all
+    are filled does phase two put them in place: an existing set of the same
+    type and family is swapped (rules that reference it never see it missing
+    or half filled), a new one is renamed, an existing one of another type or
+    family (which cannot be swapped) is destroyed and replaced (the kernel
+    refuses while a rule still uses it).  ``existing`` maps the sets present
+    now to their headers; ``None`` means unknown: every set is then created
+    with ``-exist`` and swapped.  A failure in phase one changes no set.
+    """
+    fill: list[str] = []
+    commit: list[str] = []
     for ipset in replace:
-        temp = ipset.name + names.SWAP_SUFFIX
+        temp = temp_name(ipset.name)
         header = f"{ipset.kind} family {ipset_family(ipset.family)} maxelem {MAX_SET_ENTRIES}"
-        lines.append(f"create {ipset.name} {header} -exist")
-        lines.append(f"create {temp} {header} -exist")
-        lines.append(f"flush {temp}")
-        lines += [f"add {temp} {entry}" for entry in ipset.entries]
-        lines.append(f"swap {temp} {ipset.name}")
-        lines.append(f"destroy {temp}")
-    lines += [f"destroy {name}" for name in destroy]
+        fill += [f"destroy {temp} -exist", f"create {temp} {header}"]
+        fill += [f"add {temp} {entry}" for entry in ipset.entries]
+        if existing is None:
+            fill.append(f"create {ipset.name} {header} -exist")
+        commit += _put_in_place(ipset, existing)
+    lines = fill + commit + [f"destroy {name}" for name in destroy]
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _put_in_place(ipset: model.IPSet, existing: Mapping[str, SetHeader] | None) -> list[str]:
+    temp = temp_name(ipset.name)
+    swap = [f"swap {temp} {ipset.name}", f"destroy {temp}"]
+    if existing is None:
+        return swap
+    current = existing.get(ipset.name)
+    if current is None:
+        return [f"rename {temp} {ipset.name}"]
+    if (current.kind, current.family) == (ipset.kind, ipset_family(ipset.family)):
+        return swap
+    return [f"destroy {ipset.name}", f"rename {temp} {ipset.name}"]

@@ -62,8 +62,7 @@ def parse_save(text: str) -> KernelTable:
 def forward_lines(current: KernelTable, *, keep_jump: bool) -> list[str]:
     """``-D``/``-I FORWARD`` lines that leave exactly one podwall jump at
     position 1 (``keep_jump``) or none."""
-    jump_suffix = f"-j {names.FORWARD_CHAIN}"
-    jumps = [spec for spec in current.forward if spec.endswith(jump_suffix)]
+    jumps = [spec for spec in current.forward if render.is_forward_jump(spec)]
     wanted = render.forward_jump_spec()
     if keep_jump and current.forward[:1] == [wanted] and len(jumps) == 1:
         return []
