@@ -1,0 +1,97 @@
+"""The plugin's entry point: ``main()`` reads CNI_COMMAND and stdin, dispatches
+to ``firewall_plugin.commands`` and prints the outcome.
+
+This is the only place that writes to stdout or chooses the exit status.  Every
+error becomes CNI error JSON (``cniVersion``, ``code``, ``msg``, ``details``) on
+stdout, one line on stderr and exit status 1; never a traceback.  Codes are in
+``firewall_plugin.protocol``.  Checks run in this order, so each bad input fails
+before anything is written: environment (4), stdin JSON (6), cniVersion (1),
+configuration (7), then the verb.
+
+Import cost matters (kubelet runs one plugin process per pod): the ADD path
+loads only the standard library modules it needs, never pyroute2, yaml or
+python-iptables (unless the backend is ``iptc``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from firewall_plugin import protocol
+
+
+def _error(version: str, exc: BaseException) -> dict[str, Any]:
+    details = ""
+    if not isinstance(exc, Exception) or type(exc).__module__ not in (
+        "firewall_plugin.errors",
+        "firewall_plugin.protocol",
+    ):
+        details = f"{type(exc).__name__}: {exc}"
+    return {
+        "cniVersion": version,
+        "code": protocol.code_of(exc),
+        "msg": str(exc) or type(exc).__name__,
+        "details": details,
+    }
+
+
+def run(environ: Mapping[str, str], stdin_text: str) -> tuple[int, dict[str, Any] | None]:
+    """Do one invocation; return (exit status, JSON to print or None)."""
+    version = protocol.LATEST_VERSION
+    env: protocol.Environment | None = None
+    try:
+        env = protocol.read_environment(environ)
+        if env.command == "VERSION":
+            from firewall_plugin import commands
+
+            return 0, commands.cmd_version()
+        from firewall_plugin import config as config_module
+
+        data = config_module.decode(stdin_text)
+        version = config_module.requested_version(data)
+        if env.command in protocol.NEW_IN_1_1 and version != "1.1.0":
+            raise protocol.VersionError(f"{env.command} needs cniVersion 1.1.0, not {version}")
+        cfg = config_module.parse(data)
+        return 0, _dispatch(env, cfg)
+    except Exception as exc:
+        body = _error(version, exc)
+        where = f" {env.container_id}/{env.ifname}" if env and env.container_id else ""
+        command = env.command if env else environ.get("CNI_COMMAND", "?")
+        print(f"podwall: {command}{where}: error {body['code']}: {body['msg']}", file=sys.stderr)
+        return 1, body
+
+
+def _dispatch(env: protocol.Environment, cfg: Any) -> dict[str, Any] | None:
+    from firewall_plugin import commands
+
+    if env.command == "ADD":
+        return commands.cmd_add(env, cfg)
+    if env.command == "DEL":
+        commands.cmd_del(env, cfg)
+    elif env.command == "CHECK":
+        commands.cmd_check(env, cfg)
+    elif env.command == "GC":
+        commands.cmd_gc(env, cfg)
+    elif env.command == "STATUS":
+        commands.cmd_status(env, cfg)
+    return None
+
+
+def main(stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    """Run the plugin for this process's environment and stdin; return the exit status."""
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    try:
+        text = stdin.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        text = ""
+        print(f"podwall: cannot read stdin: {exc}", file=sys.stderr)
+    status, body = run(os.environ, text)
+    if body is not None:
+        stdout.write(json.dumps(body) + "\n")
+        stdout.flush()
+    return status

@@ -1,0 +1,197 @@
+"""The node-level writes of the CNI plugin: records plus one apply per family.
+
+``PODWALL-FORWARD`` is rebuilt from ALL endpoint records each time
+(level-triggered, idempotent).  It exists in a family exactly when some record
+has an address of that family: the DEL (or GC) of the last endpoint of a family
+removes ``PODWALL-FORWARD`` and the FORWARD jump too, so a node without pods
+carries no podwall trace.  The agent follows the same rule.
+
+Families are written in parallel threads (each apply is one subprocess-bound
+transaction of its own table); the ``iptc`` backend runs them one after the
+other.  Callers hold ``locking.podwall_lock`` around ``attach``/``detach``/
+``collect``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+from firewall_plugin import backends, dataplane, endpoints, model, names
+from firewall_plugin.backends.base import Backend
+from firewall_plugin.config import PluginConfig
+from firewall_plugin.errors import PodwallError, StateError
+
+T = TypeVar("T")
+POD_CHAIN_PREFIXES = (
+    f"{names.PREFIX}-{names.INGRESS_KIND}-",
+    f"{names.PREFIX}-{names.EGRESS_KIND}-",
+)
+REMEMBERED_BACKEND = "backend"
+
+
+def families_of(ips: Iterable[str]) -> list[model.Family]:
+    """The families of ``ips``, in FAMILIES order."""
+    present = {model.family_of(ip) for ip in ips}
+    return [family for family in model.FAMILIES if family in present]
+
+
+def resolve_backend(config: PluginConfig, *, remember: bool) -> Backend:
+    """The configured backend.  ``auto`` is detected once per node and kept in
+    ``<runDir>/backend`` (plugin and agent share it; delete it to re-detect);
+    ``remember`` false never writes that file."""
+    if config.backend != "auto":
+        return backends.get_backend(config.backend)
+    path = os.path.join(config.run_dir, REMEMBERED_BACKEND)
+    try:
+        with open(path) as handle:
+            name = handle.read().strip()
+    except OSError:
+        name = ""
+    if name not in ("iptables-nft", "iptables-legacy"):
+        name = backends.detect()
+        if remember:
+            _write_atomic(path, name + "\n")
+    return backends.get_backend(name)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    temp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temp, "w") as handle:
+            handle.write(text)
+        os.replace(temp, path)
+    except OSError as exc:
+        raise StateError(f"cannot write {path}: {exc}") from exc
+
+
+def for_families(
+    backend: Backend, families: Sequence[model.Family], work: Callable[[model.Family], T]
+) -> dict[model.Family, T]:
+    """``work(family)`` for each family, in parallel threads unless the backend
+    is ``iptc``; re-raises the first failure (in family order) after all ended."""
+    if len(families) < 2 or backend.name == "iptc":
+        return {family: work(family) for family in families}
+    results: dict[model.Family, T] = {}
+    failures: dict[model.Family, BaseException] = {}
+
+    def run(family: model.Family) -> None:
+        try:
+            results[family] = work(family)
+        except BaseException as exc:
+            failures[family] = exc
+
+    threads = [threading.Thread(target=run, args=(family,)) for family in families[1:]]
+    for thread in threads:
+        thread.start()
+    run(families[0])
+    for thread in threads:
+        thread.join()
+    for family in families:
+        if family in failures:
+            raise failures[family]
+    return results
+
+
+def apply_family(
+    backend: Backend,
+    family: model.Family,
+    records: Sequence[endpoints.EndpointRecord],
+    *,
+    add: Sequence[model.Chain] = (),
+    delete: Sequence[str] = (),
+) -> None:
+    """One transaction: ``PODWALL-FORWARD`` from ``records`` (or its removal when
+    no record has an address of ``family``), ``add`` chains, ``delete`` chains."""
+    if any(dataplane.addresses(record, family) for record in records):
+        forward = dataplane.forward_chain(records, family)
+        backend.apply(family, replace=[forward, *add], delete=delete)
+    else:
+        backend.apply(family, replace=add, delete=[*delete, names.FORWARD_CHAIN])
+
+
+def attach(backend: Backend, config: PluginConfig, record: endpoints.EndpointRecord) -> None:
+    """ADD: write ``record``, rebuild dispatch and the pod's default chains.
+    On any failure, undo (record, dispatch, chains) and re-raise."""
+    families = families_of(record.ips)
+    endpoints.write(config.state_dir, record)
+    try:
+        records = list(endpoints.read_all(config.state_dir))
+
+        def write(family: model.Family) -> None:
+            chains = dataplane.default_chains(
+                record,
+                family,
+                pod_default=config.pod_default,  # type: ignore[arg-type]
+                deny_action=config.deny_action,  # type: ignore[arg-type]
+            )
+            apply_family(backend, family, records, add=chains)
+
+        for_families(backend, families, write)
+    except BaseException as exc:
+        undo = _rollback(backend, config, record, families)
+        if undo and isinstance(exc, PodwallError):
+            exc.args = (f"{exc}; rollback also failed: {undo}",)
+        raise
+
+
+def _rollback(
+    backend: Backend,
+    config: PluginConfig,
+    record: endpoints.EndpointRecord,
+    families: Sequence[model.Family],
+) -> str:
+    """Best effort undo of a failed ``attach``; returns what could not be undone."""
+    try:
+        detach(backend, config, record.containerID, record.ifName, families=families)
+    except PodwallError as exc:
+        return str(exc)
+    return ""
+
+
+def detach(
+    backend: Backend,
+    config: PluginConfig,
+    container_id: str,
+    ifname: str,
+    *,
+    families: Sequence[model.Family] | None = None,
+) -> None:
+    """DEL: remove the record, its dispatch rules and its two chains.  Without
+    ``families``: those of the record, or both when there is no record."""
+    try:
+        record = endpoints.read(config.state_dir, container_id, ifname)
+    except StateError:
+        record = None
+    endpoints.remove(config.state_dir, container_id, ifname)
+    if families is None:
+        families = families_of(record.ips) if record and record.ips else list(model.FAMILIES)
+    records = list(endpoints.read_all(config.state_dir))
+    chains = [names.ingress_chain(container_id, ifname), names.egress_chain(container_id, ifname)]
+    for_families(
+        backend, families, lambda family: apply_family(backend, family, records, delete=chains)
+    )
+
+
+def collect(backend: Backend, config: PluginConfig, valid: set[tuple[str, str]]) -> list[str]:
+    """GC: drop every record not in ``valid`` with its dispatch and chains, and
+    every per-pod chain without a record.  Returns the chains removed."""
+    kept: list[endpoints.EndpointRecord] = []
+    for record in endpoints.read_all(config.state_dir):
+        if record.attachment in valid:
+            kept.append(record)
+        else:
+            endpoints.remove(config.state_dir, record.containerID, record.ifName)
+    wanted = {chain for record in kept for chain in (record.ingressChain, record.egressChain)}
+
+    def sweep(family: model.Family) -> list[str]:
+        table = backend.read(family)
+        owned = (name for name in table.chains if name.startswith(POD_CHAIN_PREFIXES))
+        stale = sorted(name for name in owned if name not in wanted)
+        apply_family(backend, family, kept, delete=stale)
+        return stale
+
+    removed = for_families(backend, list(model.FAMILIES), sweep)
+    return sorted({name for names_ in removed.values() for name in names_})
