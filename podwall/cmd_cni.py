@@ -1,0 +1,172 @@
+"""``podwall cni install|uninstall``: put the podwall plugin on a node, or take it off.
+
+``install`` writes ``<bin-dir>/podwall`` and chains a podwall entry into the
+primary CNI config (``firewall_plugin.install``); with ``--watch`` it stays
+running, re-checks every ``--watch-interval`` seconds and repairs both when the
+primary CNI rewrites its config or a new primary file appears, and on
+SIGTERM/SIGINT exits 0 (after reverting with ``--uninstall-on-exit``).
+``uninstall`` reverts both; it succeeds when nothing is installed.
+
+Flags, messages and exit codes only: the file work lives in ``firewall_plugin``.
+Errors print ``podwall cni <verb>: <message>`` on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from firewall_plugin import config, install, install_bin
+
+#: CLI flag dest → conflist key of the podwall entry
+SETTING_FLAGS = {
+    "backend": "backend",
+    "pod_default": "podDefault",
+    "deny_action": "denyAction",
+    "state_dir": "stateDir",
+    "run_dir": "runDir",
+    "agent_timeout_ms": "agentTimeoutMs",
+    "ensure_bridge_netfilter": "ensureBridgeNetfilter",
+    "mark_bit": "markBit",
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="install|uninstall")
+    add = verbs.add_parser("install", help="write the executable and chain podwall in")
+    _common(add)
+    _settings(add)
+    add.add_argument("--python", help="interpreter for the executable (default: this one)")
+    add.add_argument(
+        "--bundle",
+        action="store_true",
+        help="copy this interpreter, its stdlib and podwall into <bin-dir>/podwall.d "
+        "(for hosts without Python)",
+    )
+    add.add_argument("--watch", action="store_true", help="keep the chain in place until stopped")
+    add.add_argument(
+        "--watch-interval", type=float, default=1.0, help="seconds between checks (default 1)"
+    )
+    add.add_argument(
+        "--uninstall-on-exit",
+        action="store_true",
+        help="with --watch: revert on SIGTERM/SIGINT before exiting",
+    )
+    remove = verbs.add_parser("uninstall", help="remove podwall from the configs and bin dir")
+    _common(remove)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bin-dir", default="/opt/cni/bin", help="default /opt/cni/bin")
+    parser.add_argument("--conf-dir", default="/etc/cni/net.d", help="default /etc/cni/net.d")
+
+
+def _settings(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("plugin settings (left out: the plugin's default)")
+    group.add_argument("--backend", choices=config.BACKENDS)
+    group.add_argument("--pod-default", choices=config.POD_DEFAULTS)
+    group.add_argument("--deny-action", choices=config.DENY_ACTIONS)
+    group.add_argument("--state-dir", metavar="PATH")
+    group.add_argument("--run-dir", metavar="PATH")
+    group.add_argument("--agent-timeout-ms", type=int, metavar="MS")
+    group.add_argument(
+        "--no-ensure-bridge-netfilter",
+        dest="ensure_bridge_netfilter",
+        action="store_const",
+        const=False,
+        help="do not set net.bridge.bridge-nf-call-ip(6)tables at ADD",
+    )
+    group.add_argument("--mark-bit", type=int, metavar="0..31")
+
+
+def run(args: argparse.Namespace) -> int:
+    verb: str = args.verb
+    try:
+        if verb == "uninstall":
+            _print(_uninstall(args), verb)
+            return 0
+        entry = install.build_entry(settings_of(args))
+        if args.uninstall_on_exit and not args.watch:
+            raise install.InstallError("--uninstall-on-exit needs --watch")
+        if args.watch:
+            return watch(args, entry)
+        _print(_install(args, entry), verb)
+        return 0
+    except install.InstallError as exc:
+        print(f"podwall cni {verb}: {exc}", file=sys.stderr)
+        return 1
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The podwall entry's keys for the flags that were given."""
+    given = {key: getattr(args, dest) for dest, key in SETTING_FLAGS.items()}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def _install(args: argparse.Namespace, entry: install.Network) -> install.Report:
+    report = install_bin.install_executable(args.bin_dir, python=args.python, bundle=args.bundle)
+    report.extend(install.install_conf(args.conf_dir, entry))
+    return report
+
+
+def _uninstall(args: argparse.Namespace) -> install.Report:
+    report = install.uninstall_conf(args.conf_dir)
+    report.extend(install_bin.uninstall_executable(args.bin_dir))
+    return report
+
+
+def watch(args: argparse.Namespace, entry: install.Network) -> int:
+    """Install, then repair drift every interval until SIGTERM/SIGINT.
+
+    Polling (not inotify): a check is one listdir and one small read, so once a
+    second costs nothing measurable, and it survives what inotify misses
+    (overflow, the folder replaced, a hostPath re-mounted).  Failures are logged
+    once per distinct message and retried: a DaemonSet may start before the
+    primary CNI has written its config.
+    """
+    stop = threading.Event()
+    restore = _on_signals(lambda: stop.set())
+    last_error = ""
+    try:
+        while True:
+            try:
+                _print(_install(args, entry), "install")
+                last_error = ""
+            except install.InstallError as exc:
+                if str(exc) != last_error:
+                    print(f"podwall cni install: {exc} (retrying)", file=sys.stderr, flush=True)
+                last_error = str(exc)
+            if stop.wait(args.watch_interval):
+                break
+    finally:
+        restore()
+    if args.uninstall_on_exit:
+        _print(_uninstall(args), "uninstall")
+    return 0
+
+
+def _on_signals(action: Callable[[], None]) -> Callable[[], None]:
+    """Run ``action`` on SIGTERM and SIGINT; returns a function that restores the old handlers."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        action()
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+    return restore
+
+
+def _print(report: install.Report, verb: str) -> None:
+    for line in report.actions:
+        print(line, flush=True)
+    for line in report.warnings:
+        print(f"podwall cni {verb}: warning: {line}", file=sys.stderr, flush=True)
