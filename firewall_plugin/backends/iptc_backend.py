@@ -137,24 +137,27 @@ class IptcBackend:
         iptc = iptc_loader.load()
         table_class = iptc.Table6 if family == "ipv6" else iptc.Table
         for attempt in range(1, ATTEMPTS + 1):
-            with locking.xtables_lock():
-                table = table_class(table_class.FILTER, autocommit=False)
-                try:
-                    table.refresh()
-                    if not change(table):
-                        return
-                    if self._before_commit is not None:
-                        self._before_commit()
-                    table.commit()
-                    return
-                except PodwallError:
-                    raise
-                except Exception as exc:  # IPTCError, XTablesError, ValueError...
-                    if _EAGAIN_TEXT not in str(exc) or attempt == ATTEMPTS:
-                        raise _mapped(exc, family, attempt) from exc
-                finally:
-                    table.close()  # drop the snapshot and any uncommitted change
+            try:
+                with locking.xtables_lock():
+                    self._attempt(table_class, change)
+                return
+            except PodwallError:
+                raise
+            except Exception as exc:  # IPTCError, XTablesError, ValueError...
+                if _EAGAIN_TEXT not in str(exc) or attempt == ATTEMPTS:
+                    raise _mapped(exc, family, attempt) from exc
             time.sleep(RETRY_DELAY * attempt)
+
+    def _attempt(self, table_class: Any, change: Callable[[IptcTable], bool]) -> None:
+        table = table_class(table_class.FILTER, autocommit=False)
+        try:
+            table.refresh()
+            if change(table):
+                if self._before_commit is not None:
+                    self._before_commit()
+                table.commit()
+        finally:
+            table.close()  # drop the snapshot and any uncommitted change
 
 
 def _mapped(exc: Exception, family: model.Family, attempt: int) -> BackendError:
