@@ -1,0 +1,191 @@
+"""Build ``plan.DirectionPlan`` objects from a snapshot (see ``plan``).
+
+Which policies select which pods is computed once per snapshot (one selection
+per policy, through the index); peers are resolved once per distinct selector.
+A plan is memoised per pod and direction.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from firewall_operator import cidrs, cluster, fwrule, netpol, selectors
+from firewall_operator.index import ClusterIndex
+from firewall_operator.netpol import Direction
+from firewall_operator.plan import (
+    ANY_PEER,
+    ANY_PORT,
+    DIRECTIONS,
+    DirectionPlan,
+    PeerMatch,
+    PlanRule,
+    Tier,
+    fw_port,
+    np_port,
+)
+from firewall_operator.problems import Problem
+
+
+def _net_key(nets: tuple[cidrs.Network, ...], excepts: tuple[cidrs.Network, ...]) -> str:
+    key = "nets " + ",".join(str(n) for n in nets)
+    return key + (" except " + ",".join(sorted(str(e) for e in excepts)) if excepts else "")
+
+
+class Planner:
+    """Plans for the pods of one snapshot."""
+
+    def __init__(self, snapshot: cluster.Snapshot) -> None:
+        self.snapshot = snapshot
+        self.index = ClusterIndex(snapshot)
+        self._peers: dict[str, PeerMatch] = {}
+        self._plans: dict[tuple[int, Direction], DirectionPlan] = {}
+        self._policies: dict[int, list[netpol.NetworkPolicy]] = {}
+        for policy in snapshot.policies:
+            for pod in self.index.pods_matching(
+                namespace=policy.namespace, pod_selector=policy.pod_selector
+            ):
+                self._policies.setdefault(pod, []).append(policy)
+        self._rules: dict[int, list[fwrule.FirewallRule]] = {}
+        for rule in sorted(snapshot.firewall_rules, key=lambda r: r.order):
+            for pod in self._subject_pods(rule):
+                self._rules.setdefault(pod, []).append(rule)
+
+    def _subject_pods(self, rule: fwrule.FirewallRule) -> frozenset[int]:
+        if rule.subject is None:
+            return frozenset()
+        return self.index.pods_matching(
+            namespace_selector=rule.subject.namespace_selector,
+            pod_selector=rule.subject.pod_selector,
+        )
+
+    def pods_peer(
+        self,
+        *,
+        namespace: str | None,
+        namespace_selector: selectors.Selector | None,
+        pod_selector: selectors.Selector | None,
+    ) -> PeerMatch:
+        scope = f"ns:{namespace}" if namespace_selector is None else f"nss:{namespace_selector.key}"
+        key = f"pods {scope} {'*' if pod_selector is None else pod_selector.key}"
+        if key not in self._peers:
+            found = self.index.pods_matching(
+                namespace=namespace,
+                namespace_selector=namespace_selector,
+                pod_selector=pod_selector,
+            )
+            self._peers[key] = PeerMatch(key, pods=found)
+        return self._peers[key]
+
+    def nets_peer(
+        self, nets: tuple[cidrs.Network, ...], excepts: tuple[cidrs.Network, ...] = ()
+    ) -> PeerMatch:
+        key = _net_key(nets, excepts)
+        return self._peers.setdefault(key, PeerMatch(key, nets=nets, excepts=excepts))
+
+    def _np_peer(self, policy: netpol.NetworkPolicy, peer: netpol.Peer) -> PeerMatch:
+        if peer.ip_block is not None:
+            return self.nets_peer((peer.ip_block.cidr,), peer.ip_block.excepts)
+        return self.pods_peer(
+            namespace=policy.namespace,
+            namespace_selector=peer.namespace_selector,
+            pod_selector=peer.pod_selector,
+        )
+
+    def _fw_peer(self, peer: fwrule.Peer) -> PeerMatch:
+        if peer.networks:
+            return self.nets_peer(peer.networks)
+        return self.pods_peer(
+            namespace=None,
+            namespace_selector=peer.namespace_selector or selectors.EVERYTHING,
+            pod_selector=peer.pod_selector,
+        )
+
+    def _np_rules(self, policy: netpol.NetworkPolicy, direction: Direction) -> list[PlanRule]:
+        rules = []
+        for number, rule in enumerate(policy.rules(direction)):
+            rules.append(
+                PlanRule(
+                    tier="netpol",
+                    action="Allow",
+                    origin=f"NetworkPolicy {policy.key} {direction}[{number}]",
+                    peers=tuple(self._np_peer(policy, p) for p in rule.peers) or (ANY_PEER,),
+                    ports=tuple(np_port(p) for p in rule.ports) or (ANY_PORT,),
+                )
+            )
+        return rules
+
+    def _fw_rules(self, rule: fwrule.FirewallRule, direction: Direction) -> list[PlanRule]:
+        tier: Tier = "admin" if rule.tier == "Admin" else "baseline"
+        return [
+            PlanRule(
+                tier=tier,
+                action=entry.action,
+                origin=f"FirewallRule {rule.name} {direction} {entry.name}",
+                peers=tuple(self._fw_peer(p) for p in entry.peers) or (ANY_PEER,),
+                ports=tuple(fw_port(p) for p in entry.ports) or (ANY_PORT,),
+                log=entry.log,
+                log_name=f"{rule.name}/{entry.name}",
+            )
+            for entry in rule.entries(direction)
+        ]
+
+    def plan(self, pod_id: int, direction: Direction) -> DirectionPlan:
+        """The tiers that apply to pod ``pod_id`` in ``direction``."""
+        key = (pod_id, direction)
+        if key not in self._plans:
+            self._plans[key] = self._build(pod_id, direction)
+        return self._plans[key]
+
+    def _build(self, pod_id: int, direction: Direction) -> DirectionPlan:
+        if self.index.pods[pod_id].host_network:
+            return DirectionPlan(direction)
+        admin: list[PlanRule] = []
+        baseline: list[PlanRule] = []
+        selecting: list[str] = []
+        allows: list[PlanRule] = []
+        for rule in self._rules.get(pod_id, []):
+            if direction in rule.isolate:
+                selecting.append(f"FirewallRule {rule.name} (invalid)")
+            (admin if rule.tier == "Admin" else baseline).extend(self._fw_rules(rule, direction))
+        for policy in self._policies.get(pod_id, []):
+            if direction in policy.policy_types:
+                selecting.append(f"NetworkPolicy {policy.key}")
+                allows.extend(self._np_rules(policy, direction))
+        return DirectionPlan(
+            direction=direction,
+            admin=tuple(admin),
+            netpol=tuple(allows) if selecting else None,
+            netpol_selectors=tuple(selecting),
+            baseline=tuple(baseline),
+        )
+
+    def plan_for(self, pod: cluster.Pod, direction: Direction) -> DirectionPlan:
+        pod_id = self.index.pod_id(pod.namespace, pod.name)
+        return DirectionPlan(direction) if pod_id is None else self.plan(pod_id, direction)
+
+    def problems(self) -> list[Problem]:
+        """Every problem of the snapshot, plus a warning for each named port
+        that no pod of the cluster declares (it matches nothing)."""
+        found = self.snapshot.all_problems()
+        known = self.index.by_port_name
+        for policy in self.snapshot.policies:
+            for direction in DIRECTIONS:
+                for rule in policy.rules(direction):
+                    for port in rule.ports:
+                        if isinstance(port.port, str) and port.port not in known:
+                            reason = f"{direction}: no pod has a port named {port.port!r}"
+                            found.append(
+                                Problem(
+                                    netpol.KIND, policy.namespace, policy.name, reason, "warning"
+                                )
+                            )
+        for fw in self.snapshot.firewall_rules:
+            for direction in DIRECTIONS:
+                for entry in fw.entries(direction):
+                    for fport in entry.ports:
+                        if fport.name is not None and fport.name not in known:
+                            reason = (
+                                f"{direction} {entry.name}: no pod has a port named {fport.name!r}"
+                            )
+                            found.append(Problem(fwrule.KIND, "", fw.name, reason, "warning"))
+        return sorted(set(found))
