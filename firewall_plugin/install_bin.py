@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shlex
 import shutil
 import site
 import sys
@@ -93,8 +94,9 @@ def script_body(sys_path: Sequence[str]) -> str:
 
 def shell_script(launch: Launch, script: str) -> str:
     """The launcher as a ``/bin/sh`` script that runs ``script`` (bundle mode)."""
-    env = f"LD_LIBRARY_PATH={launch.library_path} " if launch.library_path else ""
-    return f'#!/bin/sh\n# {HEADER}.\n{env}exec {launch.python} {launch.flags} {script} "$@"\n'
+    env = f"LD_LIBRARY_PATH={shlex.quote(launch.library_path)} " if launch.library_path else ""
+    command = f"{shlex.quote(launch.python)} {launch.flags} {shlex.quote(script)}"
+    return f'#!/bin/sh\n# {HEADER}.\n{env}exec {command} "$@"\n'
 
 
 def check_shebang(shebang: str) -> None:
