@@ -1,0 +1,272 @@
+"""The podwall plugin's verbs, run as a real process in a throwaway node netns.
+
+prevResults are hand-written (no pod namespaces needed); the integration with
+the reference plugins lives in test_chain_*.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from firewall_lab import netns
+from firewall_plugin import names
+from tests.kernel import plugin_cli as cli
+
+V4, V6 = "10.22.0.5/24", "fd00:22::5/64"
+SAVE_OF = {
+    "iptables-nft": ("iptables-nft-save", "ip6tables-nft-save"),
+    "iptables-legacy": ("iptables-legacy-save", "ip6tables-legacy-save"),
+    "iptc": ("iptables-legacy-save", "ip6tables-legacy-save"),
+}
+
+
+@pytest.fixture
+def node(node_ns: str) -> str:
+    """The node namespace with a foreign FORWARD rule in every variant."""
+    return cli.prime(node_ns)
+
+
+def test_version(node_ns: str) -> None:
+    out = cli.invoke(node_ns, "VERSION", "")
+    assert out.status == 0
+    assert out.output == {"cniVersion": "1.1.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
+
+
+@pytest.mark.parametrize("backend", ["iptables-nft", "iptables-legacy", "iptc", "auto"])
+def test_add_check_del_leaves_no_trace(node: str, tmp_path: Path, backend: str) -> None:
+    prev = cli.prev_result(node, V4, V6)
+    config = cli.conf(tmp_path, prev, backend=backend)
+    before = cli.snapshot(node, tmp_path / "state")
+
+    added = cli.invoke(node, "ADD", config)
+    assert added.status == 0, added.output
+    assert added.output == prev
+    record = json.loads((tmp_path / "state/endpoints/c1_eth0.json").read_text())
+    assert (record["podNamespace"], record["podName"], record["podUID"]) == ("ns1", "pod1", "uid-1")
+    assert record["ips"] == [V4, V6]
+    assert record["hostInterface"] == "veth1"
+    ipv4, ipv6 = SAVE_OF.get(backend, SAVE_OF["iptables-nft"])
+    egress = names.egress_chain("c1", "eth0")
+    assert "-A PODWALL-FORWARD -s 10.22.0.5/32" in cli.save(node, ipv4)
+    assert f"-j {egress}" in cli.save(node, ipv6)
+    assert "fd00:22::5/128" in cli.save(node, ipv6)
+
+    checked = cli.invoke(node, "CHECK", config)
+    assert checked.status == 0, checked.output
+
+    deleted = cli.invoke(node, "DEL", config)
+    assert deleted.status == 0, deleted.output
+    assert deleted.output is None
+    after = cli.snapshot(node, tmp_path / "state")
+    assert after == before
+    assert cli.podwall_lines(node) == []
+
+
+def test_add_twice_is_idempotent(node: str, tmp_path: Path) -> None:
+    config = cli.conf(tmp_path, cli.prev_result(node, V4, V6))
+    assert cli.invoke(node, "ADD", config).status == 0
+    first = cli.snapshot(node, tmp_path / "state")
+    assert cli.invoke(node, "ADD", config).status == 0
+    assert cli.snapshot(node, tmp_path / "state") == first
+
+
+@pytest.mark.parametrize(("version"), ["0.4.0", "1.0.0", "1.1.0"])
+def test_add_echoes_prev_result_in_the_requested_version(
+    node: str, tmp_path: Path, version: str
+) -> None:
+    prev = cli.prev_result(node, V4, V6, version=version)
+    out = cli.invoke(node, "ADD", cli.conf(tmp_path, prev, cniVersion=version))
+    assert out.status == 0, out.output
+    assert out.output["cniVersion"] == version
+    assert [("version" in ip) for ip in out.output["ips"]] == [version == "0.4.0"] * 2
+
+
+def test_del_without_prev_result_or_netns_and_twice(node: str, tmp_path: Path) -> None:
+    before = cli.snapshot(node, tmp_path / "state")
+    assert cli.invoke(node, "ADD", cli.conf(tmp_path, cli.prev_result(node, V4))).status == 0
+    bare = cli.conf(tmp_path)
+    for _ in range(2):
+        out = cli.invoke(node, "DEL", bare, drop=("CNI_NETNS",))
+        assert out.status == 0, out.output
+    assert cli.snapshot(node, tmp_path / "state") == before
+    never_added = cli.invoke(node, "DEL", bare, container_id="never")
+    assert never_added.status == 0, never_added.output
+
+
+def test_del_keeps_the_other_pods(node: str, tmp_path: Path) -> None:
+    a = cli.conf(tmp_path, cli.prev_result(node, "10.22.0.5/24"))
+    b = cli.conf(tmp_path, cli.prev_result(node, "10.22.0.6/24", V6))
+    assert cli.invoke(node, "ADD", a, container_id="a").status == 0
+    assert cli.invoke(node, "ADD", b, container_id="b").status == 0
+    assert cli.invoke(node, "DEL", a, container_id="a").status == 0
+    assert cli.invoke(node, "CHECK", b, container_id="b").status == 0
+    saved = cli.save(node, "iptables-nft-save")
+    assert "10.22.0.5" not in saved and "10.22.0.6/32" in saved
+    assert names.ingress_chain("a", "eth0") not in saved
+
+
+def _drop_chain(node: str, chain: str) -> None:
+    for tool in ("iptables-nft", "ip6tables-nft"):
+        saved = cli.save(node, tool + "-save")
+        for line in saved.splitlines():
+            if line.startswith("-A PODWALL-FORWARD") and line.endswith(f"-j {chain}"):
+                spec = line.split(" ", 2)[2]
+                netns.run(node, ["sh", "-c", f"{tool} -D PODWALL-FORWARD {spec}"])
+        netns.run(node, [tool, "-F", chain])
+        netns.run(node, [tool, "-X", chain])
+
+
+def _break(node: str, tmp: Path, what: str) -> str:
+    """Remove one piece of state by hand; return text CHECK must name."""
+    ingress = names.ingress_chain("c1", "eth0")
+    egress = names.egress_chain("c1", "eth0")
+    if what == "chain":
+        _drop_chain(node, ingress)
+        return f"chain {ingress} (ipv4) is missing"
+    if what == "dispatch":
+        for line in cli.save(node, "iptables-nft-save").splitlines():
+            if line.startswith("-A PODWALL-FORWARD -s 10.22.0.5/32"):
+                netns.run(node, ["sh", "-c", f"iptables-nft -D {line[3:]}"])
+        return f"egress dispatch rule for IP 10.22.0.5/32 (-s 10.22.0.5/32 -j {egress})"
+    if what == "jump":
+        netns.run(node, ["ip6tables-nft", "-D", "FORWARD", "1"])
+        return "FORWARD jump to PODWALL-FORWARD (ipv6) is not rule 1"
+    if what == "jump-not-first":
+        netns.run(node, ["iptables-nft", "-I", "FORWARD", "1", "-j", "ACCEPT"])
+        return "FORWARD jump to PODWALL-FORWARD (ipv4) is not rule 1"
+    (tmp / "state/endpoints/c1_eth0.json").unlink()
+    return "endpoint record"
+
+
+@pytest.mark.parametrize("what", ["chain", "dispatch", "jump", "jump-not-first", "record"])
+def test_check_names_what_is_missing(node: str, tmp_path: Path, what: str) -> None:
+    config = cli.conf(tmp_path, cli.prev_result(node, V4, V6), backend="iptables-nft")
+    assert cli.invoke(node, "ADD", config).status == 0
+    expected = _break(node, tmp_path, what)
+    before = cli.snapshot(node, tmp_path)
+    out = cli.invoke(node, "CHECK", config)
+    assert (out.status, out.code) == (1, 101), out.output
+    assert expected in out.output["msg"]
+    assert cli.snapshot(node, tmp_path) == before  # CHECK never repairs
+
+
+def test_check_on_a_fresh_node_creates_nothing(node: str, tmp_path: Path) -> None:
+    before = cli.snapshot(node, tmp_path)
+    out = cli.invoke(node, "CHECK", cli.conf(tmp_path, cli.prev_result(node, V4, V6)))
+    assert out.code == 101
+    assert cli.snapshot(node, tmp_path) == before
+    assert not (tmp_path / "run").exists() and not (tmp_path / "state").exists()
+
+
+def test_gc_removes_what_valid_attachments_does_not_name(node: str, tmp_path: Path) -> None:
+    for n, cid in enumerate(("keep", "gone1", "gone2")):
+        prev = cli.prev_result(node, f"10.22.0.{10 + n}/24", f"fd00:22::{10 + n}/64")
+        assert cli.invoke(node, "ADD", cli.conf(tmp_path, prev), container_id=cid).status == 0
+    orphan = names.ingress_chain("no-record", "eth0")
+    netns.run(node, ["iptables-nft", "-N", orphan])
+    valid = [{"containerID": "keep", "ifname": "eth0"}]
+    gc = cli.conf(tmp_path, cniVersion="1.1.0")
+    gc["cni.dev/valid-attachments"] = valid
+    out = cli.invoke(node, "GC", gc, drop=("CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS"))
+    assert (out.status, out.output) == (0, None), out.output
+    assert sorted(p.name for p in (tmp_path / "state/endpoints").iterdir()) == ["keep_eth0.json"]
+    saved = cli.save(node, "iptables-nft-save") + cli.save(node, "ip6tables-nft-save")
+    for gone in ("gone1", "gone2", "no-record"):
+        assert names.ingress_chain(gone, "eth0") not in saved
+        assert names.egress_chain(gone, "eth0") not in saved
+    assert "10.22.0.11" not in saved and "fd00:22::12" not in saved
+    keep = cli.conf(tmp_path, cli.prev_result(node, "10.22.0.10/24", "fd00:22::10/64"))
+    assert cli.invoke(node, "CHECK", keep, container_id="keep").status == 0
+    gc["cni.dev/valid-attachments"] = []
+    assert cli.invoke(node, "GC", gc).status == 0
+    assert cli.podwall_lines(node) == []
+
+
+def test_status_ok_and_not_ready(node: str, tmp_path: Path) -> None:
+    ok = cli.invoke(node, "STATUS", cli.conf(tmp_path, cniVersion="1.1.0"))
+    assert (ok.status, ok.output) == (0, None), ok.output
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    bad = cli.conf(tmp_path, cniVersion="1.1.0", stateDir=str(tmp_path / "blocker"))
+    out = cli.invoke(node, "STATUS", bad)
+    assert (out.status, out.code) == (1, 50), out.output
+    assert "stateDir" in out.output["msg"]
+
+
+@pytest.fixture
+def bridge(node: str) -> Iterator[str]:
+    netns.run(node, ["ip", "link", "add", "pwbr0", "type", "bridge"])
+    netns.run(node, ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0"])
+    netns.run(node, ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-ip6tables=0"])
+    yield "pwbr0"
+
+
+def _sysctl(node: str, name: str) -> str:
+    return netns.run(node, ["sysctl", "-n", name]).stdout.strip()
+
+
+def test_bridge_netfilter_is_switched_on(node: str, tmp_path: Path, bridge: str) -> None:
+    prev = cli.prev_result(node, V4, V6, host=(bridge, "veth1"))
+    out = cli.invoke(node, "ADD", cli.conf(tmp_path, prev))
+    assert out.status == 0, out.output
+    assert _sysctl(node, "net.bridge.bridge-nf-call-iptables") == "1"
+    assert _sysctl(node, "net.bridge.bridge-nf-call-ip6tables") == "1"
+
+
+class FakeAgent:
+    """The agent's side of the fast-path socket, answering with ``reply``."""
+
+    def __init__(self, path: Path, reply: bytes | None) -> None:
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        self.reply = reply
+        self.requests: list[dict[str, str]] = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            line = conn.makefile("rb").readline()
+            self.requests.append(json.loads(line))
+            if self.reply is not None:
+                conn.sendall(self.reply)
+            else:
+                conn.recv(1)  # hold the line open until the client gives up
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("reply", "warning"),
+    [(b'{"ok": true}\n', ""), (b'{"ok": false, "error": "busy"}\n', "busy"), (None, "did not")],
+    ids=["ok", "refused", "silent"],
+)
+def test_agent_fast_path(node: str, tmp_path: Path, reply: bytes | None, warning: str) -> None:
+    (tmp_path / "run").mkdir()
+    agent = FakeAgent(tmp_path / "run/agent.sock", reply)
+    try:
+        config = cli.conf(tmp_path, cli.prev_result(node, V4), agentTimeoutMs=300)
+        out = cli.invoke(node, "ADD", config)
+    finally:
+        agent.close()
+    assert out.status == 0, out.output
+    assert agent.requests == [
+        {
+            "op": "program",
+            "containerID": "c1",
+            "ifName": "eth0",
+            "podNamespace": "ns1",
+            "podName": "pod1",
+            "podUID": "uid-1",
+        }
+    ]
+    assert (warning in out.stderr) if warning else out.stderr == ""
