@@ -19,7 +19,7 @@ INGRESS_KIND = "I"
 EGRESS_KIND = "E"
 MAX_NAME = 28
 COMMENT_PREFIX = "podwall"
-MAX_COMMENT = 240  # the kernel keeps 256 bytes; leave room for quoting
+MAX_COMMENT = 240  # UTF-8 bytes; the kernel keeps 255; leave room for quoting
 SWAP_SUFFIX = "-T"
 
 
@@ -63,7 +63,9 @@ def is_podwall_name(name: str) -> bool:
 
 
 def comment(text: str) -> str:
-    """``podwall: <text>`` made safe for iptables comments (no quotes, clamped)."""
+    """``podwall: <text>`` made safe for iptables comments: quotes, backslashes
+    and unprintable characters become spaces, and the result is clamped to
+    ``MAX_COMMENT`` UTF-8 bytes (the kernel counts bytes, not characters)."""
     clean = "".join(c if c.isprintable() and c not in "\"\\'" else " " for c in text)
-    full = f"{COMMENT_PREFIX}: {clean}".strip() if clean else COMMENT_PREFIX
-    return full[:MAX_COMMENT]
+    full = f"{COMMENT_PREFIX}: {clean}".strip() if clean.strip() else COMMENT_PREFIX
+    return full.encode()[:MAX_COMMENT].decode(errors="ignore").rstrip()
