@@ -37,7 +37,7 @@ IptcRule = Any
 IptcTable = Any
 
 
-def build_rule(rule: model.Rule, family: model.Family) -> IptcRule:
+def _build_rule(rule: model.Rule, family: model.Family) -> IptcRule:
     """The python-iptables rule for ``rule``, in iptables-save order.
 
     Call it only inside a transaction: a jump to a user chain is resolved in
@@ -197,11 +197,11 @@ def _replace_chains(
     for chain in replace:
         target = chain_class(table, chain.name)
         for rule in chain.rules:
-            target.append_rule(build_rule(rule, family))
+            target.append_rule(_build_rule(rule, family))
     keep = names.FORWARD_CHAIN in replaced or (
         names.FORWARD_CHAIN in existing and names.FORWARD_CHAIN not in gone
     )
-    jump = build_rule(render.forward_jump_rule(), family) if keep else None
+    jump = _build_rule(render.forward_jump_rule(), family) if keep else None
     _set_forward_jump(table, jump)
     for name in gone:
         table.delete_chain(name)

@@ -66,6 +66,7 @@ def sample_chains(family: model.Family) -> list[model.Chain]:
                    target_options=(("set-xmark", "0x4000/0x4000"),)),
         model.Rule("RETURN", names.comment("marked"),
                    matches=(model.Match("mark", (("mark", "0x4000/0x4000"),)),)),
+        model.Rule("RETURN", names.comment("ns/pöd-名前 " + "x" * 300)),
         model.Rule("DROP", names.comment("not established"),
                    matches=(model.Match("conntrack", (("!ctstate", "RELATED,ESTABLISHED"),)),)),
     )  # fmt: skip
