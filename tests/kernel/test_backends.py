@@ -7,6 +7,10 @@ bad rules and concurrent writers are checked the same way for each.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from firewall_lab import netns
@@ -227,3 +231,29 @@ def test_auto_detects_the_variant_the_node_uses(
 
 def _auto_backend_name() -> str:
     return backends.get_backend("auto").name
+
+
+def test_iptc_environment_points_at_the_real_files() -> None:
+    environ: dict[str, str] = {"IPTABLES_LIBDIR": "/mine"}
+    iptc_loader.prepare_environment(environ)
+    assert environ["IPTABLES_LIBDIR"] == "/mine"  # the user's value wins
+    assert environ["SETUPTOOLS_USE_DISTUTILS"] == "stdlib"
+    major = environ["PYTHON_IPTABLES_XTABLES_VERSION"]
+    libdir = os.path.dirname(environ["XTABLES_LIBDIR"])
+    assert os.path.exists(os.path.join(libdir, f"libxtables.so.{major}"))
+    assert os.path.exists(os.path.join(environ["XTABLES_LIBDIR"], "libxt_comment.so"))
+
+
+LAZY = """
+import sys
+from firewall_plugin.backends import get_backend, iptc_backend
+get_backend("iptables-nft"), get_backend("iptc")
+assert "iptc" not in sys.modules, "iptc imported before first use"
+from firewall_plugin.backends import iptc_loader
+iptc_loader.load()
+assert "iptc" in sys.modules
+"""
+
+
+def test_iptc_is_imported_only_on_first_use() -> None:
+    subprocess.run([sys.executable, "-c", LAZY], check=True, capture_output=True, timeout=60)
