@@ -74,8 +74,8 @@ def _serve_udp(sock: socket.socket) -> None:
         sock.sendto(data, peer)
 
 
-def _serve_sctp(family: socket.AddressFamily, ports: frozenset[int]) -> None:
-    sock = socket.socket(family, socket.SOCK_RAW, sctp.PROTO)
+def _serve_sctp(sock: socket.socket, ports: frozenset[int]) -> None:
+    family = sock.family
     while True:
         data, peer = sock.recvfrom(4096)
         if family == socket.AF_INET:
@@ -98,9 +98,9 @@ def serve(tcp: Sequence[int], udp: Sequence[int], sctp_ports: Sequence[int]) -> 
     workers: list[tuple[Callable[..., None], tuple[object, ...]]] = []
     workers += [(_serve_tcp, (_bound(socket.SOCK_STREAM, port),)) for port in tcp]
     workers += [(_serve_udp, (_bound(socket.SOCK_DGRAM, port),)) for port in udp]
-    if sctp_ports:
-        for family in (socket.AF_INET, socket.AF_INET6):
-            workers.append((_serve_sctp, (family, frozenset(sctp_ports))))
+    for family in (socket.AF_INET, socket.AF_INET6) if sctp_ports else ():
+        raw = socket.socket(family, socket.SOCK_RAW, sctp.PROTO)
+        workers.append((_serve_sctp, (raw, frozenset(sctp_ports))))
     for target, args in workers:
         threading.Thread(target=target, args=args, daemon=True).start()
     print("ready", flush=True)
