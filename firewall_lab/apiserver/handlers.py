@@ -268,9 +268,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
             return await _read(state, request, rtype, target)
         return await _write(state, request, rtype, target)
     except errors.ApiError as exc:
-        if exc.code >= 500:
-            log.error("%s %s: %s", request.method, request.path, exc.message)
         return _error(exc)
+    except Exception as exc:  # the boundary: a bug answers 500, the server lives on
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(errors.ApiError(f"internal error: {exc!r}"))
 
 
 def make_app(state: ServerState) -> web.Application:

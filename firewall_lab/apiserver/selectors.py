@@ -63,22 +63,19 @@ def parse_labels(text: str | None) -> list[Requirement]:
     return out
 
 
+def _requirement_ok(req: Requirement, labels: dict[str, str]) -> bool:
+    present, value = req.key in labels, labels.get(req.key)
+    if req.op == "exists":
+        return present
+    if req.op == "!":
+        return not present
+    if req.op in ("=", "in"):
+        return present and value in req.values
+    return not present or value not in req.values  # "!=", "notin"
+
+
 def labels_match(requirements: list[Requirement], labels: dict[str, str] | None) -> bool:
-    labels = labels or {}
-    for req in requirements:
-        present = req.key in labels
-        value = labels.get(req.key)
-        ok = {
-            "=": present and value == req.values[0],
-            "!=": not present or value != req.values[0],
-            "in": present and value in req.values,
-            "notin": not present or value not in req.values,
-            "exists": present,
-            "!": not present,
-        }[req.op]
-        if not ok:
-            return False
-    return True
+    return all(_requirement_ok(req, labels or {}) for req in requirements)
 
 
 def parse_fields(text: str | None) -> list[Requirement]:
