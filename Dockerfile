@@ -3,7 +3,7 @@
 #
 #   docker build -t podwall:0.1.0 .
 #
-# The DaemonSet (deploy/daemonset.yaml) runs it three ways, all through the
+# The DaemonSet (deploy/base/daemonset.yaml) runs it three ways, all through the
 # ENTRYPOINT: `podwall cni install --bundle ...` (init container), `podwall
 # agent ...` and `podwall cni install --watch ...`.  `--bundle` copies this
 # image's Python interpreter (/usr/local/bin/python3.11 and its shared

@@ -1,7 +1,7 @@
 """The DaemonSet's install steps, run for real: the layout they leave works as a CNI chain.
 
 The init container's and the cni-watch sidecar's exact arguments are read from
-``deploy/daemonset.yaml``; the container paths of the host folders
+``deploy/base/daemonset.yaml``; the container paths of the host folders
 (``/host/opt/cni/bin``, ``/host/etc/cni/net.d``) are mapped to temporary
 folders, and podwall's state and run folders to temporary ones too (the
 machine's own ``/var/lib/podwall`` is never touched).  The bin folder starts
@@ -32,7 +32,7 @@ from firewall_lab.cni_runner import Runner
 from firewall_plugin import names
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DAEMONSET = ROOT / "deploy" / "daemonset.yaml"
+DAEMONSET = ROOT / "deploy" / "base" / "daemonset.yaml"
 PODWALL = os.path.join(os.path.dirname(sys.executable), "podwall")
 REFERENCE = os.environ.get("PODWALL_CNI_PATH", "/usr/lib/cni")
 PRIMARY_PLUGINS = ("bridge", "host-local", "portmap", "loopback")

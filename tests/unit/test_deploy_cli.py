@@ -25,7 +25,7 @@ import yaml
 from podwall import __main__ as cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DAEMONSET = ROOT / "deploy" / "daemonset.yaml"
+DAEMONSET = ROOT / "deploy" / "base" / "daemonset.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 NODE = "node-a"
 VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")

@@ -32,9 +32,9 @@ def instructions(keyword: str) -> list[str]:
 
 
 def pod_spec() -> dict[str, Any]:
-    spec: dict[str, Any] = yaml.safe_load((ROOT / "deploy" / "daemonset.yaml").read_text())["spec"][
-        "template"
-    ]["spec"]
+    spec: dict[str, Any] = yaml.safe_load(
+        (ROOT / "deploy" / "base" / "daemonset.yaml").read_text()
+    )["spec"]["template"]["spec"]
     return spec
 
 

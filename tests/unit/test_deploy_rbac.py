@@ -1,7 +1,7 @@
 """The agent's ClusterRole grants exactly the API calls the agent makes.
 
 The request → permission mapping is checked on hand-written requests; the
-ClusterRole in ``deploy/rbac.yaml`` is checked for hygiene (no wildcards, no
+ClusterRole in ``deploy/base/rbac.yaml`` is checked for hygiene (no wildcards, no
 secrets) and, once the agent e2e tests have recorded the agent's requests from
 the API server double into ``tests/e2e/recorded_agent_calls.json``, compared
 with them: a missing or a surplus permission fails.
@@ -19,7 +19,7 @@ from tests import rbac_audit
 from tests.rbac_audit import Discovery, Forbidden, Permission
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-RBAC_FILE = ROOT / "deploy" / "rbac.yaml"
+RBAC_FILE = ROOT / "deploy" / "base" / "rbac.yaml"
 RECORDED = ROOT / "tests" / "e2e" / "recorded_agent_calls.json"
 #: the agent's requests carry kopf's User-Agent ("kopf/<version>")
 AGENT_USER_AGENT = "kopf"
@@ -191,7 +191,7 @@ def test_unknown_method_is_an_error() -> None:
 def agent_rules() -> list[dict[str, Any]]:
     docs = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
     roles = [d for d in docs if d["kind"] == "ClusterRole"]
-    assert len(roles) == 1, "deploy/rbac.yaml holds one ClusterRole"
+    assert len(roles) == 1, "deploy/base/rbac.yaml holds one ClusterRole"
     rules: list[dict[str, Any]] = roles[0]["rules"]
     return rules
 
@@ -295,4 +295,4 @@ def test_cluster_role_matches_recorded_agent_calls() -> None:
     )
     assert requests, f"no request with User-Agent {AGENT_USER_AGENT!r} in {RECORDED}"
     result = rbac_audit.compare(agent_rules(), requests)
-    assert result.exact, "deploy/rbac.yaml vs the agent's recorded calls:\n" + result.explain()
+    assert result.exact, "deploy/base/rbac.yaml vs the agent's recorded calls:\n" + result.explain()
