@@ -12,6 +12,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 from firewall_operator import cluster, selectors
+from firewall_plugin import model
 
 
 class ClusterIndex:
@@ -36,6 +37,10 @@ class ClusterIndex:
         self._by_namespace = {ns: frozenset(ids) for ns, ids in by_namespace.items()}
         self.by_port_name: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in by_port.items()}
         self._cache: dict[tuple[str, str], frozenset[int]] = {}
+        #: per family, each pod's first IP of that family (None: none)
+        self.ips: dict[model.Family, list[str | None]] = {
+            family: [pod.ip(family) for pod in self.pods] for family in model.FAMILIES
+        }
 
     def pod_id(self, namespace: str, name: str) -> int | None:
         return self.ids.get((namespace, name))

@@ -31,19 +31,25 @@ class SetBuilder:
         self.family = family
         self.sets: dict[str, model.IPSet] = {}
 
+        self._refs: dict[str, SetRef] = {}
+
     def _add(self, identity: str, kind: model.IPSetKind, entries: set[str]) -> str:
         name = names.hashed_name("S", f"{self.family}|{kind}|{identity}")
-        if name not in self.sets:
-            self.sets[name] = model.IPSet(name, kind, self.family, tuple(sorted(entries)))
+        self.sets[name] = model.IPSet(name, kind, self.family, tuple(sorted(entries)))
         return name
 
     def peer(self, peer: PeerMatch) -> SetRef:
         """The set holding ``peer`` in this family ("" for any peer)."""
+        if peer.key not in self._refs:
+            self._refs[peer.key] = self._peer(peer)
+        return self._refs[peer.key]
+
+    def _peer(self, peer: PeerMatch) -> SetRef:
         if peer.kind == "any":
             return ""
         if peer.pods is not None:
-            ips = {self.index.pods[n].ip(self.family) for n in peer.pods}
-            return self._add(peer.key, "hash:ip", {ip for ip in ips if ip})
+            ips = self.index.ips[self.family]
+            return self._add(peer.key, "hash:ip", {ip for n in peer.pods if (ip := ips[n])})
         nets = [net for net in peer.nets if cidrs.family(net) == self.family]
         if not nets:
             return None
@@ -55,14 +61,20 @@ class SetBuilder:
         """``hash:ip,port`` of every pod that ``peer`` matches and that has the
         named port (its IP, protocol and number)."""
         assert port.name is not None
+        identity = f"{peer.key} port {port.protocol or '*'}/{port.name}"
+        if identity not in self._refs:
+            self._refs[identity] = self._add(identity, "hash:ip,port", self._named(peer, port))
+        return self._refs[identity] or ""
+
+    def _named(self, peer: PeerMatch, port: PortMatch) -> set[str]:
+        assert port.name is not None
         entries = set()
+        ips = self.index.ips[self.family]
         for number in self.index.by_port_name.get(port.name, ()):
-            pod = self.index.pods[number]
-            ip = pod.ip(self.family)
+            ip = ips[number]
             if ip is None or not peer.matches(number, ip):
                 continue
-            for named in pod.named(port.name):
+            for named in self.index.pods[number].named(port.name):
                 if port.protocol in (None, named.protocol):
                     entries.add(f"{ip},{named.protocol.lower()}:{named.port}")
-        identity = f"{peer.key} port {port.protocol or '*'}/{port.name}"
-        return self._add(identity, "hash:ip,port", entries)
+        return entries
