@@ -52,11 +52,13 @@ def prune(schema: Json, value: Any, *, path: str = "", root: bool = False) -> li
         keep_unknown = schema.get("x-kubernetes-preserve-unknown-fields") or extra is True
         for key in list(value):
             sub = f"{path}.{key}" if path else key
+            if root and key in ROOT_KEPT:
+                continue  # apiVersion, kind and metadata are never pruned
             if key in props:
                 dropped += prune(props[key], value[key], path=sub)
             elif isinstance(extra, dict):
                 dropped += prune(extra, value[key], path=sub)
-            elif not keep_unknown and not (root and key in ROOT_KEPT):
+            elif not keep_unknown:
                 del value[key]
                 dropped.append(sub)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):

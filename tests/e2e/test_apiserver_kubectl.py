@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CRDS = Path(__file__).parents[2] / "crds"
+EXPLAIN_FIXTURE = Path(__file__).parents[1] / "fixtures" / "explain-policies.yaml"
 
 NAMESPACE = """
 apiVersion: v1
@@ -131,17 +133,30 @@ def test_delete_pod_and_namespace(kubectl: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("crd", "plural"),
+    ("crd", "plural", "columns"),
     [
-        ("firewallrules.podwall.io.yaml", "firewallrules"),
-        ("nodefirewalls.podwall.io.yaml", "nodefirewalls"),
+        (
+            "firewallrules.podwall.io.yaml",
+            "firewallrules",
+            ["NAME", "TIER", "PRIORITY", "INGRESS", "EGRESS", "VALID", "AGE"],
+        ),
+        (
+            "nodefirewalls.podwall.io.yaml",
+            "nodefirewalls",
+            ["NAME", "BACKEND", "ENDPOINTS", "RULES", "LAST-SYNC", "AGE"],
+        ),
     ],
     ids=["firewallrules", "nodefirewalls"],
 )
-def test_project_crds(kubectl: Any, crd: str, plural: str) -> None:
+def test_project_crds(kubectl: Any, crd: str, plural: str, columns: list[str]) -> None:
     path = CRDS / crd
     if not path.exists():
         pytest.skip(f"{path} is not written yet")
     kubectl("apply", "-f", str(path))
-    out = kubectl("get", plural, check=False)
-    assert "No resources found" in out
+    kind = yaml.safe_load(path.read_text())["spec"]["names"]["kind"]
+    body = {"apiVersion": "podwall.io/v1alpha1", "kind": kind, "metadata": {"name": "probe"}}
+    if kind == "FirewallRule":
+        docs = yaml.safe_load_all((EXPLAIN_FIXTURE).read_text())
+        body = next(d for d in docs if d and d.get("kind") == "FirewallRule")
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
+    assert header(kubectl("get", plural)) == columns
