@@ -270,3 +270,27 @@ def test_agent_fast_path(node: str, tmp_path: Path, reply: bytes | None, warning
         }
     ]
     assert (warning in out.stderr) if warning else out.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("settings", "present", "absent"),
+    [
+        ({}, 'default deny until programmed" -j DROP', "REJECT"),
+        ({"denyAction": "reject"}, "-j REJECT --reject-with icmp-port-unreachable", 'd" -j DROP'),
+        ({"podDefault": "allow"}, "from own node", "default deny"),
+    ],
+    ids=["deny-drop", "deny-reject", "allow"],
+)
+def test_pod_default_chains(
+    node: str, tmp_path: Path, settings: dict[str, str], present: str, absent: str
+) -> None:
+    config = cli.conf(tmp_path, cli.prev_result(node, V4), backend="iptables-nft", **settings)
+    assert cli.invoke(node, "ADD", config).status == 0
+    ingress = names.ingress_chain("c1", "eth0")
+    rules = "\n".join(
+        line
+        for line in cli.save(node, "iptables-nft-save").splitlines()
+        if f"-A {ingress} " in line
+    )
+    assert present in rules
+    assert absent not in rules
