@@ -276,7 +276,11 @@ def test_agent_fast_path(node: str, tmp_path: Path, reply: bytes | None, warning
     ("settings", "present", "absent"),
     [
         ({}, 'default deny until programmed" -j DROP', "REJECT"),
-        ({"denyAction": "reject"}, "-j REJECT --reject-with icmp-port-unreachable", 'd" -j DROP'),
+        (
+            {"denyAction": "reject"},
+            "-j REJECT --reject-with icmp-port-unreachable",
+            'programmed" -j DROP',
+        ),
         ({"podDefault": "allow"}, "from own node", "default deny"),
     ],
     ids=["deny-drop", "deny-reject", "allow"],
