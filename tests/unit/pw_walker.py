@@ -1,0 +1,96 @@
+"""A tiny model of netfilter for compiled ``FamilyState``s: walk one new
+connection's first packet through ``PODWALL-FORWARD`` and the chains it jumps
+or goes to, matching ipsets the way the kernel does (``hash:net`` takes the
+most specific entry, a ``nomatch`` entry means no match).  Only what the
+compiler emits is modelled; anything else fails loudly."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from firewall_plugin import model
+
+Verdict = str  # "return" | "drop"
+
+
+def _in_set(ipset: model.IPSet, ip: str, proto: str, port: int) -> bool:
+    if ipset.kind == "hash:ip":
+        return ip in ipset.entries
+    if ipset.kind == "hash:ip,port":
+        return f"{ip},{proto}:{port}" in ipset.entries
+    assert ipset.kind == "hash:net", ipset.kind
+    address = ipaddress.ip_address(ip)
+    best: tuple[int, bool] | None = None
+    for entry in ipset.entries:
+        net, _, flag = entry.partition(" ")
+        network = ipaddress.ip_network(net)
+        inside = address.version == network.version and address in network
+        if inside and (best is None or network.prefixlen > best[0]):
+            best = (network.prefixlen, flag != "nomatch")
+    return bool(best and best[1])
+
+
+def _address_matches(rule_address: str | None, ip: str) -> bool:
+    if rule_address is None:
+        return True
+    return ipaddress.ip_address(ip) in ipaddress.ip_network(rule_address)
+
+
+def _matches(state: model.FamilyState, rule: model.Rule, packet: dict[str, object]) -> bool:
+    src, dst, proto, port = packet["src"], packet["dst"], packet["proto"], packet["port"]
+    assert isinstance(src, str) and isinstance(dst, str) and isinstance(proto, str)
+    assert isinstance(port, int)
+    if not _address_matches(rule.source, src) or not _address_matches(rule.destination, dst):
+        return False
+    if rule.protocol is not None and rule.protocol != proto:
+        return False
+    for match in rule.matches:
+        options = dict(match.options)
+        if match.module == "conntrack":
+            return False  # a new, valid connection: neither ESTABLISHED nor INVALID
+        if match.module == "addrtype":
+            if not packet["local"]:
+                return False
+        elif match.module == "set":
+            name, flags = options["match-set"].split(" ")
+            ip = src if flags == "src" else dst
+            if not _in_set(state.sets[name], ip, proto, port):
+                return False
+        elif match.module in ("tcp", "udp", "sctp"):
+            low, _, high = options["dport"].partition(":")
+            if not int(low) <= port <= int(high or low):
+                return False
+        else:
+            raise AssertionError(f"unmodelled match {match.module}")
+    return True
+
+
+def run_chain(state: model.FamilyState, name: str, packet: dict[str, object]) -> Verdict:
+    """Run a chain; "drop" ends everything, "return" goes back to the caller."""
+    for rule in state.chains[name].rules:
+        if not _matches(state, rule, packet):
+            continue
+        if rule.target in ("DROP", "REJECT"):
+            return "drop"
+        if rule.target == "RETURN":
+            return "return"
+        if rule.target in ("LOG", "NFLOG"):
+            continue
+        result = run_chain(state, rule.target, packet)
+        if result == "drop" or rule.goto:
+            return result
+    return "return"
+
+
+def forward(
+    state: model.FamilyState, *, src: str, dst: str, proto: str, port: int, local: bool = False
+) -> bool:
+    """True when podwall lets the connection's first packet through FORWARD."""
+    packet: dict[str, object] = {
+        "src": src,
+        "dst": dst,
+        "proto": proto,
+        "port": port,
+        "local": local,
+    }
+    return run_chain(state, "PODWALL-FORWARD", packet) == "return"
