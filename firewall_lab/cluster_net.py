@@ -30,10 +30,13 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from firewall_lab import netns
 
 CHUNK = 65536
+T = TypeVar("T")
 
 
 class ClusterNetError(Exception):
@@ -120,11 +123,11 @@ class Forwarder:
         for side in (writer, up_writer):
             side.close()
 
-    def _submit(self, coro: object) -> object:
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> T:
         if self.loop is None:
+            coro.close()
             raise ClusterNetError("the forwarder is not running")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
-        return future.result(10)
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
     def expose(self, netns_name: str, *, port: int | None = None) -> int:
         """Listen on ``127.0.0.1:port`` inside ``netns_name`` (default: the
@@ -137,7 +140,6 @@ class Forwarder:
             return await asyncio.start_server(self._splice, sock=sock)
 
         server = self._submit(serve())
-        assert isinstance(server, asyncio.Server)
         self._servers[netns_name] = server
         return int(sock.getsockname()[1])
 
