@@ -113,9 +113,8 @@ def serve(
     assert process.stdout is not None
     line = process.stdout.readline().strip()
     if line != "ready":
-        server = Server(netns_name, process)
-        server.stop()
-        stderr = process.stderr.read() if process.stderr and not process.stderr.closed else ""
+        process.kill()
+        _, stderr = process.communicate(timeout=5)
         raise ProbeError(f"probe server in {netns_name} did not start: {line} {stderr}".strip())
     return Server(netns_name, process)
 

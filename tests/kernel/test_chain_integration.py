@@ -78,10 +78,10 @@ Key = tuple[str, str, str, str]  # (from, to, family, protocol)
 
 def reachability(pods: Mapping[str, Pod], families: tuple[str, ...]) -> dict[Key, bool]:
     """Probe every ordered pair of pods, every family and protocol at once."""
-    servers = [
-        probe.serve(pod.netns, tcp=[TCP_PORT], udp=[UDP_PORT], sctp=[SCTP_PORT])
-        for pod in pods.values()
-    ]
+    servers = cni_helpers.parallel(
+        lambda pod: probe.serve(pod.netns, tcp=[TCP_PORT], udp=[UDP_PORT], sctp=[SCTP_PORT]),
+        pods.values(),
+    )
     try:
         items: dict[Key, probe.Probe] = {}
         for (src, dst), family, proto in itertools.product(
@@ -286,3 +286,30 @@ def test_status_ready_and_reference_plugins_skipped(node: Node, tmp_path: Any) -
     with pytest.raises(PluginError) as failure:
         node.runner.status(broken)
     assert failure.value.code == 50
+
+
+BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
+
+
+def test_bridge_netfilter_off_is_fixed_or_refused(node: Node, make_ns: Any) -> None:
+    """podwall never runs unenforced behind a bridge: with the sysctl at 0 it
+    sets it (ensureBridgeNetfilter, the default) or fails the ADD (code 102),
+    and the runner's rollback then removes the bridge attachment too."""
+    topology = TOPOLOGIES["bridge-ipv4"]
+    node.run(["sysctl", "-q", "-w", f"{BRIDGE_NF}=0"])
+    refusing = chain(node, topology, ensureBridgeNetfilter=False)
+    pod_ns = make_ns()
+    with pytest.raises(PluginError) as failure:
+        node.runner.add(refusing, cni_helpers.attachment_for(pod_ns))
+    assert (failure.value.plugin, failure.value.code) == ("podwall", 102)
+    assert failure.value.cleanup_errors == []
+    assert "eth0" not in node.run(["ip", "netns", "exec", pod_ns, "ip", "-br", "link"])
+    assert node.trace() == []
+    assert node.run(["sysctl", "-n", BRIDGE_NF]).strip() == "0"
+
+    fixing = chain(node, topology)
+    a, b = node.add_many(fixing, [pod_ns, make_ns()])
+    assert node.run(["sysctl", "-n", BRIDGE_NF]).strip() == "1"
+    got = reachability({"a": a, "b": b}, ("ipv4",))
+    assert not any(got.values()), got
+    node.delete(fixing, [a, b])
