@@ -36,6 +36,8 @@ class ServerState:
     address: str = "127.0.0.1"
     streams: set[WatchStream] = dataclasses.field(default_factory=set)
     stopping: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    #: every request seen (method, path, query, user_agent), for RBAC audits
+    requests: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def expire_watches(self) -> None:
         """Compact the history and end every open watch with 410 Expired."""
@@ -246,6 +248,14 @@ async def _write(
 
 async def handle(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
+    state.requests.append(
+        {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string,
+            "user_agent": request.headers.get("User-Agent", ""),
+        }
+    )
     try:
         if request.path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
