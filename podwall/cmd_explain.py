@@ -71,9 +71,9 @@ def _answer(args: argparse.Namespace) -> str:
 
     port, protocol = parse_port(args.port, args.protocol)
     snapshot = loading.load_snapshot(path for group in args.files for path in group)
-    for problem in snapshot.all_problems():
-        print(f"podwall explain: {problem}", file=sys.stderr)
     evaluator = evaluate.Evaluator(snapshot, family=args.family)
+    for problem in evaluator.planner.problems():
+        print(f"podwall explain: {problem}", file=sys.stderr)
     if args.matrix:
         if args.source or args.destination:
             raise UsageError("--matrix takes no --from/--to")
