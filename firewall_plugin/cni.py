@@ -55,6 +55,8 @@ def run(environ: Mapping[str, str], stdin_text: str) -> tuple[int, dict[str, Any
         version = config_module.requested_version(data)
         if env.command in protocol.NEW_IN_1_1 and version != "1.1.0":
             raise protocol.VersionError(f"{env.command} needs cniVersion 1.1.0, not {version}")
+        if env.command == "CHECK" and version in protocol.WITHOUT_CHECK:
+            raise protocol.VersionError(f"CHECK needs cniVersion 0.4.0 or later, not {version}")
         cfg = config_module.parse(data)
         return 0, _dispatch(env, cfg)
     except Exception as exc:

@@ -3,7 +3,8 @@
 CNI error codes podwall returns (CNI spec 1.1.0 "Well-known Error Codes";
 100+ are podwall's own)::
 
-    1   incompatible CNI version (unknown cniVersion; GC/STATUS below 1.1.0)
+    1   incompatible CNI version (unknown cniVersion; GC/STATUS below 1.1.0;
+        CHECK below 0.4.0)
     3   container unknown: ADD/CHECK with a CNI_NETNS path that does not exist
     4   invalid or missing CNI_* environment variables
     5   I/O failure: endpoint records or run files unusable (StateError)
@@ -29,11 +30,14 @@ from dataclasses import dataclass, field
 
 from firewall_plugin import errors
 
-SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
+#: 0.3.x is what Calico, flannel and kindnet conflists say; it has no CHECK.
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 #: verbs the spec introduced in 1.1.0
 NEW_IN_1_1 = ("GC", "STATUS")
+#: versions that predate CHECK (added in 0.4.0)
+WITHOUT_CHECK = ("0.3.0", "0.3.1")
 
 CODE_VERSION = 1
 CODE_CONTAINER_UNKNOWN = 3

@@ -23,7 +23,7 @@ from typing import Any
 
 from firewall_plugin import errors, protocol
 
-READABLE_VERSIONS = ("0.3.0", "0.3.1", *protocol.SUPPORTED_VERSIONS)
+READABLE_VERSIONS = protocol.SUPPORTED_VERSIONS
 INTERFACE_FIELDS_1_1 = ("mtu", "socketPath", "pciID")
 ROUTE_FIELDS_1_1 = ("mtu", "advmss", "priority", "table", "scope")
 

@@ -87,7 +87,15 @@ def test_runtime_keys_are_accepted(key: str) -> None:
 
 @pytest.mark.parametrize(
     ("version", "ok"),
-    [("0.4.0", True), ("1.0.0", True), ("1.1.0", True), ("0.3.1", False), ("2.0.0", False)],
+    [
+        ("0.3.0", True),
+        ("0.3.1", True),
+        ("0.4.0", True),
+        ("1.0.0", True),
+        ("1.1.0", True),
+        ("0.2.0", False),
+        ("2.0.0", False),
+    ],
     ids=lambda v: str(v),
 )
 def test_versions(version: str, ok: bool) -> None:
