@@ -3,7 +3,7 @@
 ``PolicyLab.start(workdir)`` makes a node namespace and, through the real CNI
 chain (``bridge`` + ``host-local``, then ``podwall`` run as ``python -m
 firewall_plugin``), pods x/a … z/c with dual-stack addresses, each serving
-TCP 80-82, UDP 53 and SCTP 7777.  ``program(docs)`` builds a snapshot from
+TCP 80-82, UDP 53 and 81, SCTP 7777.  ``program(docs)`` builds a snapshot from
 the given policies plus the lab's pods, compiles it for the node's endpoint
 records and applies it with the applier; ``kernel_matrix`` probes every pod
 pair; ``model_matrix`` asks the evaluator.  ``stop()`` deletes everything.
@@ -24,7 +24,7 @@ from firewall_lab import netns, probe
 from firewall_lab.cni_conf import Attachment
 from firewall_lab.cni_runner import Runner
 from firewall_operator import applier, cluster, compiler, evaluate
-from firewall_plugin import endpoints, model
+from firewall_plugin import dataplane, endpoints, model
 from firewall_plugin.backends import get_backend
 from tests.kernel.inside import entered
 
@@ -32,7 +32,7 @@ NODE = "node-1"
 NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
 TCP_PORTS = (80, 81, 82)
-UDP_PORTS = (53,)
+UDP_PORTS = (53, 81)
 SCTP_PORTS = (7777,)
 SUBNET4, SUBNET6 = "10.244.1.0/24", "fd00:244:1::/64"
 REFERENCE_PLUGINS = ("bridge", "host-local", "loopback")
@@ -200,6 +200,8 @@ class PolicyLab:
         with entered(self.node):
             self.applier.apply(compiled.families)
             subprocess.run(["conntrack", "-F"], capture_output=True, check=False)
+        for pod in self.pods.values():  # cold neighbour caches, as for new pods
+            netns.run(pod.netns, ["ip", "neigh", "flush", "all"], check=False)
         return compiled
 
     def kernel_matrix(
@@ -207,6 +209,21 @@ class PolicyLab:
     ) -> dict[str, dict[str, bool]]:
         pods = {key: (pod.netns, pod.ip(family)) for key, pod in self.pods.items()}
         return probe.matrix(pods, port=port, protocol=protocol)
+
+
+def neighbour_discovery_passes() -> bool:
+    """True when podwall's IPv6 chains let ICMPv6 neighbour solicitations and
+    advertisements through.  Without that, a pod isolated for egress cannot
+    answer neighbour solicitations (and one isolated for ingress cannot get
+    the answers), so IPv6 traffic the policies allow fails on cold caches."""
+    forward = dataplane.forward_chain([], "ipv6")
+    return any(rule.protocol in ("ipv6-icmp", "icmpv6") for rule in forward.rules)
+
+
+ND_REASON = (
+    "ICMPv6 neighbour discovery (types 135/136) is dropped by isolated pods' chains: "
+    "dataplane.forward_chain must RETURN it for ipv6"
+)
 
 
 def model_matrix(
