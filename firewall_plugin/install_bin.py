@@ -15,7 +15,12 @@ Three ways to launch the plugin (``firewall_plugin.cni.main``):
   ``LD_LIBRARY_PATH`` when the interpreter links a shared libpython.  Each
   bundle lives in its own ``<id>`` folder: the new one is complete before the
   launcher is switched to it by rename, and older ones are removed after, so a
-  plugin run never sees a half-copied bundle.
+  plugin run never sees a half-copied bundle.  Neither the launcher nor the
+  bundle names the folder they were installed through: the installer usually
+  writes through a mount (``/host/opt/cni/bin`` in the DaemonSet) that the
+  host, which runs the plugin, knows by another path.  The launcher finds
+  ``podwall.d`` next to itself (``$0``, symlinks resolved), the bundle's
+  ``launch.py`` its ``site`` folder next to itself.
 
 The launcher is written atomically (temp file + rename), mode 0755.  No kopf,
 no kernel access.
@@ -26,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shlex
 import shutil
 import site
 import sys
@@ -53,16 +57,17 @@ STDLIB_SKIP = (
 )
 HEADER = "podwall CNI plugin launcher, written by `podwall cni install`; do not edit"
 ENTRY = "from firewall_plugin.cni import main\n\nsys.exit(main())\n"
+#: changes whenever the bundle's files change shape (part of the bundle id)
+BUNDLE_LAYOUT = "2: launcher and launch.py relative to themselves"
 
 
 @dataclass(frozen=True, slots=True)
 class Launch:
-    """How the executable starts Python: interpreter, flags, paths to add, env."""
+    """How the executable starts Python: interpreter, flags, paths to add."""
 
     python: str
     flags: str = "-IS"
     sys_path: tuple[str, ...] = ()
-    library_path: str = ""
 
 
 def package_root() -> str:
@@ -92,11 +97,34 @@ def script_body(sys_path: Sequence[str]) -> str:
     return "\n".join(lines) + "\n" + ENTRY
 
 
-def shell_script(launch: Launch, script: str) -> str:
-    """The launcher as a ``/bin/sh`` script that runs ``script`` (bundle mode)."""
-    env = f"LD_LIBRARY_PATH={shlex.quote(launch.library_path)} " if launch.library_path else ""
-    command = f"{shlex.quote(launch.python)} {launch.flags} {shlex.quote(script)}"
-    return f'#!/bin/sh\n# {HEADER}.\n{env}exec {command} "$@"\n'
+def bundle_script(ident: str, *, version: str, shared: bool) -> str:
+    """The ``/bin/sh`` launcher of bundle ``ident``, found next to the launcher itself.
+
+    ``$0`` is the path the runtime executed (``<bin-dir>/podwall``); when it is
+    a symlink it is resolved first, so a link to the launcher from elsewhere
+    still finds ``podwall.d``.  No absolute path is written: the same text is
+    right wherever the bin folder is mounted, so installs through different
+    mounts agree and rewrite nothing.
+    """
+    home = f"$here/{BUNDLE_DIR}/{ident}"  # ident: b-<hex>, nothing to quote
+    env = f'LD_LIBRARY_PATH="{home}/python/lib" ' if shared else ""
+    lines = [
+        "#!/bin/sh",
+        f"# {HEADER}.",
+        f"# It runs the bundle in {BUNDLE_DIR}/ next to itself.",
+        "self=$0",
+        'if [ -L "$self" ]; then self=$(readlink -f "$self") || exit 1; fi',
+        "case $self in */*) here=${self%/*} ;; *) here=. ;; esac",
+        f'{env}exec "{home}/python/bin/{version}" -IS "{home}/launch.py" "$@"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def bundle_entry() -> str:
+    """The bundle's ``launch.py``: puts the ``site`` folder next to it first, runs ``main()``."""
+    lines = [f'"""{HEADER}."""', "import sys", ""]
+    lines.append('sys.path[:0] = [__file__.rpartition("/")[0] + "/site"]')
+    return "\n".join(lines) + "\n" + ENTRY
 
 
 def check_shebang(shebang: str) -> None:
@@ -169,7 +197,7 @@ def _write_or_fail(path: str, text: str) -> None:
 
 def bundle_id() -> str:
     """Names a bundle by what it holds: interpreter version and package files."""
-    digest = hashlib.sha256(sys.version.encode())
+    digest = hashlib.sha256(f"{sys.version}\n{BUNDLE_LAYOUT}".encode())
     for root in _bundled_packages():
         for folder, dirs, files in sorted(os.walk(root)):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
@@ -198,11 +226,7 @@ def _bundle(bin_dir: str, report: Report) -> tuple[str, str]:
         report.actions.append(f"copied Python {sys.version.split()[0]} and podwall into {home}")
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     shared = bool(sysconfig.get_config_var("Py_ENABLE_SHARED"))
-    launch = Launch(
-        python=os.path.join(home, "python", "bin", version),
-        library_path=os.path.join(home, "python", "lib") if shared else "",
-    )
-    return shell_script(launch, os.path.join(home, "launch.py")), ident
+    return bundle_script(ident, version=version, shared=shared), ident
 
 
 def _copy_bundle(home: str) -> None:
@@ -215,7 +239,7 @@ def _copy_bundle(home: str) -> None:
         for root in _bundled_packages():
             shutil.copytree(root, os.path.join(site_dir, os.path.basename(root)), symlinks=True)
         with open(os.path.join(staging, "launch.py"), "w", encoding="utf-8") as handle:
-            handle.write(script_body([os.path.join(home, "site")]))
+            handle.write(bundle_entry())
         open(os.path.join(staging, "complete"), "w").close()
         shutil.rmtree(home, ignore_errors=True)
         os.rename(staging, home)

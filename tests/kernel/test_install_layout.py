@@ -73,8 +73,13 @@ def primary_conflist(root: pathlib.Path) -> dict[str, Any]:
 class Host:
     """A node's folders: CNI bin and conf, podwall state/run, IPAM, runner cache."""
 
-    def __init__(self, root: pathlib.Path, *, create: bool = True) -> None:
+    def __init__(
+        self, root: pathlib.Path, *, create: bool = True, podwall: pathlib.Path | None = None
+    ) -> None:
+        """``podwall``: where podwall's state and run folders live (default: under ``root``)."""
         self.root = root
+        self.state = (podwall or root) / "state"
+        self.run = (podwall or root) / "run"
         self.bin = root / "opt" / "cni" / "bin"
         self.conf = root / "etc" / "cni" / "net.d"
         self.primary = primary_conflist(root)
@@ -83,8 +88,8 @@ class Host:
 
     def create(self) -> None:
         root = self.root
-        for folder in (self.bin, self.conf, root / "state", root / "run", root / "ipam"):
-            folder.mkdir(parents=True)
+        for folder in (self.bin, self.conf, self.state, self.run, root / "ipam"):
+            folder.mkdir(parents=True, exist_ok=folder in (self.state, self.run))
         for plugin in PRIMARY_PLUGINS:
             (self.bin / plugin).symlink_to(os.path.join(REFERENCE, plugin))
         self.write_primary(self.primary)
@@ -104,7 +109,7 @@ class Host:
         mapped = {HOST_BIN: str(self.bin), HOST_CONF: str(self.conf)}
         args = [mapped.get(arg, arg) for arg in container_args(container)]
         assert not [arg for arg in args if arg.startswith("/host/")], args
-        state, run = str(self.root / "state"), str(self.root / "run")
+        state, run = str(self.state), str(self.run)
         return [*args, "--state-dir", state, "--run-dir", run, *extra]
 
     def types(self) -> list[str]:
@@ -142,7 +147,7 @@ def add_check_del(host: Host, node: str, pod: str) -> None:
     runner.check(network, attachment)
     runner.delete(network, attachment)
     assert ingress not in chains_of(node) and egress not in chains_of(node)
-    assert os.listdir(host.root / "state" / "endpoints") == []
+    assert os.listdir(host.state / "endpoints") == []
 
 
 def bundled_python(host: Host) -> pathlib.Path:
@@ -177,22 +182,22 @@ def test_init_container_install_makes_a_working_chain(
     assert sorted(os.listdir(host.bin)) == sorted(PRIMARY_PLUGINS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the --bundle launcher names the bundle by the installer's own path "
-    "(/host/opt/cni/bin/podwall.d/... inside the container), which does not exist on "
-    "the host; it must locate the bundle relative to itself (or take the host path)",
-)
 def test_bundle_runs_from_the_hosts_view_of_the_bin_folder(
     tmp_path: pathlib.Path, node_ns: str, make_ns: Callable[[], str]
 ) -> None:
-    """The init container writes through /host/opt/cni/bin; the host runs /opt/cni/bin."""
-    container_view = Host(tmp_path / "container")
+    """The init container writes through /host/opt/cni/bin; the host runs /opt/cni/bin.
+
+    The bin and conf folders are installed through one path and used through
+    another (the folder is renamed in between).  podwall's state and run
+    folders stay put: the DaemonSet mounts them at their host paths.
+    """
+    state = tmp_path / "podwall"
+    container_view = Host(tmp_path / "container", podwall=state)
     run_podwall(container_view.podwall_args("install-cni"))
     (tmp_path / "container").rename(tmp_path / "node")
-    host = Host(tmp_path / "node", create=False)
-    launcher = (host.bin / "podwall").read_text()
-    assert str(tmp_path / "container") not in launcher, launcher
+    host = Host(tmp_path / "node", create=False, podwall=state)
+    for written in [host.bin / "podwall", *host.bin.glob("podwall.d/*/launch.py")]:
+        assert str(tmp_path / "container") not in written.read_text(), written
     add_check_del(host, node_ns, make_ns())
 
 

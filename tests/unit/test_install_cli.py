@@ -161,6 +161,26 @@ def test_bundle_runs_without_the_virtualenv(dirs: tuple[Path, Path]) -> None:
     assert not (bin_dir / "podwall.d").exists(), "leaving bundle mode removes the bundle"
 
 
+@needs_plugin
+def test_bundle_runs_wherever_the_bin_folder_is_mounted(tmp_path: Path) -> None:
+    """Installed through one path, run through another, directly or through a symlink."""
+    installed, mounted, elsewhere = tmp_path / "via", tmp_path / "host-bin", tmp_path / "elsewhere"
+    installed.mkdir()
+    elsewhere.mkdir()
+    install_bin.install_executable(str(installed), bundle=True)
+    installed.rename(mounted)
+    (elsewhere / "podwall").symlink_to("../host-bin/podwall")
+    written = [mounted / "podwall", *mounted.glob("podwall.d/*/launch.py")]
+    assert len(written) == 2
+    for path in written:
+        assert str(tmp_path) not in path.read_text(), path
+    for executable in (mounted / "podwall", elsewhere / "podwall"):
+        assert "1.0.0" in run_version(executable)["supportedVersions"], executable
+    assert install_bin.install_executable(str(mounted), bundle=True).actions == [], (
+        "the launcher is the same text through any mount: nothing to rewrite"
+    )
+
+
 # ---------------------------------------------------------------- --watch
 
 
