@@ -86,6 +86,16 @@ BUILTINS: tuple[ResourceType, ...] = (
         status_subresource=True,
     ),
     _builtin("coordination.k8s.io", "v1", "leases", "Lease", True),
+    _builtin(
+        "apps",
+        "v1",
+        "daemonsets",
+        "DaemonSet",
+        True,
+        short_names=("ds",),
+        categories=("all",),
+        status_subresource=True,
+    ),
 )
 
 
