@@ -1,0 +1,226 @@
+"""The agent's slim cluster cache, with its own mark-and-sweep, → ``cluster.Snapshot``.
+
+It holds only what policy needs, never object bodies: pods as
+``cluster.Pod`` (namespace, name, UID, node, labels, IPs, named ports,
+hostNetwork; label maps are interned, so pods of one template share one),
+namespace labels, parsed NetworkPolicies and FirewallRules (plus the few
+FirewallRule fields the status writer compares).  Every entry remembers the
+resourceVersion it came from.
+
+Inputs are watch events (``observe``: ADDED/MODIFIED/DELETED, and ``None``
+for objects of a (re-)list) and the agent's own LISTs (``relist_item`` per
+object, then ``relist_finish``: *sweep* every entry the list did not have and
+that is not newer than the list).  kopf never drops objects that vanished
+across a 410 re-list; the sweep does.  DELETED events leave tombstones so a
+list taken before a delete cannot bring the object back.  resourceVersions are
+compared as integers (etcd revisions); an unparsable one counts as newest.
+
+Pure: no I/O, no kopf; the caller serialises calls (one event loop).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from firewall_operator import cluster, fwrule, netpol
+
+Kind = Literal["pods", "namespaces", "networkpolicies", "firewallrules"]
+KINDS: tuple[Kind, ...] = ("namespaces", "pods", "networkpolicies", "firewallrules")
+Key = tuple[str, str]
+NEWEST = sys.maxsize
+MAX_TOMBSTONES = 50_000
+GONE_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMeta:
+    """What the status writer needs of a FirewallRule besides its parsed form."""
+
+    uid: str
+    generation: int
+    resource_version: str
+    valid: tuple[str, str, str, int] | None  # its Valid condition: status, reason, message, gen
+    ingress_rules: int
+    egress_rules: int
+    transition: str = ""  # lastTransitionTime of the Valid condition
+
+
+def version_of(obj: Mapping[str, Any]) -> int:
+    raw = (obj.get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(str(raw))
+    except ValueError:
+        return NEWEST
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def _valid_condition(status: Mapping[str, Any]) -> tuple[tuple[str, str, str, int] | None, str]:
+    for cond in status.get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == "Valid":
+            gen = cond.get("observedGeneration")
+            found = (
+                str(cond.get("status", "")),
+                str(cond.get("reason", "")),
+                str(cond.get("message", "")),
+                gen if isinstance(gen, int) else 0,
+            )
+            return found, str(cond.get("lastTransitionTime") or "")
+    return None, ""
+
+
+def rule_meta(obj: Mapping[str, Any]) -> RuleMeta:
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    valid, since = _valid_condition(obj.get("status") or {})
+    generation = meta.get("generation")
+    return RuleMeta(
+        uid=str(meta.get("uid") or ""),
+        generation=generation if isinstance(generation, int) else 0,
+        resource_version=str(meta.get("resourceVersion") or ""),
+        valid=valid,
+        ingress_rules=len(spec.get("ingress") or []),
+        egress_rules=len(spec.get("egress") or []),
+        transition=since,
+    )
+
+
+def _same_policy(kind: Kind, old: Any, new: Any) -> bool:
+    """Equal for policy (a FirewallRule's status alone changes nothing)."""
+    if kind == "firewallrules":
+        return bool(old[0] == new[0])
+    return bool(old == new)
+
+
+class ClusterCache:
+    """Slim entries per kind: ``{key: (resourceVersion, value)}`` (see module doc)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[Kind, dict[Key, tuple[int, Any]]] = {kind: {} for kind in KINDS}
+        self.tombstones: dict[Kind, dict[Key, int]] = {kind: {} for kind in KINDS}
+        self.version = 0  # bumped on every change that can matter to policy
+        self._labels: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+        self._parsers: dict[Kind, Callable[[Mapping[str, Any]], Any]] = {
+            "pods": self._pod,
+            "namespaces": cluster.namespace_from_dict,
+            "networkpolicies": netpol.parse,
+            "firewallrules": lambda obj: (fwrule.parse(obj), rule_meta(obj)),
+        }
+
+    # --- parsing -------------------------------------------------------------
+
+    def _intern_labels(self, labels: Mapping[str, str]) -> Mapping[str, str]:
+        key = tuple(sorted(labels.items()))
+        found = self._labels.get(key)
+        if found is None:
+            found = self._labels[key] = {sys.intern(k): v for k, v in key}
+        return found
+
+    def _pod(self, obj: Mapping[str, Any]) -> cluster.Pod:
+        pod = cluster.pod_from_dict(obj)
+        return cluster.Pod(
+            namespace=sys.intern(pod.namespace),
+            name=pod.name,
+            uid=pod.uid,
+            node=sys.intern(pod.node),
+            labels=self._intern_labels(pod.labels),
+            ips=pod.ips,
+            ports=pod.ports,
+            host_network=pod.host_network,
+        )
+
+    @staticmethod
+    def _gone(kind: Kind, obj: Mapping[str, Any]) -> bool:
+        return kind == "pods" and (obj.get("status") or {}).get("phase") in GONE_PHASES
+
+    # --- events --------------------------------------------------------------
+
+    def observe(self, kind: Kind, event_type: str | None, obj: Mapping[str, Any]) -> bool:
+        """Apply one watch event; True when the cache changed for policy."""
+        key, version = key_of(obj), version_of(obj)
+        if event_type == "DELETED" or self._gone(kind, obj):
+            return self._delete(kind, key, version)
+        return self._upsert(kind, key, version, obj)
+
+    def _delete(self, kind: Kind, key: Key, version: int) -> bool:
+        tombs = self.tombstones[kind]
+        tombs[key] = max(version, tombs.get(key, 0))
+        if len(tombs) > MAX_TOMBSTONES:
+            for old in list(tombs)[: MAX_TOMBSTONES // 2]:
+                del tombs[old]
+        current = self.entries[kind].get(key)
+        if current is None or (current[0] > version and version != NEWEST):
+            return False
+        del self.entries[kind][key]
+        self.version += 1
+        return True
+
+    def _upsert(self, kind: Kind, key: Key, version: int, obj: Mapping[str, Any]) -> bool:
+        if self.tombstones[kind].get(key, -1) >= version:
+            return False  # deleted after this copy was taken
+        current = self.entries[kind].get(key)
+        if current is not None and current[0] > version and version != NEWEST:
+            return False  # an older copy (a list) than what a watch already told
+        value = self._parsers[kind](obj)
+        self.entries[kind][key] = (version, value)
+        if current is not None and _same_policy(kind, current[1], value):
+            return False
+        self.version += 1
+        return True
+
+    # --- own lists: mark and sweep ---------------------------------------------
+
+    def relist_item(self, kind: Kind, obj: Mapping[str, Any], present: set[Key]) -> bool:
+        """One object of an own LIST: upsert it and mark it present."""
+        present.add(key_of(obj))
+        return self.observe(kind, None, obj)
+
+    def relist_finish(self, kind: Kind, present: set[Key], list_version: str) -> list[Key]:
+        """Sweep: drop entries the list lacked that are not newer than it."""
+        try:
+            limit = int(list_version)
+        except ValueError:
+            limit = NEWEST
+        entries = self.entries[kind]
+        swept = [key for key, (ver, _) in entries.items() if key not in present and ver <= limit]
+        for key in swept:
+            del entries[key]
+        tombs = self.tombstones[kind]
+        for key in [key for key, ver in tombs.items() if ver <= limit]:
+            del tombs[key]
+        if swept:
+            self.version += 1
+        if kind == "pods":
+            self._collect_labels()
+        return swept
+
+    def _collect_labels(self) -> None:
+        live = {id(pod.labels) for _, pod in self.entries["pods"].values()}
+        self._labels = {k: v for k, v in self._labels.items() if id(v) in live}
+
+    # --- reading -------------------------------------------------------------
+
+    def pod(self, namespace: str, name: str) -> cluster.Pod | None:
+        found = self.entries["pods"].get((namespace, name))
+        return None if found is None else found[1]
+
+    def rules(self) -> Iterable[tuple[fwrule.FirewallRule, RuleMeta]]:
+        return (value for _, value in self.entries["firewallrules"].values())
+
+    def counts(self) -> dict[str, int]:
+        return {kind: len(entries) for kind, entries in self.entries.items()}
+
+    def snapshot(self) -> cluster.Snapshot:
+        """The policy snapshot of everything cached."""
+        values = {kind: [v for _, v in entries.values()] for kind, entries in self.entries.items()}
+        return cluster.Snapshot.build(
+            namespaces=values["namespaces"],
+            pods=values["pods"],
+            policies=values["networkpolicies"],
+            firewall_rules=[rule for rule, _ in values["firewallrules"]],
+        )

@@ -1,0 +1,29 @@
+"""The agent's exception hierarchy (below ``firewall_operator.errors``).
+
+    OperatorError
+    └── AgentError
+        ├── AgentConfigError   flags or the conflist entry cannot be used
+        └── KubeApiError       an API request failed (``status`` holds the HTTP code)
+
+aiohttp and OS errors are mapped here at the boundary (``kubeapi``), causes chained.
+"""
+
+from __future__ import annotations
+
+from firewall_operator.errors import OperatorError
+
+
+class AgentError(OperatorError):
+    """Base of every error the agent raises on purpose."""
+
+
+class AgentConfigError(AgentError):
+    """The agent's settings are unusable."""
+
+
+class KubeApiError(AgentError):
+    """An API request failed; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,223 @@
+"""Wiring: settings, the ``Agent`` (cache, reconciler, relister, status, socket,
+metrics), kopf settings, and ``run(args)`` for ``podwall agent``.
+
+kopf runs standalone (no peering), cluster-wide, with the handlers of
+``handlers.build_registry`` only; kopf posts no events of its own
+(``settings.posting.enabled = False``: the status writer posts the few that
+matter).  On stop the kernel is left as it is (pods stay protected) and the
+socket is removed; ``--cleanup`` removes every podwall chain and set instead.
+This module holds no policy and no kernel logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from typing import Any, cast
+
+import kopf
+
+from firewall_operator import applier as applier_mod
+from firewall_operator.agent import config as agent_config
+from firewall_operator.agent import handlers, reconcile, relist, sockserver, status
+from firewall_operator.agent.cache import ClusterCache, Key, Kind
+from firewall_operator.agent.errors import AgentError
+from firewall_operator.agent.kubeapi import KubeApi
+from firewall_operator.agent.metrics import Metrics
+from firewall_plugin import backends, dataplane
+from firewall_plugin.errors import PodwallError
+
+log = logging.getLogger("podwall.agent")
+STALE_AFTER = 180.0  # seconds without a good sync before the probe fails (at least)
+
+
+def login(kubeconfig: str | None, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """kopf's own kubeconfig or service-account login (one source of credentials)."""
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+        return kopf.login_with_kubeconfig(settings=settings)
+    info = kopf.login_with_service_account(settings=settings)
+    return info or kopf.login_with_kubeconfig(settings=settings)
+
+
+class Agent:
+    """Everything one node's agent runs (see ``handlers.AgentLike``)."""
+
+    def __init__(self, cfg: agent_config.AgentConfig) -> None:
+        self.cfg = cfg
+        self.cache = ClusterCache()
+        self.backend_name = backends.detect() if cfg.backend == "auto" else cfg.backend
+        self.metrics = Metrics(node=cfg.node)
+        self.metrics.record_backend(self.backend_name)
+        writer = reconcile.Writer(
+            applier=applier_mod.Applier(
+                backends.get_backend(self.backend_name),
+                run_dir=cfg.run_dir,
+                state_dir=cfg.state_dir,
+            ),
+            state_dir=cfg.state_dir,
+            deny_action=cast(dataplane.DenyAction, cfg.deny_action),
+            pod_default=cast(dataplane.PodDefault, cfg.pod_default),
+        )
+        self.reconciler = reconcile.Reconciler(
+            self.cache,
+            writer,
+            debounce=cfg.debounce_seconds,
+            resync=cfg.resync_seconds,
+            on_report=self._on_report,
+        )
+        self.socket = sockserver.SocketServer(self.reconciler, run_dir=cfg.run_dir)
+        self.info: kopf.ConnectionInfo | None = None
+        self.api: KubeApi | None = None
+        self.relister: relist.Relister | None = None
+        self.status: status.StatusWriter | None = None
+        self.started_at = time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- handlers.AgentLike ------------------------------------------------------
+
+    def changed(self) -> None:
+        self.reconciler.mark()
+
+    def saw_listing(self, kind: Kind) -> None:
+        if self.relister is not None:
+            self.relister.saw_listing(kind)
+
+    def login(self, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+        self.info = login(self.cfg.kubeconfig, settings)
+        return self.info
+
+    async def start(self, settings: kopf.OperatorSettings) -> None:
+        configure(settings, node=self.cfg.node)
+        info = self.info or login(self.cfg.kubeconfig, settings)
+        if info is None:
+            raise kopf.PermanentError("no kubeconfig and no service account to log in with")
+        self.api = KubeApi(info)
+        self.relister = relist.Relister(
+            self.api, self.cache, on_change=self.changed, on_swept=self._on_swept
+        )
+        self.status = status.StatusWriter(
+            self.api, self.cache, node=self.cfg.node, backend=self.backend_name
+        )
+        await self.socket.start()
+        self.metrics.serve(self.cfg.metrics_port)
+        for job in (self._prime(), self.reconciler.run(), self.relister.run(), self.status.run()):
+            self._tasks.append(asyncio.create_task(self._guard(job)))
+        log.info("agent for node %s started (backend %s)", self.cfg.node, self.backend_name)
+
+    async def stop(self) -> None:
+        """Leave the kernel as it is; stop serving and working."""
+        await self.socket.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.api is not None:
+            await self.api.close()
+
+    def probe(self) -> dict[str, Any]:
+        limit = max(3 * self.cfg.resync_seconds, STALE_AFTER)
+        last = self.reconciler.last_ok
+        if any(task.done() for task in self._tasks):
+            raise RuntimeError("an agent task stopped")
+        if last is None:
+            if time.monotonic() - self.started_at > limit * 2:
+                raise RuntimeError("no successful sync since the agent started")
+            return {"synced": False}
+        age = time.time() - last.finished
+        if age > limit:
+            raise RuntimeError(f"last successful sync {age:.0f}s ago")
+        return {"synced": True, "sequence": last.sequence, "age": round(age, 1)}
+
+    # --- internals -----------------------------------------------------------------
+
+    async def _prime(self) -> None:
+        assert self.relister is not None
+        await self.relister.prime()
+        self.reconciler.ready.set()
+        self.reconciler.mark(urgent=True)
+
+    @staticmethod
+    async def _guard(job: Any) -> None:
+        try:
+            await job
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("agent task failed")
+            raise
+
+    def _on_report(self, report: reconcile.SyncReport) -> None:
+        self.metrics.record_sync(report, self.cache.counts())
+        if self.status is not None:
+            self.status.report(report)
+        level = logging.INFO if report.ok else logging.WARNING
+        log.log(
+            level,
+            "sync %d %s in %.3fs: %d endpoints, %d chains, %d rules%s",
+            report.sequence,
+            "ok" if report.ok else "FAILED",
+            report.seconds,
+            report.endpoints,
+            report.chains,
+            report.rules,
+            f": {report.error}" if report.error else "",
+        )
+
+    def _on_swept(self, kind: Kind, keys: list[Key]) -> None:
+        self.metrics.swept.labels(kind).inc(len(keys))
+
+
+def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
+    """kopf settings of a per-node agent (see module doc and FACTS.md)."""
+    settings.peering.standalone = True
+    settings.posting.enabled = False
+    settings.posting.reporting_component = "podwall-agent"
+    settings.posting.reporting_instance = node
+    settings.scanning.disabled = True
+    settings.watching.chunk_size = 500
+    settings.watching.connect_timeout = 10
+    settings.watching.server_timeout = 300
+    settings.batching.idle_timeout = 1.0
+    settings.batching.batch_window = 0.0
+    settings.networking.request_timeout = 120
+
+
+def cleanup(cfg: agent_config.AgentConfig) -> int:
+    """``--cleanup``: remove every podwall chain and set of this node."""
+    name = backends.detect() if cfg.backend == "auto" else cfg.backend
+    applier = applier_mod.Applier(backends.get_backend(name), run_dir=cfg.run_dir)
+    applier.cleanup()
+    print(f"podwall agent: removed every podwall chain and set ({name})")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """``podwall agent``: run until SIGTERM/SIGINT; 0 on a clean stop."""
+    try:
+        cfg = agent_config.from_args(args)
+        logging.basicConfig(
+            level=logging.DEBUG if cfg.verbose else logging.INFO,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if cfg.cleanup:
+            return cleanup(cfg)
+        agent = Agent(cfg)
+    except (AgentError, PodwallError, OSError) as exc:
+        print(f"podwall agent: {exc}", file=sys.stderr)
+        return 1
+    liveness = f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None
+    kopf.run(
+        registry=handlers.build_registry(agent),
+        standalone=True,
+        clusterwide=True,
+        liveness_endpoint=liveness,
+    )
+    return 0

@@ -1,0 +1,67 @@
+"""Prometheus metrics of one agent (its own registry; ``serve`` exposes them).
+
+Sync duration and outcome, what the node holds (endpoints, chains, rules,
+sets, set entries), cache sizes, sweeps, and fast-path requests.  Only
+``record_*`` functions change values; nothing here touches the kernel or the API.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from firewall_operator.agent.reconcile import SyncReport
+
+
+class Metrics:
+    def __init__(self, *, node: str) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sync_seconds = Histogram(
+            "podwall_sync_duration_seconds",
+            "Duration of one sync (compile and apply)",
+            ["kind"],
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.syncs = Counter("podwall_syncs", "Syncs by outcome", ["outcome"], registry=r)
+        self.errors = Counter("podwall_sync_errors", "Failed syncs", registry=r)
+        self.last_sync = Gauge(
+            "podwall_last_successful_sync_timestamp_seconds",
+            "Wall time of the last good sync",
+            registry=r,
+        )
+        self.held = Gauge(
+            "podwall_node_objects", "What the node's kernel holds", ["what"], registry=r
+        )
+        self.cached = Gauge("podwall_cache_objects", "Cached cluster objects", ["kind"], registry=r)
+        self.swept = Counter(
+            "podwall_cache_swept", "Objects swept after re-lists", ["kind"], registry=r
+        )
+        self.fast_path = Counter("podwall_fast_path_requests", "agent.sock requests", registry=r)
+        self.info = Gauge("podwall_agent_info", "Agent identity", ["node", "backend"], registry=r)
+        self.node = node
+
+    def record_sync(self, report: SyncReport, cache_counts: dict[str, int]) -> None:
+        self.sync_seconds.labels("full" if report.full else "incremental").observe(report.seconds)
+        self.syncs.labels("ok" if report.ok else "error").inc()
+        if not report.ok:
+            self.errors.inc()
+            return
+        self.last_sync.set(report.finished)
+        for what, value in (
+            ("endpoints", report.endpoints),
+            ("chains", report.chains),
+            ("rules", report.rules),
+            ("sets", report.sets),
+            ("set_entries", report.set_entries),
+        ):
+            self.held.labels(what).set(value)
+        for kind, count in cache_counts.items():
+            self.cached.labels(kind).set(count)
+
+    def record_backend(self, backend: str) -> None:
+        self.info.labels(self.node, backend).set(1)
+
+    def serve(self, port: int, *, address: str = "0.0.0.0") -> None:
+        if port > 0:
+            start_http_server(port, addr=address, registry=self.registry)

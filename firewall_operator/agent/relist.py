@@ -1,0 +1,119 @@
+"""The agent's own LISTs: priming the cache, and mark-and-sweep after kopf re-lists.
+
+``Relister.prime()`` lists every watched kind once at start (pages of
+``page`` objects, slim entries only) and then sets ``reconciler.ready``: the
+first sync compiles a complete cluster, never a half-filled cache.
+
+kopf re-lists a resource after its watch gets 410 Gone (and at start); the
+objects of a list reach handlers as events of type ``None``, but kopf never
+tells which objects vanished, and never drops them.  ``saw_listing(kind)``
+(called by the handlers for ``None`` events) notes that kopf listed; once
+those events have been quiet for ``quiet`` seconds, the relister runs its own
+LIST of that kind and sweeps every cached object it lacks that is not newer
+than that list (``ClusterCache.relist_finish``).  A LIST started after kopf's
+listing began sees at least what kopf saw, so nothing kopf missed survives.
+Never touches the kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from firewall_operator.agent.cache import KINDS, ClusterCache, Key, Kind
+from firewall_operator.agent.errors import KubeApiError
+from firewall_operator.agent.kubeapi import KubeApi
+
+log = logging.getLogger(__name__)
+PATHS: dict[Kind, str] = {
+    "namespaces": "/api/v1/namespaces",
+    "pods": "/api/v1/pods",
+    "networkpolicies": "/apis/networking.k8s.io/v1/networkpolicies",
+    "firewallrules": "/apis/podwall.io/v1alpha1/firewallrules",
+}
+
+
+class Relister:
+    def __init__(
+        self,
+        api: KubeApi,
+        cache: ClusterCache,
+        *,
+        on_change: Callable[[], None],
+        on_swept: Callable[[Kind, list[Key]], None] = lambda kind, keys: None,
+        page: int = 500,
+        quiet: float = 2.0,
+    ) -> None:
+        self.api, self.cache, self.page, self.quiet = api, cache, page, quiet
+        self.on_change, self.on_swept = on_change, on_swept
+        self.listing_first: dict[Kind, float] = {}  # first None event since our last LIST
+        self.listing_last: dict[Kind, float] = {}
+        self.listed_at: dict[Kind, float] = {}  # when our last LIST of a kind started
+        self.relists = 0
+        self._wake = asyncio.Event()
+
+    def saw_listing(self, kind: Kind) -> None:
+        now = time.monotonic()
+        if kind not in self.listing_first or self.listing_first[kind] < self.listed_at.get(kind, 0):
+            self.listing_first[kind] = now
+        self.listing_last[kind] = now
+        self._wake.set()
+
+    async def list_kind(self, kind: Kind) -> list[Key]:
+        """One own LIST of ``kind`` into the cache, then the sweep; returns swept keys."""
+        started = time.monotonic()
+        present: set[Key] = set()
+        version, changed = "", False
+        async for items, page_version in self.api.list_pages(PATHS[kind], limit=self.page):
+            version = page_version
+            for obj in items:
+                changed = self.cache.relist_item(kind, obj, present) or changed
+            await asyncio.sleep(0)  # let the watches breathe between pages
+        swept = self.cache.relist_finish(kind, present, version)
+        self.listed_at[kind] = started
+        self.relists += 1
+        if swept:
+            log.info("swept %d %s that vanished across a re-list", len(swept), kind)
+            self.on_swept(kind, swept)
+        if changed or swept:
+            self.on_change()
+        return swept
+
+    async def prime(self) -> None:
+        """List every kind until it works (the API may not be up yet)."""
+        for kind in KINDS:
+            delay = 0.5
+            while True:
+                try:
+                    await self.list_kind(kind)
+                    break
+                except KubeApiError as exc:
+                    log.warning("cannot list %s yet: %s", kind, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+
+    def due(self, now: float) -> list[Kind]:
+        """Kinds kopf listed after our last LIST, quiet for ``quiet`` seconds."""
+        return [
+            kind
+            for kind, first in self.listing_first.items()
+            if first >= self.listed_at.get(kind, 0) and now - self.listing_last[kind] >= self.quiet
+        ]
+
+    async def run(self) -> None:
+        """Sweep after kopf re-lists (see module doc)."""
+        while True:
+            kinds = self.due(time.monotonic())
+            for kind in kinds:
+                try:
+                    await self.list_kind(kind)
+                except KubeApiError as exc:
+                    log.warning("re-list of %s failed: %s", kind, exc)
+            if kinds:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.quiet)

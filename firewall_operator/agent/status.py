@@ -1,0 +1,248 @@
+"""What the agent reports: its NodeFirewall, FirewallRule conditions, Warning events.
+
+* ``NodeFirewall/<node>`` (cluster-scoped, created when missing): its status
+  is replaced after syncs with the last report (backend, endpoints, chains,
+  rules, sets, set entries, last sync, last error, problems, programmed
+  FirewallRule generations), at most once per ``min_interval``.
+* FirewallRule ``status`` (``observedGeneration``, rule counts, condition
+  ``Valid``) is the same on every node, so it is written *once*: a node
+  writes only when the cached status differs from the desired one, after a
+  per-node jitter (other nodes' writes usually arrive first), with a JSON patch
+  that ``test``s the resourceVersion.  One node wins; the losers get 409/422
+  and write nothing else.  Only the winner posts the Warning event for an
+  invalid rule: one event per rule generation, not one per node.
+
+Never touches the kernel.  ``desired_rule_status`` is pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from firewall_operator import fwrule
+from firewall_operator.agent.cache import ClusterCache, RuleMeta
+from firewall_operator.agent.errors import KubeApiError
+from firewall_operator.agent.kubeapi import KubeApi
+from firewall_operator.agent.reconcile import SyncReport
+
+log = logging.getLogger(__name__)
+GROUP_PATH = "/apis/podwall.io/v1alpha1"
+EVENTS_PATH = "/api/v1/namespaces/default/events"
+JSON_PATCH = "application/json-patch+json"
+MAX_PROBLEMS = 100
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def valid_condition(rule: fwrule.FirewallRule, generation: int) -> tuple[str, str, str, int]:
+    """(status, reason, message, observedGeneration) of the ``Valid`` condition."""
+    errors = sorted({p.reason for p in rule.problems if p.severity == "error"})
+    if not errors:
+        return ("True", "Valid", "accepted by podwall", generation)
+    return ("False", "Invalid", "; ".join(errors)[:4000], generation)
+
+
+def desired_rule_status(
+    rule: fwrule.FirewallRule, meta: RuleMeta, *, now: str
+) -> dict[str, Any] | None:
+    """The status to write, or None when the object already carries it."""
+    status, reason, message, gen = valid_condition(rule, meta.generation)
+    if meta.valid == (status, reason, message, gen):
+        return None
+    since = meta.transition if meta.valid is not None and meta.valid[0] == status else now
+    return {
+        "observedGeneration": meta.generation,
+        "ingressRules": meta.ingress_rules,
+        "egressRules": meta.egress_rules,
+        "conditions": [
+            {
+                "type": "Valid",
+                "status": status,
+                "observedGeneration": gen,
+                "lastTransitionTime": since or now,
+                "reason": reason,
+                "message": message,
+            }
+        ],
+    }
+
+
+def node_status(report: SyncReport, *, backend: str, last_ok: SyncReport | None) -> dict[str, Any]:
+    """NodeFirewall status from the last sync (and the last good one)."""
+    good = report if report.ok else last_ok
+    status: dict[str, Any] = {"backend": backend, "lastError": "" if report.ok else report.error}
+    if good is not None:
+        status.update(
+            endpoints=good.endpoints,
+            chains=good.chains,
+            rules=good.rules,
+            sets=good.sets,
+            setEntries=good.set_entries,
+            lastSync=datetime.datetime.fromtimestamp(good.finished, datetime.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
+            problems=[str(p) for p in good.problems][:MAX_PROBLEMS],
+            programmedGenerations=dict(sorted(good.generations.items())),
+        )
+    return status
+
+
+def jitter(node: str, name: str, spread: float) -> float:
+    digest = hashlib.sha256(f"{node}/{name}".encode()).digest()
+    return spread * int.from_bytes(digest[:2], "big") / 65536
+
+
+class StatusWriter:
+    """Writes reports in the background (``run``); ``report`` hands over the latest."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        cache: ClusterCache,
+        *,
+        node: str,
+        backend: str,
+        min_interval: float = 1.0,
+        spread: float = 2.0,
+    ) -> None:
+        self.api, self.cache, self.node, self.backend = api, cache, node, backend
+        self.min_interval, self.spread = min_interval, spread
+        self.latest: SyncReport | None = None
+        self.last_ok: SyncReport | None = None
+        self.written: tuple[Any, ...] | None = None
+        self.events_posted = 0
+        self._attempted: dict[str, tuple[str, str, str, int]] = {}
+        self._wake = asyncio.Event()
+
+    def report(self, report: SyncReport) -> None:
+        self.latest = report
+        if report.ok:
+            self.last_ok = report
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            report = self.latest
+            if report is None:
+                continue
+            try:
+                await self.write_node(report)
+            except KubeApiError as exc:
+                log.warning("cannot write NodeFirewall %s: %s", self.node, exc)
+            await self.write_rules()
+            await asyncio.sleep(self.min_interval)
+
+    async def write_node(self, report: SyncReport) -> None:
+        status = node_status(report, backend=self.backend, last_ok=self.last_ok)
+        if self.written is None:
+            await self._ensure_node_object()
+        patch = [{"op": "add", "path": "/status", "value": status}]
+        path = f"{GROUP_PATH}/nodefirewalls/{self.node}/status"
+        await self.api.request("PATCH", path, body=patch, content_type=JSON_PATCH)
+        self.written = (report.sequence,)
+
+    async def _ensure_node_object(self) -> None:
+        path = f"{GROUP_PATH}/nodefirewalls"
+        try:
+            await self.api.request("GET", f"{path}/{self.node}")
+            return
+        except KubeApiError as exc:
+            if exc.status != 404:
+                raise
+        body = {
+            "apiVersion": "podwall.io/v1alpha1",
+            "kind": "NodeFirewall",
+            "metadata": {"name": self.node},
+            "spec": {"nodeName": self.node},
+        }
+        try:
+            await self.api.request("POST", path, body=body)
+        except KubeApiError as exc:
+            if exc.status != 409:
+                raise
+
+    async def write_rules(self) -> None:
+        """Write the FirewallRule statuses that differ (see module doc)."""
+        pending = self._pending()
+        if not pending:
+            return
+        start = time.monotonic()
+        for name in sorted(pending, key=lambda n: jitter(self.node, n, self.spread)):
+            delay = jitter(self.node, name, self.spread) - (time.monotonic() - start)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._write_rule(name)
+
+    def _pending(self) -> list[str]:
+        found = []
+        for rule, meta in self.cache.rules():
+            wanted = valid_condition(rule, meta.generation)
+            if meta.valid != wanted and self._attempted.get(rule.name) != wanted:
+                found.append(rule.name)
+        return found
+
+    async def _write_rule(self, name: str) -> None:
+        entry = self.cache.entries["firewallrules"].get(("", name))
+        if entry is None:
+            return
+        rule, meta = entry[1]
+        status = desired_rule_status(rule, meta, now=now_iso())
+        if status is None:
+            return  # another node's write arrived meanwhile
+        wanted = valid_condition(rule, meta.generation)
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta.resource_version},
+            {"op": "add", "path": "/status", "value": status},
+        ]
+        path = f"{GROUP_PATH}/firewallrules/{name}/status"
+        try:
+            await self.api.request("PATCH", path, body=patch, content_type=JSON_PATCH)
+        except KubeApiError as exc:
+            if exc.status in (404, 409, 422):  # gone, or another node was first
+                self._attempted[name] = wanted
+            else:
+                log.warning("cannot write FirewallRule %s status: %s", name, exc)
+            return
+        self._attempted[name] = wanted
+        condition = status["conditions"][0]
+        if condition["status"] == "False":
+            await self._warn(name, meta, condition)
+
+    async def _warn(self, name: str, meta: RuleMeta, condition: Mapping[str, Any]) -> None:
+        stamp = now_iso()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": "default"},
+            "involvedObject": {
+                "apiVersion": "podwall.io/v1alpha1",
+                "kind": "FirewallRule",
+                "name": name,
+                "uid": meta.uid,
+                "resourceVersion": meta.resource_version,
+            },
+            "type": "Warning",
+            "reason": "InvalidFirewallRule",
+            "message": f"generation {meta.generation}: {condition['message']}"[:1024],
+            "source": {"component": "podwall-agent", "host": self.node},
+            "reportingComponent": "podwall-agent",
+            "reportingInstance": self.node,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await self.api.request("POST", EVENTS_PATH, body=event)
+            self.events_posted += 1
+        except KubeApiError as exc:
+            log.warning("cannot post the event for FirewallRule %s: %s", name, exc)
