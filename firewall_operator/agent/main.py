@@ -207,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
             stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        if not cfg.verbose:  # kopf logs every handled event at INFO: 100k lines per list
+            logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         if cfg.cleanup:
             return cleanup(cfg)
         agent = Agent(cfg)
