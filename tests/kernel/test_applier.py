@@ -7,7 +7,6 @@ and the applier must write only what changed.
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,9 +156,8 @@ def test_one_changed_chain_is_the_only_write(
     for family in model.FAMILIES:  # ...and we keep all but pod b's as before
         before = build()[family].chains
         keep = {n: c for n, c in before.items() if n != record("b").ingressChain}
-        changed[family] = dataclasses.replace(
-            changed[family], chains={**changed[family].chains, **keep}
-        )
+        chains = {**changed[family].chains, **keep}
+        changed[family] = model.FamilyState(family, chains, changed[family].sets)
     stats = the.apply(changed)
     assert (stats.chains_written, stats.chains_deleted, stats.sets_written) == (2, 0, 0)
     assert stats.rules_written == sum(
@@ -198,7 +196,7 @@ def test_fresh_applier_adopts_leftovers(backend: Backend, run_dir: str, state_di
         sets = {**desired[family].sets}
         host = "10.88.0.5" if family == "ipv4" else "fd00:88::5"
         sets[name] = model.IPSet(name, "hash:ip", family, (host,))
-        desired[family] = dataclasses.replace(desired[family], sets=sets)
+        desired[family] = model.FamilyState(family, desired[family].chains, sets)
     stats = make(backend, run_dir, state_dir).apply(desired)
     assert stats.kernel_read
     assert stats.chains_deleted == 2 * 2 + 1

@@ -1,0 +1,235 @@
+"""Benchmark: compile and apply a node at 10,000 cluster pods (issue 3).
+
+Workload (``bench.workload``): 100 local pods, 10,000 cluster pods, 500
+NetworkPolicies, 50 FirewallRules.  Prints, with baselines measured in the
+same run (medians of ``--reps``):
+
+* compile time (snapshot build and ``compile_node``);
+* full apply by the applier vs a bare ``iptables-restore`` (both families) +
+  ``ipset restore`` of the same output into an empty node (target <= 1.5);
+* one remote pod label change and one policy change: the applier's write vs
+  the full apply (target <= 0.1), and with the recompile included;
+* rules per local pod at 1,000 and 10,000 cluster pods (must be equal);
+* connect+echo+close latency between two pods under this ruleset vs none
+  (target <= 1.10; client and server pinned to CPUs 0 and 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from bench import packet_path, workload
+from firewall_lab import netns
+from firewall_operator import applier, cluster, compiler, evaluate
+from firewall_plugin import endpoints, model, render
+from firewall_plugin.backends import get_backend
+
+T = TypeVar("T")
+Docs = list[dict[str, Any]]
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def compile_docs(docs: Docs, records: list[endpoints.EndpointRecord]) -> dict[str, Any]:
+    snap_s, snapshot = timed(lambda: cluster.Snapshot.from_documents(docs))
+    comp_s, compiled = timed(lambda: compiler.compile_node(snapshot, records))
+    return {"snapshot": snap_s, "compile": comp_s, "compiled": compiled, "snap": snapshot}
+
+
+def label_change(docs: Docs) -> Docs:
+    """pod-150 (remote, ns-50, env=prod) moves from tier web to db: it leaves
+    every "prod namespaces, tier web or api" peer set."""
+    changed = copy.deepcopy(docs)
+    for doc in changed:
+        if doc["kind"] == "Pod" and doc["metadata"]["name"] == "pod-150":
+            doc["metadata"]["labels"]["tier"] = "db"
+    return changed
+
+
+def policy_change(docs: Docs) -> Docs:
+    """np-0 admits another port range."""
+    changed = copy.deepcopy(docs)
+    for doc in changed:
+        if doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == "np-0":
+            doc["spec"]["ingress"][0]["ports"] = [{"port": 8443}]
+    return changed
+
+
+def bare_texts(
+    state: dict[model.Family, model.FamilyState],
+) -> tuple[dict[model.Family, str], str]:
+    """The same output as plain restore inputs: per family, and for ipset."""
+    jump = [f"-I FORWARD 1 {render.forward_jump_spec()}"]
+    tables = {
+        family: render.render_restore(
+            family=family, replace=list(fs.chains.values()), forward_lines=jump
+        )
+        for family, fs in state.items()
+    }
+    lines = []
+    for fs in state.values():
+        for ipset in fs.sets.values():
+            family = render.ipset_family(ipset.family)
+            lines.append(f"create {ipset.name} {ipset.kind} family {family} maxelem 1048576")
+            lines += [f"add {ipset.name} {entry}" for entry in ipset.entries]
+    return tables, "\n".join(lines) + "\n"
+
+
+def restore_binary(backend: str, family: model.Family) -> str:
+    variant = "nft" if backend == "iptables-nft" else "legacy"
+    return f"{'ip6tables' if family == 'ipv6' else 'iptables'}-{variant}-restore"
+
+
+def bare_restore(backend: str, tables: dict[model.Family, str], sets: str) -> float:
+    """Runs in the node netns: ipset restore, then one restore per family."""
+    start = time.perf_counter()
+    subprocess.run(["ipset", "restore"], input=sets, text=True, check=True)
+    for family, text in tables.items():
+        argv = [restore_binary(backend, family), "--noflush", "-w"]
+        subprocess.run(argv, input=text, text=True, check=True)
+    return time.perf_counter() - start
+
+
+def applier_run(
+    backend: str, workdir: str, states: Sequence[dict[model.Family, model.FamilyState]]
+) -> list[dict[str, float]]:
+    """Runs in the node netns: full apply of states[0], then each change."""
+    the = applier.Applier(
+        get_backend(backend), run_dir=os.path.join(workdir, "run"),
+        state_dir=os.path.join(workdir, "state"),
+    )  # fmt: skip
+    out = []
+    for state in states:
+        stats = the.apply(state)
+        out.append({"seconds": stats.total_seconds, "chains": stats.chains_written,
+                    "rules": stats.rules_written, "sets": stats.sets_written,
+                    "entries": stats.set_entries_written})  # fmt: skip
+    the.cleanup()
+    return out
+
+
+def in_fresh_node(fn: Callable[..., T], *args: Any) -> T:
+    node = netns.create(netns.unique_name("pwbench"))
+    try:
+        return netns.call(node, fn, *args, timeout=600)
+    finally:
+        netns.delete(node)
+
+
+def report_apply(args: argparse.Namespace, full: Any, changes: list[Any]) -> None:
+    state = full["compiled"].families
+    tables, sets = bare_texts(state)
+    workdir = tempfile.mkdtemp(prefix="pwbench-")
+    for record in workload.records(args.local):
+        endpoints.write(os.path.join(workdir, "state"), record)
+    bare, runs = [], []
+    for _ in range(args.reps):
+        bare.append(in_fresh_node(bare_restore, args.backend, tables, sets))
+        states = [state] + [c["compiled"].families for c in changes]
+        runs.append(in_fresh_node(applier_run, args.backend, workdir, states))
+    full_s = statistics.median(run[0]["seconds"] for run in runs)
+    bare_s = statistics.median(bare)
+    print(f"full apply ({args.backend}): applier {full_s * 1000:.0f} ms, bare restore "
+          f"{bare_s * 1000:.0f} ms, ratio {full_s / bare_s:.2f} (target <= 1.5); "
+          f"wrote {runs[0][0]['chains']} chains, {runs[0][0]['rules']} rules, "
+          f"{runs[0][0]['sets']} sets, {runs[0][0]['entries']} entries")  # fmt: skip
+    full_with_compile = full_s + full["compile"] + full["snapshot"]
+    for index, (label, change) in enumerate(zip(("label change", "policy change"), changes,
+                                                strict=True), start=1):  # fmt: skip
+        write = statistics.median(run[index]["seconds"] for run in runs)
+        whole = write + change["compile"] + change["snapshot"]
+        print(f"{label}: write {write * 1000:.1f} ms = {write / full_s:.3f} of full apply "
+              f"(target <= 0.1); with recompile {whole:.2f} s = "
+              f"{whole / full_with_compile:.3f} of a full sync; wrote "
+              f"{runs[0][index]['chains']} chains, {runs[0][index]['sets']} sets")  # fmt: skip
+
+
+def report_packet_path(args: argparse.Namespace, full: Any) -> None:
+    snapshot = full["snap"]
+    pods = {p.name: p for p in snapshot.pods if p.name in ("pod-0", "pod-1")}
+    verdict = evaluate.Evaluator(snapshot).verdict(
+        pods["pod-0"], pods["pod-1"], workload.BENCH_PORT, "TCP"
+    )
+    assert verdict.allowed, f"benchmark pair not allowed: {verdict}"
+    path = packet_path.Path.create(workload.pod_ips(0)[0], workload.pod_ips(1)[0])
+    state = full["compiled"].families
+    workdir = tempfile.mkdtemp(prefix="pwbench-")
+    try:
+        none, loaded = [], []
+        for _ in range(args.rounds):  # short interleaved rounds: drift hits both alike
+            none.append(path.measure(args.connections))
+            netns.call(path.node, _program, args.backend, workdir, state)
+            loaded.append(path.measure(args.connections))
+            netns.call(path.node, _unprogram, args.backend, workdir)
+    finally:
+        path.delete()
+    for name, pick in (("median", statistics.median), ("best", min)):
+        base, with_rules = pick(none), pick(loaded)
+        print(f"packet path ({name} of {args.rounds} rounds of {args.connections}): "
+              f"connect+echo+close {base * 1e6:.0f} us without podwall, {with_rules * 1e6:.0f} us "
+              f"with it, ratio {with_rules / base:.3f} (target <= 1.10)")  # fmt: skip
+
+
+def _program(backend: str, workdir: str, state: dict[model.Family, model.FamilyState]) -> None:
+    applier.Applier(get_backend(backend), run_dir=workdir).apply(state)
+
+
+def _unprogram(backend: str, workdir: str) -> None:
+    applier.Applier(get_backend(backend), run_dir=workdir).cleanup()
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench.bench_compile")
+    parser.add_argument("--pods", type=int, default=10_000)
+    parser.add_argument("--local", type=int, default=100)
+    parser.add_argument("--policies", type=int, default=500)
+    parser.add_argument("--rules", type=int, default=50)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--backend", default="iptables-nft")
+    parser.add_argument("--skip-packet-path", action="store_true")
+    return parser.parse_args(list(argv))
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse(argv)
+    size = {"policies": args.policies, "rules": args.rules, "local": args.local}
+    records = workload.records(args.local)
+    docs = workload.cluster_documents(pods=args.pods, **size)
+    runs = [compile_docs(docs, records) for _ in range(args.reps)]
+    full = runs[0]
+    snap_s = statistics.median(r["snapshot"] for r in runs)
+    comp_s = statistics.median(r["compile"] for r in runs)
+    compiled = full["compiled"]
+    print(f"compile: {args.pods} cluster pods, {args.local} local, {args.policies} policies, "
+          f"{args.rules} FirewallRules: snapshot {snap_s:.2f} s, compile_node {comp_s:.2f} s; "
+          f"{compiled.rule_count} rules, problems {len(compiled.problems)}")  # fmt: skip
+    small = compile_docs(workload.cluster_documents(pods=1_000, **size), records)["compiled"]
+    per_small, per_big = small.rule_count / args.local, compiled.rule_count / args.local
+    print(f"rules per local pod: {per_small:.1f} at 1,000 cluster pods, {per_big:.1f} at "
+          f"{args.pods}: {'equal' if per_small == per_big else 'DIFFERENT'}")  # fmt: skip
+    changes = [compile_docs(label_change(docs), records), compile_docs(policy_change(docs),
+                                                                       records)]  # fmt: skip
+    report_apply(args, full, changes)
+    if not args.skip_packet_path:
+        report_packet_path(args, full)
+    return 0 if per_small == per_big else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
