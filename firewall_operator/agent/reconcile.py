@@ -198,6 +198,9 @@ class Reconciler:
             report = await asyncio.to_thread(self._sync, snapshot, full)
         except (PodwallError, OSError, ValueError) as exc:
             report = SyncReport(sequence=0, ok=False, full=full, error=str(exc))
+        except Exception as exc:  # a compiler bug must not stop the loop: report and retry
+            log.exception("sync crashed")
+            report = SyncReport(sequence=0, ok=False, full=full, error=f"internal error: {exc!r}")
         report = _stamp(report, sequence, version, time.monotonic() - start)
         self._finish(report)
         return report
