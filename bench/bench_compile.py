@@ -115,7 +115,8 @@ def applier_run(
         stats = the.apply(state)
         out.append({"seconds": stats.total_seconds, "chains": stats.chains_written,
                     "rules": stats.rules_written, "sets": stats.sets_written,
-                    "entries": stats.set_entries_written})  # fmt: skip
+                    "entries": stats.set_entries_written, "read": stats.read_seconds,
+                    "set_s": stats.sets_seconds, "chain_s": stats.chains_seconds})  # fmt: skip
     the.cleanup()
     return out
 
@@ -144,7 +145,9 @@ def report_apply(args: argparse.Namespace, full: Any, changes: list[Any]) -> Non
     print(f"full apply ({args.backend}): applier {full_s * 1000:.0f} ms, bare restore "
           f"{bare_s * 1000:.0f} ms, ratio {full_s / bare_s:.2f} (target <= 1.5); "
           f"wrote {runs[0][0]['chains']} chains, {runs[0][0]['rules']} rules, "
-          f"{runs[0][0]['sets']} sets, {runs[0][0]['entries']} entries")  # fmt: skip
+          f"{runs[0][0]['sets']} sets, {runs[0][0]['entries']} entries; read "
+          f"{runs[0][0]['read'] * 1000:.0f} ms, sets {runs[0][0]['set_s'] * 1000:.0f} ms, chains "
+          f"{runs[0][0]['chain_s'] * 1000:.0f} ms")  # fmt: skip
     full_with_compile = full_s + full["compile"] + full["snapshot"]
     for index, (label, change) in enumerate(zip(("label change", "policy change"), changes,
                                                 strict=True), start=1):  # fmt: skip
@@ -153,7 +156,10 @@ def report_apply(args: argparse.Namespace, full: Any, changes: list[Any]) -> Non
         print(f"{label}: write {write * 1000:.1f} ms = {write / full_s:.3f} of full apply "
               f"(target <= 0.1); with recompile {whole:.2f} s = "
               f"{whole / full_with_compile:.3f} of a full sync; wrote "
-              f"{runs[0][index]['chains']} chains, {runs[0][index]['sets']} sets")  # fmt: skip
+              f"{runs[0][index]['chains']} chains, {runs[0][index]['sets']} sets "
+              f"({runs[0][index]['entries']} entries); time in sets "
+              f"{runs[0][index]['set_s'] * 1000:.0f} ms, chains "
+              f"{runs[0][index]['chain_s'] * 1000:.0f} ms")  # fmt: skip
 
 
 def report_packet_path(args: argparse.Namespace, full: Any) -> None:
@@ -221,8 +227,8 @@ def main(argv: Sequence[str]) -> int:
     per_small, per_big = small.rule_count / args.local, compiled.rule_count / args.local
     print(f"rules per local pod: {per_small:.1f} at 1,000 cluster pods, {per_big:.1f} at "
           f"{args.pods}: {'equal' if per_small == per_big else 'DIFFERENT'}")  # fmt: skip
-    changes = [compile_docs(label_change(docs), records), compile_docs(policy_change(docs),
-                                                                       records)]  # fmt: skip
+    relabelled = label_change(docs)
+    changes = [compile_docs(relabelled, records), compile_docs(policy_change(relabelled), records)]
     report_apply(args, full, changes)
     if not args.skip_packet_path:
         report_packet_path(args, full)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from firewall_operator import diff
@@ -82,15 +82,27 @@ def endpoints_fingerprint(state_dir: str) -> Fingerprint:
     return tuple(sorted(found))
 
 
-def read_kernel_sets() -> dict[str, diff.KernelSet]:
-    """Every podwall set of this network namespace (one ``ipset save``)."""
+def _ipset(args: list[str], text: str | None = None) -> str:
     try:
-        done = subprocess.run(["ipset", "save"], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["ipset", *args], input=text, capture_output=True, text=True, check=False
+        )
     except OSError as exc:
         raise BackendError(f"cannot run ipset: {exc.strerror}") from exc
     if done.returncode != 0:
-        raise BackendError(f"ipset save failed: {done.stderr.strip()}")
-    return diff.parse_ipset_save(done.stdout)
+        raise BackendError(f"ipset {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def read_kernel_sets() -> dict[str, diff.KernelSet]:
+    """Every podwall set of this network namespace (one ``ipset save``)."""
+    return diff.parse_ipset_save(_ipset(["save"]))
+
+
+def update_sets(updates: Sequence[diff.SetDelta]) -> None:
+    """Apply small entry changes to existing sets in one ``ipset restore``."""
+    if updates:
+        _ipset(["restore"], diff.render_set_updates(updates))
 
 
 def read_forward(backend: Backend, family: model.Family) -> list[str]:
@@ -211,6 +223,7 @@ class Applier:
         moment = time.monotonic()
         self._recreate_clashing(set_plan, known)
         ipsets.apply(replace=set_plan.replace)
+        update_sets(set_plan.update)
         stats.sets_seconds += time.monotonic() - moment
         moment = time.monotonic()
         for family, plan in plans.items():
@@ -222,7 +235,7 @@ class Applier:
         moment = time.monotonic()
         ipsets.apply(destroy=set_plan.destroy)
         stats.sets_seconds += time.monotonic() - moment
-        stats.sets_written = len(set_plan.replace)
+        stats.sets_written = set_plan.written
         stats.set_entries_written = set_plan.entries
         stats.sets_destroyed = len(set_plan.destroy)
         self._chains = {

@@ -54,17 +54,33 @@ class ChainPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class SetDelta:
+    """Entries to delete from and add to a set the applier wrote itself."""
+
+    name: str
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SetPlan:
-    """Sets to fill (atomic swap), to destroy after the chains stop using
-    them, and to destroy *before* filling because their kernel header clashes."""
+    """Sets to fill (atomic swap), to change entry by entry (small changes to
+    sets known from memory), to destroy after the chains stop using them, and
+    to destroy *before* filling because their kernel header clashes."""
 
     replace: tuple[model.IPSet, ...] = ()
     destroy: tuple[str, ...] = ()
     recreate: tuple[str, ...] = ()
+    update: tuple[SetDelta, ...] = ()
 
     @property
     def entries(self) -> int:
-        return sum(len(ipset.entries) for ipset in self.replace)
+        full = sum(len(ipset.entries) for ipset in self.replace)
+        return full + sum(len(d.add) + len(d.remove) for d in self.update)
+
+    @property
+    def written(self) -> int:
+        return len(self.replace) + len(self.update)
 
 
 def chain_specs(chain: model.Chain, family: model.Family) -> Specs:
@@ -129,17 +145,43 @@ def clashes(desired: model.IPSet, known: KnownSet) -> bool:
     return (known.kind, known.family) != (desired.kind, desired.family)
 
 
+def delta(desired: model.IPSet, known: KnownSet) -> SetDelta | None:
+    """The entry changes from ``known`` (a set this applier wrote, same type)
+    to ``desired``, when smaller than refilling the set; else None."""
+    if not isinstance(known, model.IPSet) or clashes(desired, known):
+        return None
+    old, new = set(known.entries), set(desired.entries)
+    add, remove = sorted(new - old), sorted(old - new)
+    if len(add) + len(remove) >= len(new):
+        return None
+    return SetDelta(desired.name, tuple(add), tuple(remove))
+
+
 def plan_sets(*, desired: Mapping[str, model.IPSet], known: Mapping[str, KnownSet]) -> SetPlan:
-    replace = [
-        ipset
-        for name, ipset in sorted(desired.items())
-        if name not in known or not set_matches(ipset, known[name])
-    ]
+    replace, update = [], []
+    for name, ipset in sorted(desired.items()):
+        if name in known and set_matches(ipset, known[name]):
+            continue
+        change = delta(ipset, known[name]) if name in known else None
+        if change is None:
+            replace.append(ipset)
+        else:
+            update.append(change)
     recreate = sorted(
         name for name, ipset in desired.items() if name in known and clashes(ipset, known[name])
     )
     destroy = sorted(name for name in known if name not in desired)
-    return SetPlan(tuple(replace), tuple(destroy), tuple(recreate))
+    return SetPlan(tuple(replace), tuple(destroy), tuple(recreate), tuple(update))
+
+
+def render_set_updates(updates: Iterable[SetDelta]) -> str:
+    """``ipset restore`` text: removals first (an entry may come back with
+    other flags, e.g. ``nomatch``), then additions; both tolerate no-ops."""
+    lines = []
+    for change in updates:
+        lines += [f"del {change.name} {entry.partition(' ')[0]} -exist" for entry in change.remove]
+        lines += [f"add {change.name} {entry} -exist" for entry in change.add]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def _header(words: list[str]) -> tuple[str, model.Family, bool]:

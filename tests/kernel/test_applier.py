@@ -175,6 +175,27 @@ def test_changed_set_is_swapped_alone(backend: Backend, run_dir: str, state_dir:
     assert_kernel_holds(backend, changed)
 
 
+def test_small_set_change_is_patched_in_place(
+    backend: Backend, run_dir: str, state_dir: str
+) -> None:
+    """A few entries of a large set change: del/add, no refill; flags flip too."""
+    the = make(backend, run_dir, state_dir)
+    name = set_name("a", "ipv4")
+    many = tuple(f"10.77.{i // 250}.{i % 250}" for i in range(1000))
+
+    def with_entries(*entries: str) -> Desired:
+        desired = build()
+        sets = {**desired["ipv4"].sets, name: model.IPSet(name, "hash:net", "ipv4", entries)}
+        desired["ipv4"] = model.FamilyState("ipv4", desired["ipv4"].chains, sets)
+        return desired
+
+    the.apply(with_entries(*many, "10.9.0.0/16", "10.9.1.0/24 nomatch"))
+    changed = with_entries(*many[1:], "10.9.0.0/16", "10.9.1.0/24", "10.78.0.1")
+    stats = the.apply(changed)
+    assert (stats.sets_written, stats.set_entries_written, stats.transactions) == (1, 4, 0)
+    assert_kernel_holds(backend, changed)
+
+
 def test_stale_chains_and_sets_are_removed(backend: Backend, run_dir: str, state_dir: str) -> None:
     the = make(backend, run_dir, state_dir)
     the.apply(build("abc"))

@@ -161,3 +161,50 @@ JUMP = render.forward_jump_spec()
 )
 def test_forward_in_place(forward: list[str], ok: bool) -> None:
     assert diff.forward_in_place(forward) is ok
+
+
+BIG = ipset("PODWALL-S-B", "hash:ip", *(f"10.0.0.{i}" for i in range(1, 11)))
+
+
+@pytest.mark.parametrize(
+    ("desired", "add", "remove"),
+    [
+        (ipset(BIG.name, "hash:ip", *BIG.entries[1:], "10.0.0.99"), ["10.0.0.99"], ["10.0.0.1"]),
+        (ipset(BIG.name, "hash:ip", *BIG.entries[:-1]), [], ["10.0.0.9"]),
+    ],
+    ids=["one-moved", "one-gone"],
+)  # fmt: skip
+def test_small_changes_to_known_sets_are_deltas(
+    desired: model.IPSet, add: list[str], remove: list[str]
+) -> None:
+    plan = diff.plan_sets(desired={desired.name: desired}, known={BIG.name: BIG})
+    assert plan.replace == ()
+    assert [(d.name, list(d.add), list(d.remove)) for d in plan.update] == [(BIG.name, add, remove)]
+    assert plan.entries == len(add) + len(remove)
+
+
+@pytest.mark.parametrize(
+    "desired",
+    [
+        ipset("PODWALL-S-B", "hash:ip", "10.9.9.9"),
+        ipset("PODWALL-S-B", "hash:net", *BIG.entries),
+    ],
+    ids=["mostly-new", "other-kind"],
+)
+def test_large_or_incompatible_changes_refill(desired: model.IPSet) -> None:
+    plan = diff.plan_sets(desired={desired.name: desired}, known={BIG.name: BIG})
+    assert [s.name for s in plan.replace] == [BIG.name]
+    assert plan.update == ()
+
+
+def test_kernel_known_sets_are_refilled_not_patched() -> None:
+    wanted = ipset("PODWALL-S-A", "hash:net", "10.0.0.5/32", "10.1.0.0/16", "10.1.3.0/24 nomatch")
+    plan = diff.plan_sets(desired={wanted.name: wanted}, known=dict(KERNEL))
+    assert [s.name for s in plan.replace] == ["PODWALL-S-A"]
+
+
+def test_render_set_updates_removes_then_adds() -> None:
+    text = diff.render_set_updates(
+        [diff.SetDelta("PODWALL-S-X", add=("10.1.2.0/24",), remove=("10.1.2.0/24 nomatch",))]
+    )
+    assert text == "del PODWALL-S-X 10.1.2.0/24 -exist\nadd PODWALL-S-X 10.1.2.0/24 -exist\n"
