@@ -4,7 +4,11 @@
 primary CNI config (``firewall_plugin.install``); with ``--watch`` it stays
 running, re-checks every ``--watch-interval`` seconds and repairs both when the
 primary CNI rewrites its config or a new primary file appears, and on
-SIGTERM/SIGINT exits 0 (after reverting with ``--uninstall-on-exit``).
+SIGTERM/SIGINT exits 0.  ``--uninstall-on-exit`` (``=always``, the default)
+reverts before exiting; ``--uninstall-on-exit=if-daemonset-gone`` reverts only
+when the API server says the DaemonSet (``--daemonset``, else env
+``POD_NAMESPACE``/``DAEMONSET_NAME``) is gone or being deleted
+(``firewall_plugin.removal``; in-cluster config, or ``--kubeconfig``).
 ``uninstall`` reverts both; it succeeds when nothing is installed.
 
 Flags, messages and exit codes only: the file work lives in ``firewall_plugin``.
@@ -14,6 +18,7 @@ Errors print ``podwall cni <verb>: <message>`` on stderr and exit 1.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -21,7 +26,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from firewall_plugin import config, install, install_bin
+from firewall_plugin import apiclient, config, install, install_bin, removal
 
 #: CLI flag dest → conflist key of the podwall entry
 SETTING_FLAGS = {
@@ -54,8 +59,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add.add_argument(
         "--uninstall-on-exit",
-        action="store_true",
-        help="with --watch: revert on SIGTERM/SIGINT before exiting",
+        nargs="?",
+        const=removal.ALWAYS,
+        choices=removal.MODES,
+        metavar="WHEN",
+        help="with --watch: on SIGTERM/SIGINT revert before exiting; WHEN is 'always' "
+        "(the default) or 'if-daemonset-gone' (only when the API server says the DaemonSet "
+        "is gone or being deleted: not on restarts and rolling updates)",
+    )
+    add.add_argument(
+        "--daemonset",
+        metavar="NAMESPACE/NAME",
+        help="for if-daemonset-gone: the DaemonSet (default: env POD_NAMESPACE/DAEMONSET_NAME)",
+    )
+    add.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="for if-daemonset-gone: reach the API server with this kubeconfig "
+        "(default: the pod's service account, in-cluster)",
     )
     remove = verbs.add_parser("uninstall", help="remove podwall from the configs and bin dir")
     _common(remove)
@@ -94,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if args.uninstall_on_exit and not args.watch:
             raise install.InstallError("--uninstall-on-exit needs --watch")
         if args.watch:
-            return watch(args, entry)
+            return watch(args, entry, exit_policy(args))
         _print(_install(args, entry), verb)
         return 0
     except install.InstallError as exc:
@@ -106,6 +127,23 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     """The podwall entry's keys for the flags that were given."""
     given = {key: getattr(args, dest) for dest, key in SETTING_FLAGS.items()}
     return {key: value for key, value in given.items() if value is not None}
+
+
+def exit_policy(args: argparse.Namespace) -> removal.ExitPolicy | None:
+    """What ``--uninstall-on-exit`` asks for; bad or missing settings fail here, at start."""
+    mode: str | None = args.uninstall_on_exit
+    if mode != removal.IF_DAEMONSET_GONE:
+        if args.daemonset is not None or args.kubeconfig is not None:
+            raise install.InstallError(
+                f"--daemonset and --kubeconfig need --uninstall-on-exit={removal.IF_DAEMONSET_GONE}"
+            )
+        return removal.Always() if mode == removal.ALWAYS else None
+    namespace, name = removal.parse_daemonset(args.daemonset, os.environ)
+    if args.kubeconfig is not None:
+        target = apiclient.from_kubeconfig(args.kubeconfig)
+    else:
+        target = apiclient.in_cluster()
+    return removal.IfDaemonSetGone(target, namespace=namespace, name=name)
 
 
 def _install(args: argparse.Namespace, entry: install.Network) -> install.Report:
@@ -120,8 +158,10 @@ def _uninstall(args: argparse.Namespace) -> install.Report:
     return report
 
 
-def watch(args: argparse.Namespace, entry: install.Network) -> int:
-    """Install, then repair drift every interval until SIGTERM/SIGINT.
+def watch(
+    args: argparse.Namespace, entry: install.Network, policy: removal.ExitPolicy | None
+) -> int:
+    """Install, then repair drift every interval until SIGTERM/SIGINT; then ask ``policy``.
 
     Polling (not inotify): a check is one listdir and one small read, so once a
     second costs nothing measurable, and it survives what inotify misses
@@ -139,15 +179,25 @@ def watch(args: argparse.Namespace, entry: install.Network) -> int:
                 last_error = ""
             except install.InstallError as exc:
                 if str(exc) != last_error:
-                    print(f"podwall cni install: {exc} (retrying)", file=sys.stderr, flush=True)
+                    _log(f"{exc} (retrying)")
                 last_error = str(exc)
+            note = policy.observe() if policy is not None else None
+            if note is not None:
+                _log(note)
             if stop.wait(args.watch_interval):
                 break
     finally:
         restore()
-    if args.uninstall_on_exit:
-        _print(_uninstall(args), "uninstall")
+    if policy is not None:
+        uninstall, why = policy.decide()
+        _log(f"on exit: {why}")
+        if uninstall:
+            _print(_uninstall(args), "uninstall")
     return 0
+
+
+def _log(line: str) -> None:
+    print(f"podwall cni install: {line}", file=sys.stderr, flush=True)
 
 
 def _on_signals(action: Callable[[], None]) -> Callable[[], None]:

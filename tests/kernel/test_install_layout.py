@@ -7,7 +7,10 @@ folders, and podwall's state and run folders to temporary ones too (the
 machine's own ``/var/lib/podwall`` is never touched).  The bin folder starts
 with only the primary CNI's plugins, the conf folder with only its conflist
 (bridge + host-local + portmap).  After the install, the conflist runner runs
-ADD, CHECK and DEL through the chain inside a throwaway node namespace.
+ADD, CHECK and DEL through the chain inside a throwaway node namespace.  The
+sidecar's removal check asks an API server double (``--kubeconfig`` added,
+its env taken from the manifest) that holds no podwall DaemonSet: its SIGTERM
+is the one of an uninstall.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pytest
 import yaml
 
 from firewall_lab import netns
+from firewall_lab.apiserver import ApiServer, write_kubeconfig
 from firewall_lab.cni_conf import Attachment
 from firewall_lab.cni_runner import Runner
 from firewall_plugin import names
@@ -39,13 +43,30 @@ PRIMARY_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
 HOST_BIN, HOST_CONF = "/host/opt/cni/bin", "/host/etc/cni/net.d"
 
 
+def container(name: str) -> dict[str, Any]:
+    """The DaemonSet container (or init container) ``name``."""
+    spec = yaml.safe_load(DAEMONSET.read_text())["spec"]["template"]["spec"]
+    for found in spec.get("initContainers", []) + spec["containers"]:
+        if found["name"] == name:
+            result: dict[str, Any] = found
+            return result
+    raise AssertionError(f"no container {name} in {DAEMONSET}")
+
+
 def container_args(name: str) -> list[str]:
     """The args of the DaemonSet container (or init container) ``name``."""
-    spec = yaml.safe_load(DAEMONSET.read_text())["spec"]["template"]["spec"]
-    for container in spec.get("initContainers", []) + spec["containers"]:
-        if container["name"] == name:
-            return [str(arg) for arg in container["args"]]
-    raise AssertionError(f"no container {name} in {DAEMONSET}")
+    return [str(arg) for arg in container(name)["args"]]
+
+
+def container_env(name: str) -> dict[str, str]:
+    """The container's env as the kubelet sets it (the pod in namespace podwall-system)."""
+    fields = {"metadata.namespace": "podwall-system"}
+    return {
+        item["name"]: str(item["value"])
+        if "value" in item
+        else fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        for item in container(name).get("env", [])
+    }
 
 
 def primary_conflist(root: pathlib.Path) -> dict[str, Any]:
@@ -204,9 +225,12 @@ def test_bundle_runs_from_the_hosts_view_of_the_bin_folder(
 @pytest.fixture
 def watcher(tmp_path: pathlib.Path) -> Iterator[tuple[Host, subprocess.Popen[str]]]:
     host = Host(tmp_path / "node")
-    args = host.podwall_args("cni-watch", "--watch-interval", "0.1")
+    server = ApiServer()  # no podwall DaemonSet in it: the sidecar's exit is an uninstall
+    kubeconfig = write_kubeconfig(str(tmp_path / "kubeconfig"), server.start())
+    args = host.podwall_args("cni-watch", "--watch-interval", "0.1", "--kubeconfig", kubeconfig)
+    env = {**os.environ, **container_env("cni-watch")}
     proc = subprocess.Popen(
-        [PODWALL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [PODWALL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     try:
         yield host, proc
@@ -214,6 +238,7 @@ def watcher(tmp_path: pathlib.Path) -> Iterator[tuple[Host, subprocess.Popen[str
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+        server.stop()
 
 
 def wait_for(check: Callable[[], bool], *, timeout: float = 20.0) -> None:
@@ -261,5 +286,6 @@ def test_watch_sidecar_reinserts_after_primary_rewrites_and_reverts_on_exit(
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    assert "DaemonSet podwall-system/podwall-agent is gone: uninstalling podwall" in err, err
     assert host.types() == ["bridge", "portmap"]
     assert not (host.bin / "podwall").exists() and not (host.bin / "podwall.d").exists()

@@ -60,7 +60,7 @@ def expand(arg: str, env: dict[str, str]) -> str:
 
 def container_env(container: dict[str, Any]) -> dict[str, str]:
     """The container's env; downward-API values filled as on node ``NODE``."""
-    fields = {"spec.nodeName": NODE}
+    fields = {"spec.nodeName": NODE, "metadata.namespace": "podwall-system"}
     env: dict[str, str] = {}
     for item in container.get("env", []):
         if "value" in item:
@@ -127,7 +127,8 @@ def test_install_flags() -> None:
     assert (watch.bin_dir, watch.conf_dir) == (init.bin_dir, init.conf_dir)
     assert init.bundle and watch.bundle, "the host may have no Python: both install the bundle"
     assert not init.watch
-    assert watch.watch and watch.uninstall_on_exit
+    assert watch.watch and watch.uninstall_on_exit == "if-daemonset-gone"
+    assert watch.daemonset is None and watch.kubeconfig is None, "from env, in-cluster"
     # both write the same entry, or the sidecar would rewrite what the init wrote
     from podwall import cmd_cni
 

@@ -59,6 +59,8 @@ OBJECTS = [
     "ServiceAccount/podwall-agent",
     "ClusterRole/podwall-agent",
     "ClusterRoleBinding/podwall-agent",
+    "Role/podwall-cni-watch",
+    "RoleBinding/podwall-cni-watch",
     "DaemonSet/podwall-agent",
 ]
 
@@ -179,6 +181,44 @@ def test_daemonset_is_what_the_issue_asks_for() -> None:
         "type": "FileOrCreate",
     }
     assert volumes["tmp"]["emptyDir"]["medium"] == "Memory"
+
+
+def test_cni_watch_names_its_own_daemonset_and_may_read_only_that() -> None:
+    """``--uninstall-on-exit=if-daemonset-gone`` asks about the DaemonSet its env names."""
+    objects, ds = kinds("deploy"), daemonset()
+    spec = ds["spec"]["template"]["spec"]
+    watch = next(c for c in spec["containers"] if c["name"] == "cni-watch")
+    assert "--uninstall-on-exit=if-daemonset-gone" in watch["args"]
+    assert watch["env"] == [
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "DAEMONSET_NAME", "value": ds["metadata"]["name"]},
+    ]
+    assert spec.get("automountServiceAccountToken", True), "the check needs the token"
+    role = objects["Role/podwall-cni-watch"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["daemonsets"],
+            "resourceNames": [ds["metadata"]["name"]],
+            "verbs": ["get"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["namespaces"],
+            "resourceNames": [ds["metadata"]["namespace"]],
+            "verbs": ["get"],
+        },
+    ]
+    binding = objects["RoleBinding/podwall-cni-watch"]
+    assert binding["metadata"]["namespace"] == ds["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "podwall-cni-watch",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": spec["serviceAccountName"], "namespace": NAMESPACE}
+    ]
 
 
 # ---------------------------------------------------------------- examples

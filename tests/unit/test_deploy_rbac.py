@@ -284,6 +284,28 @@ def test_cluster_role_hygiene() -> None:
     assert P("create", "", "events") in have
 
 
+def test_cni_watch_role_reads_one_daemonset_and_nothing_else() -> None:
+    """The namespaced Role holds only ``get`` of the podwall DaemonSet and Namespace, by name."""
+    docs = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
+    roles = [d for d in docs if d["kind"] == "Role"]
+    assert [r["metadata"]["name"] for r in roles] == ["podwall-cni-watch"]
+    assert roles[0]["metadata"]["namespace"] == "podwall-system"
+    assert roles[0]["rules"] == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["daemonsets"],
+            "resourceNames": ["podwall-agent"],
+            "verbs": ["get"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["namespaces"],
+            "resourceNames": ["podwall-system"],
+            "verbs": ["get"],
+        },
+    ]
+
+
 @pytest.mark.skipif(
     not RECORDED.exists(),
     reason=f"{RECORDED.relative_to(ROOT)} not recorded yet: the agent e2e tests write it from "
