@@ -11,8 +11,6 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from firewall_operator import cluster
 from firewall_operator.kernel_sets import SetBuilder
 from firewall_operator.netpol import Direction
@@ -102,8 +100,7 @@ class ChainBuilder:
         if base.protocol:
             denies = tuple(d for d in denies if d.protocol in (None, base.protocol))[:1]
         return [
-            replace(
-                base,
+            base.replace(
                 target=d.target,
                 target_options=d.target_options,
                 comment=note,
@@ -121,12 +118,12 @@ class ChainBuilder:
             options = (("log-prefix", log_prefix(rule.log_name)),)
             if self.log_target == "NFLOG":
                 options = (("nflog-prefix", log_prefix(rule.log_name)),)
-            out.append(replace(base, target=self.log_target, comment=note, target_options=options))
+            out.append(base.replace(target=self.log_target, comment=note, target_options=options))
         if rule.action == "Deny":
             return out + self._deny(base, note)
         if rule.action == "Pass" and next_chain is not None:
-            return [*out, replace(base, target=next_chain, comment=note, goto=True)]
-        return [*out, replace(base, target="RETURN", comment=note)]
+            return [*out, base.replace(target=next_chain, comment=note, goto=True)]
+        return [*out, base.replace(target="RETURN", comment=note)]
 
     def _tier(
         self,

@@ -26,19 +26,23 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+
+from firewall_plugin.values import Frozen, init_fields
 
 SOCKET_NAME = "agent.sock"
 MAX_REPLY = 65536
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(Frozen):
     """What came of asking the agent: ``asked`` false when no agent listens."""
 
+    __slots__ = ("asked", "detail", "ok")
     asked: bool
     ok: bool
-    detail: str = ""
+    detail: str
+
+    def __init__(self, asked: bool, ok: bool, detail: str = "") -> None:
+        init_fields(self, asked, ok, detail)
 
 
 def socket_path(run_dir: str) -> str:

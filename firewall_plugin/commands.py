@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
-from typing import Any
 
 from firewall_plugin import (
     agent_client,
@@ -28,8 +26,14 @@ from firewall_plugin import (
     sync,
     sysctl,
 )
-from firewall_plugin.backends.base import KernelTable
-from firewall_plugin.config import PluginConfig
+
+TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from firewall_plugin.backends.table import KernelTable
+    from firewall_plugin.config import PluginConfig
 
 
 def cmd_version() -> dict[str, Any]:

@@ -11,14 +11,22 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Literal
-
 from firewall_plugin import model, names
-from firewall_plugin.endpoints import EndpointRecord
+from firewall_plugin.values import literal_aliases
 
-DenyAction = Literal["drop", "reject"]
-PodDefault = Literal["deny", "allow"]
+TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Literal
+
+    from firewall_plugin.endpoints import EndpointRecord
+
+    DenyAction = Literal["drop", "reject"]
+    PodDefault = Literal["deny", "allow"]
+else:
+    __getattr__ = literal_aliases(
+        __name__, {"DenyAction": ("drop", "reject"), "PodDefault": ("deny", "allow")}
+    )
 
 ESTABLISHED = model.Match("conntrack", (("ctstate", "RELATED,ESTABLISHED"),))
 INVALID = model.Match("conntrack", (("ctstate", "INVALID"),))

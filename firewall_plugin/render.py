@@ -11,10 +11,13 @@ Pure: no I/O.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
 
 from firewall_plugin import model, names
+from firewall_plugin.values import Frozen, init_fields
+
+TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
 
 FORWARD_JUMP_COMMENT = names.comment("dispatch to per-pod chains")
 MAX_SET_ENTRIES = 1048576
@@ -140,12 +143,16 @@ def ipset_family(family: model.Family) -> str:
     return "inet6" if family == "ipv6" else "inet"
 
 
-class SetHeader(NamedTuple):
+class SetHeader(Frozen):
     """What ``ipset list -t`` says about an existing set."""
 
+    __slots__ = ("family", "kind", "references")
     kind: str
     family: str  # ``inet`` or ``inet6``
-    references: int = 0
+    references: int
+
+    def __init__(self, kind: str, family: str, references: int = 0) -> None:
+        init_fields(self, kind, family, references)
 
 
 def temp_name(name: str) -> str:

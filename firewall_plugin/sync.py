@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
 
 from firewall_plugin import backends, dataplane, endpoints, model, names
-from firewall_plugin.backends.base import Backend
-from firewall_plugin.config import PluginConfig
 from firewall_plugin.errors import PodwallError, StateError
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import TypeVar
+
+    from firewall_plugin.backends.base import Backend
+    from firewall_plugin.config import PluginConfig
+
+    T = TypeVar("T")
+
 POD_CHAIN_PREFIXES = (
     f"{names.PREFIX}-{names.INGRESS_KIND}-",
     f"{names.PREFIX}-{names.EGRESS_KIND}-",

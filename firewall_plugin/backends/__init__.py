@@ -9,8 +9,22 @@ imported only when chosen (``iptc`` costs tens of milliseconds to load).
 
 from __future__ import annotations
 
-from firewall_plugin.backends.base import Backend, KernelTable
+from firewall_plugin.backends.table import KernelTable
 from firewall_plugin.errors import ConfigError
+
+TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
+if TYPE_CHECKING:
+    from firewall_plugin.backends.base import Backend
+else:
+
+    def __getattr__(name: str) -> object:
+        """``Backend`` (a ``typing.Protocol``), imported on first use."""
+        if name != "Backend":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from firewall_plugin.backends.base import Backend
+
+        return Backend
+
 
 BACKEND_NAMES = ("auto", "iptables-nft", "iptables-legacy", "iptc")
 

@@ -2,28 +2,19 @@
 
 Every backend passes the same kernel tests (``tests/kernel/test_backends.py``).
 Callers hold ``locking.podwall_lock`` around read-modify-write sequences.
+The CNI plugin's start-up imports this module only for type checking (it
+needs ``typing``); ``KernelTable`` lives in ``backends.table``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from firewall_plugin import model
+from firewall_plugin.backends.table import KernelTable
 
-
-@dataclass(slots=True)
-class KernelTable:
-    """What one family's filter table holds that matters to podwall.
-
-    ``chains`` maps every podwall-owned chain to its rules as iptables-save
-    specs (the text after ``-A CHAIN ``), in order; ``forward`` lists every
-    rule of ``FORWARD`` (not only podwall's) the same way.
-    """
-
-    chains: dict[str, list[str]] = field(default_factory=dict)
-    forward: list[str] = field(default_factory=list)
+__all__ = ["Backend", "KernelTable"]
 
 
 class Backend(Protocol):

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Sequence
 
 from firewall_plugin import model, names, render
-from firewall_plugin.backends.base import KernelTable
+from firewall_plugin.backends.table import KernelTable
 from firewall_plugin.errors import BackendError, TryAgainError
 
 _TRANSIENT = ("Resource temporarily unavailable", "xtables lock", "Another app is currently")
