@@ -18,9 +18,12 @@ answer                                                      verdict
 ==========================================================  =========
 
 401/403 after access worked means the ServiceAccount or its role binding was
-deleted meanwhile, which ``kubectl delete -k deploy/`` does before the pods
-stop; a rolling update keeps both.  Every other doubt keeps podwall installed:
-pods stay protected, and the decision is logged.
+deleted meanwhile, which ``kubectl delete -k deploy/`` does, usually before the
+pods stop; a rolling update keeps both, and a terminating pod's own token stays
+valid (the API server honours it until a minute past the pod's
+``deletionTimestamp``, which lies at the end of the grace period).  Every
+other doubt keeps podwall installed: pods stay protected, and the decision is
+logged.
 
 ``classify`` and ``decide`` are pure; ``IfDaemonSetGone`` does the HTTP calls
 through ``firewall_plugin.apiclient``.  No Kubernetes client library, no files.
