@@ -7,15 +7,15 @@ a rolling update or restarted (then podwall must stay: pods that start
 meanwhile still need their chains).  ``always`` uninstalls every time;
 ``if-daemonset-gone`` asks the API server about the watcher's own DaemonSet:
 
-==========================================================  =========
-answer                                                      verdict
-==========================================================  =========
+============================================================  =========
+answer                                                        verdict
+============================================================  =========
 200, no ``deletionTimestamp``, its namespace not terminating  keep
 200 with ``deletionTimestamp``, or its namespace terminating  uninstall
-404 ``NotFound`` naming this DaemonSet                      uninstall
-401/403, after an authorised answer earlier in this run     uninstall
-401/403 never authorised, other statuses, no connection     keep
-==========================================================  =========
+404 ``NotFound`` naming this DaemonSet                        uninstall
+401/403, after an authorised answer earlier in this run       uninstall
+401/403 never authorised, other statuses, no connection       keep
+============================================================  =========
 
 401/403 after access worked means the ServiceAccount or its role binding was
 deleted meanwhile, which ``kubectl delete -k deploy/`` does, usually before the
