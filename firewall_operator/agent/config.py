@@ -48,7 +48,14 @@ def read_plugin_config(conf_dir: str) -> plugin_config.PluginConfig | None:
 
 
 def from_args(args: argparse.Namespace) -> AgentConfig:
-    plugin = read_plugin_config(args.cni_conf_dir)
+    """Flags over the conflist entry; with --backend, --state-dir and --run-dir
+    all given, a missing or unreadable conflist is not needed."""
+    try:
+        plugin = read_plugin_config(args.cni_conf_dir)
+    except AgentConfigError:
+        if not (args.backend and args.state_dir and args.run_dir):
+            raise
+        plugin = None
     base = AgentConfig(node=args.node or "", kubeconfig=args.kubeconfig)
     backend, state_dir, run_dir = base.backend, base.state_dir, base.run_dir
     pod_default, deny_action = base.pod_default, base.deny_action

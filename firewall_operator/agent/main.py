@@ -104,6 +104,7 @@ class Agent:
         self.status = status.StatusWriter(
             self.api, self.cache, node=self.cfg.node, backend=self.backend_name
         )
+        relist.watch_restarts(self.saw_listing, verbose=self.cfg.verbose)
         await self.socket.start()
         self.metrics.serve(self.cfg.metrics_port)
         for job in (self._prime(), self.reconciler.run(), self.relister.run(), self.status.run()):

@@ -7,10 +7,13 @@ first sync compiles a complete cluster, never a half-filled cache.
 kopf re-lists a resource after its watch gets 410 Gone (and at start); the
 objects of a list reach handlers as events of type ``None``, but kopf never
 tells which objects vanished, and never drops them.  ``saw_listing(kind)``
-(called by the handlers for ``None`` events) notes that kopf listed; once
-those events have been quiet for ``quiet`` seconds, the relister runs its own
+notes that kopf listed: the handlers call it for ``None`` events, and
+``watch_restarts`` (a filter on kopf's watching logger) for kopf's "Restarting
+the watch-stream" record after a 410, which also covers re-lists that return
+nothing.  Once quiet for ``quiet`` seconds, the relister runs its own
 LIST of that kind and sweeps every cached object it lacks that is not newer
-than that list (``ClusterCache.relist_finish``).  A LIST started after kopf's
+than that list (``ClusterCache.relist_finish``).  As a safety net every kind
+is also re-listed every ``every`` seconds.  A LIST started after kopf's
 listing began sees at least what kopf saw, so nothing kopf missed survives.
 Never touches the kernel.
 """
@@ -36,6 +39,35 @@ PATHS: dict[Kind, str] = {
 }
 
 
+WATCH_LOGGER = "kopf._cogs.clients.watching"
+RESTART_TEXT = "Restarting the watch-stream for "
+PLURALS: dict[str, Kind] = {kind: kind for kind in KINDS}
+
+
+class WatchRestarts(logging.Filter):
+    """Turns kopf's (debug) record of a 410 watch restart into ``saw_listing``;
+    drops debug records unless ``verbose`` (the logger is set to DEBUG for us)."""
+
+    def __init__(self, notice: Callable[[Kind], None], *, verbose: bool) -> None:
+        super().__init__()
+        self.notice, self.verbose = notice, verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(RESTART_TEXT):
+            plural = message[len(RESTART_TEXT) :].split(".", 1)[0]
+            if plural in PLURALS:
+                self.notice(PLURALS[plural])
+        return self.verbose or record.levelno >= logging.INFO
+
+
+def watch_restarts(notice: Callable[[Kind], None], *, verbose: bool) -> None:
+    """Install ``WatchRestarts`` on kopf's watching logger."""
+    logger = logging.getLogger(WATCH_LOGGER)
+    logger.setLevel(logging.DEBUG)
+    logger.addFilter(WatchRestarts(notice, verbose=verbose))
+
+
 class Relister:
     def __init__(
         self,
@@ -46,8 +78,9 @@ class Relister:
         on_swept: Callable[[Kind, list[Key]], None] = lambda kind, keys: None,
         page: int = 500,
         quiet: float = 2.0,
+        every: float = 600.0,
     ) -> None:
-        self.api, self.cache, self.page, self.quiet = api, cache, page, quiet
+        self.api, self.cache, self.page, self.quiet, self.every = api, cache, page, quiet, every
         self.on_change, self.on_swept = on_change, on_swept
         self.listing_first: dict[Kind, float] = {}  # first None event since our last LIST
         self.listing_last: dict[Kind, float] = {}
@@ -96,12 +129,15 @@ class Relister:
                     delay = min(delay * 2, 10.0)
 
     def due(self, now: float) -> list[Kind]:
-        """Kinds kopf listed after our last LIST, quiet for ``quiet`` seconds."""
-        return [
+        """Kinds kopf (re-)listed after our last LIST, quiet for ``quiet`` seconds,
+        and kinds not listed for ``every`` seconds (the safety net)."""
+        found = [
             kind
             for kind, first in self.listing_first.items()
             if first >= self.listed_at.get(kind, 0) and now - self.listing_last[kind] >= self.quiet
         ]
+        stale = [k for k, at in self.listed_at.items() if now - at >= self.every and k not in found]
+        return found + stale
 
     async def run(self) -> None:
         """Sweep after kopf re-lists (see module doc)."""
@@ -109,7 +145,8 @@ class Relister:
             kinds = self.due(time.monotonic())
             for kind in kinds:
                 try:
-                    await self.list_kind(kind)
+                    swept = await self.list_kind(kind)
+                    log.info("re-listed %s after a kopf listing: %d swept", kind, len(swept))
                 except KubeApiError as exc:
                     log.warning("re-list of %s failed: %s", kind, exc)
             if kinds:

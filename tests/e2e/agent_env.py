@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,9 @@ class Kube:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def call(self, method: str, path: str, body: Any = None, ctype: str = "application/json") -> Any:
+    def call(
+        self, method: str, path: str, body: Any = None, ctype: str = "application/json"
+    ) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", ctype)
@@ -163,7 +165,9 @@ class AgentNode:
         self.conflist = conf
         Path(self.dir("conf"), "10-podnet.conflist").write_text(json.dumps(conf))
         self.runner = Runner(
-            cni_path=[make_bin_dir(self.dir("bin"))], cache_dir=self.dir("cache"), exec_netns=self.netns
+            cni_path=[make_bin_dir(self.dir("bin"))],
+            cache_dir=self.dir("cache"),
+            exec_netns=self.netns,
         )
         self.kube.install_crds()
         return self
@@ -173,16 +177,38 @@ class AgentNode:
     def start_agent(self, *extra: str) -> None:
         self.runs += 1
         log = open(self.root / f"agent-{self.runs}.log", "wb")  # noqa: SIM115 - owned by Popen
-        argv = ["ip", "netns", "exec", self.netns, PODWALL, "agent", "--node", self.node,
-                "--kubeconfig", str(self.root / "kubeconfig"), "--cni-conf-dir", self.dir("conf"),
-                "--metrics-port", "0", "--health-port", "0", "--resync-seconds", "30",
-                "--debounce-ms", "50", *extra]
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            self.netns,
+            PODWALL,
+            "agent",
+            "--node",
+            self.node,
+            "--kubeconfig",
+            str(self.root / "kubeconfig"),
+            "--cni-conf-dir",
+            self.dir("conf"),
+            "--metrics-port",
+            "0",
+            "--health-port",
+            "0",
+            "--resync-seconds",
+            "30",
+            "--debounce-ms",
+            "50",
+            *extra,
+        ]
         from firewall_lab.apiserver import write_kubeconfig
 
         write_kubeconfig(str(self.root / "kubeconfig"), self.kube.url)
         self.agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: os.path.exists(os.path.join(self.dir("run"), "agent.sock")),
-                   what="agent.sock", timeout=30)
+        wait_until(
+            lambda: os.path.exists(os.path.join(self.dir("run"), "agent.sock")),
+            what="agent.sock",
+            timeout=30,
+        )
 
     def agent_log(self) -> str:
         return (self.root / f"agent-{self.runs}.log").read_text(errors="replace")
@@ -219,21 +245,27 @@ class AgentNode:
 
     def add_pod(self, namespace: str, name: str, labels: dict[str, str] | None = None) -> Pod:
         if self.kube.get("Namespace", namespace) is None:
-            self.kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+            self.kube.apply(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+            )
         obj = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
             "spec": {
                 "nodeName": self.node,
-                "containers": [{"name": "c", "image": "x",
-                                "ports": [{"name": "web", "containerPort": 80}]}],
+                "containers": [
+                    {"name": "c", "image": "x", "ports": [{"name": "web", "containerPort": 80}]}
+                ],
             },
         }
         created = self.kube.apply(obj)
         pod_ns = netns.create(netns.unique_name("pwagp"))
-        args = {"K8S_POD_NAMESPACE": namespace, "K8S_POD_NAME": name,
-                "K8S_POD_UID": created["metadata"]["uid"]}
+        args = {
+            "K8S_POD_NAMESPACE": namespace,
+            "K8S_POD_NAME": name,
+            "K8S_POD_UID": created["metadata"]["uid"],
+        }
         cid = f"cid{len(self.pods)}{pod_ns.replace('-', '')}"
         attachment = Attachment(cid, "eth0", netns.path(pod_ns), args)
         pod = Pod(namespace, name, pod_ns, attachment)
@@ -263,7 +295,9 @@ class AgentNode:
         return netns.run(self.netns, list(argv), check=False).stdout
 
     def podwall_rules(self) -> list[str]:
-        return [line for line in self.run("iptables-nft-save").splitlines() if "podwall" in line.lower()]
+        return [
+            line for line in self.run("iptables-nft-save").splitlines() if "podwall" in line.lower()
+        ]
 
     def stop(self) -> None:
         if self.agent is not None:
@@ -280,3 +314,20 @@ class AgentNode:
 
 def python() -> str:
     return sys.executable
+
+
+RECORDED = ROOT / "tests" / "e2e" / "recorded_agent_calls.json"
+_recorded: list[Mapping[str, str]] = []
+
+
+def record_agent_calls(requests: list[dict[str, str]], *, source: str) -> None:
+    """Merge the agent's requests (kopf's and its own: User-Agent with "kopf")
+    into ``recorded_agent_calls.json`` (tests/rbac_audit format): the union with
+    what the file already holds, so running one agent test module keeps the
+    calls the others recorded.  Delete the file to record from scratch."""
+    from tests import rbac_audit
+
+    if not _recorded and RECORDED.exists():
+        _recorded.extend(rbac_audit.load_recorded(str(RECORDED)))
+    _recorded.extend(r for r in requests if "kopf" in r.get("user_agent", ""))
+    rbac_audit.save_recorded(str(RECORDED), _recorded, source=source)

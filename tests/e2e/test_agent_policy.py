@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.agent_env import AgentNode, Kube, wait_until
+from tests.e2e.agent_env import AgentNode, Kube, record_agent_calls, wait_until
 from tests.e2e.conftest import ApiServerHandle
 
 
@@ -19,6 +19,7 @@ def node(apiserver: ApiServerHandle, tmp_path: Path) -> Iterator[AgentNode]:
         yield made
     finally:
         made.stop()
+        record_agent_calls(apiserver.server.state.requests, source="tests/e2e/test_agent_*.py")
 
 
 def deny_all(namespace: str, name: str = "deny-all") -> dict[str, object]:

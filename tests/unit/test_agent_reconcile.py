@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from firewall_operator import fwrule
@@ -51,8 +53,10 @@ def test_periodic_resync() -> None:
     assert c.take(30.0) is True
 
 
-def rule_doc(*, gen: int, networks: list[str], valid: tuple[str, ...] | None = None) -> dict:
-    doc: dict = {
+def rule_doc(
+    *, gen: int, networks: list[str], valid: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "metadata": {"name": "r", "uid": "u", "generation": gen, "resourceVersion": "7"},
         "spec": {
             "tier": "Admin",
@@ -109,7 +113,7 @@ STATUS_CASES = [
 @pytest.mark.parametrize(
     ("doc", "expected"), [c[1:] for c in STATUS_CASES], ids=[c[0] for c in STATUS_CASES]
 )
-def test_desired_rule_status(doc: dict, expected: str | None) -> None:
+def test_desired_rule_status(doc: dict[str, Any], expected: str | None) -> None:
     found = status.desired_rule_status(
         fwrule.parse(doc), rule_meta(doc), now="2030-01-01T00:00:00Z"
     )
