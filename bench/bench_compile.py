@@ -29,8 +29,9 @@ from typing import Any, TypeVar
 from bench import packet_path, workload
 from firewall_lab import netns
 from firewall_operator import applier, cluster, compiler, evaluate
-from firewall_plugin import endpoints, model, render
-from firewall_plugin.backends import get_backend
+from firewall_plugin import endpoints, model, names, render
+from firewall_plugin.backends import Backend, KernelTable, get_backend
+from firewall_plugin.backends.restore import RestoreBackend, forward_lines
 
 T = TypeVar("T")
 Docs = list[dict[str, Any]]
@@ -88,7 +89,7 @@ def bare_texts(
 
 
 def restore_binary(backend: str, family: model.Family) -> str:
-    variant = "nft" if backend == "iptables-nft" else "legacy"
+    variant = "legacy" if backend in ("iptables-legacy", "iptc") else "nft"
     return f"{'ip6tables' if family == 'ipv6' else 'iptables'}-{variant}-restore"
 
 
@@ -102,12 +103,38 @@ def bare_restore(backend: str, tables: dict[model.Family, str], sets: str) -> fl
     return time.perf_counter() - start
 
 
+class ForwardOnlyRestore(RestoreBackend):
+    """What the restore backend's ``apply`` costs if it read only FORWARD
+    (``-S FORWARD``) instead of saving the whole table: a podwall jump in
+    FORWARD proves PODWALL-FORWARD exists, and ``:X`` + ``-X X`` in one
+    restore is fine for an absent chain, so nothing else needs reading."""
+
+    def apply(
+        self, family: model.Family, *, replace: Sequence[model.Chain], delete: Sequence[str] = ()
+    ) -> None:
+        current = KernelTable(forward=applier.read_forward(self, family))
+        replaced = {chain.name for chain in replace}
+        gone = [name for name in dict.fromkeys(delete) if name not in replaced]
+        had = any(render.is_forward_jump(spec) for spec in current.forward)
+        keep = names.FORWARD_CHAIN in replaced or (had and names.FORWARD_CHAIN not in gone)
+        lines = forward_lines(current, keep_jump=keep)
+        text = render.render_restore(family=family, replace=replace, delete=gone,
+                                     forward_lines=lines)  # fmt: skip
+        self.restore(family, text)
+
+
+def make_backend(name: str) -> Backend:
+    if name == "proposed-nft":
+        return ForwardOnlyRestore(variant="nft")
+    return get_backend(name)
+
+
 def applier_run(
     backend: str, workdir: str, states: Sequence[dict[model.Family, model.FamilyState]]
 ) -> list[dict[str, float]]:
     """Runs in the node netns: full apply of states[0], then each change."""
     the = applier.Applier(
-        get_backend(backend), run_dir=os.path.join(workdir, "run"),
+        make_backend(backend), run_dir=os.path.join(workdir, "run"),
         state_dir=os.path.join(workdir, "state"),
     )  # fmt: skip
     out = []
@@ -205,7 +232,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--connections", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--backend", default="iptables-nft")
+    parser.add_argument(
+        "--backend",
+        default="iptables-nft",
+        help="iptables-nft | iptables-legacy | iptc | proposed-nft (restore reading only FORWARD)",
+    )
     parser.add_argument("--skip-packet-path", action="store_true")
     return parser.parse_args(list(argv))
 
