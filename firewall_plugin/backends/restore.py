@@ -104,6 +104,7 @@ class RestoreBackend:
             replace=replace,
             delete=gone,
             forward_lines=forward_lines(current, keep_jump=exists_after),
+            current=current.chains,
         )
         self.restore(family, text)
 
