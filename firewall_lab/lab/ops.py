@@ -125,7 +125,7 @@ def _log_tail(directory: str, lines: int = 15) -> str:
 
 
 def documents(files: Iterable[str]) -> list[Json]:
-    """Every object in ``files`` (lists flattened), namespaces first, pods last."""
+    """Every object in ``files`` (lists flattened), checked to be of a lab kind."""
     from firewall_operator.loading import read_documents
 
     docs: list[Json] = []
@@ -136,7 +136,13 @@ def documents(files: Iterable[str]) -> list[Json]:
             docs.append(doc)
     for doc in docs:
         kind_of(doc)
-    return sorted(docs, key=lambda doc: ORDER.get(str(doc["kind"]), 2))
+    return docs
+
+
+def _rank(doc: Json) -> int:
+    """Apply order: namespaces, CRDs, policies, pods (delete: the reverse)."""
+    kind_of(doc)
+    return ORDER.get(str(doc["kind"]), 2)
 
 
 def put(client: Client, doc: Json) -> Json:
@@ -165,15 +171,31 @@ def put(client: Client, doc: Json) -> Json:
 def apply(
     directory: str, files: Sequence[str], *, timeout: float = 60.0, say: Say = _quiet
 ) -> list[Json]:
+    """Create or replace the objects of ``files``; see ``apply_docs``."""
+    return apply_docs(directory, documents(files), timeout=timeout, say=say)
+
+
+def apply_docs(
+    directory: str,
+    docs: Sequence[Json],
+    *,
+    timeout: float = 60.0,
+    say: Say = _quiet,
+    wait: bool = True,
+) -> list[Json]:
+    """Create or replace ``docs`` (namespaces first, pods last); return once
+    the pods run and every node has programmed the result (``wait=False``:
+    once written; a later wait covers it)."""
     recorded, client = client_for(directory)
-    written = [put(client, doc) for doc in documents(files)]
+    ordered = sorted(docs, key=_rank)
+    written = [put(client, doc) for doc in ordered]
     say(f"applied {len(written)} objects")
     pods = [obj for obj in written if obj.get("kind", "Pod") == "Pod" and "spec" in obj]
     versions = [_version(obj) for obj in written]
-    if pods:
+    if pods and wait:
         say(f"waiting for {len(pods)} pods to run")
         versions += wait_pods_running(client, pods, timeout)
-    if recorded.agents:
+    if recorded.agents and wait:
         say("waiting for every node to program the change")
         layout = recorded.layout(os.path.abspath(directory))
         wait_synced(layout, client, max(versions, default=0), timeout)
@@ -181,14 +203,25 @@ def apply(
 
 
 def delete(directory: str, files: Sequence[str], *, timeout: float = 60.0) -> int:
+    """Delete the objects of ``files``; see ``delete_docs``."""
+    return delete_docs(directory, documents(files), timeout=timeout)
+
+
+def delete_docs(
+    directory: str, docs: Sequence[Json], *, timeout: float = 60.0, wait: bool = True
+) -> int:
+    """Delete ``docs`` (missing ones are fine); return once their pods are
+    gone and every node has programmed the result (``wait=False``: once
+    deleted).  The count deleted."""
     recorded, client = client_for(directory)
-    docs = list(reversed(documents(files)))
-    gone = [client.delete(doc) for doc in docs]
+    ordered = sorted(docs, key=lambda doc: -_rank(doc))
+    gone = [client.delete(doc) for doc in ordered]
     layout = recorded.layout(os.path.abspath(directory))
     keys = {f"{d['metadata'].get('namespace', '')}/{d['metadata']['name']}" for d in docs}
     namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
-    _until(lambda: not _running_matching(layout, keys, namespaces), timeout, "pods to stop")
-    if recorded.agents:
+    if wait:
+        _until(lambda: not _running_matching(layout, keys, namespaces), timeout, "pods to stop")
+    if recorded.agents and wait:
         target = max((_version(obj) for obj in gone if obj), default=0)
         wait_synced(layout, client, target, timeout)
     return sum(1 for obj in gone if obj is not None)

@@ -3,7 +3,7 @@
 ``node_differences`` compiles what the node should hold (the same compiler
 the agent uses, over the given API objects and the node's endpoint records)
 and compares it with the podwall chains and sets its kernel holds (read
-inside the node's namespace, in a forked child); it returns the chains and
+inside the node's namespace, in a forked child that inherits the imports); it returns the chains and
 sets that differ, empty when the node is programmed.  The lab waits on it
 after ``apply``/``delete`` when an agent does not report
 ``observedResourceVersion``.  Reads the kernel; never writes it.
@@ -15,14 +15,13 @@ from typing import Any
 
 from firewall_lab import netns
 from firewall_lab.lab.layout import Layout, Node
+from firewall_operator import applier, cluster, compiler, diff
+from firewall_plugin import endpoints, install, model
+from firewall_plugin.backends import get_backend
 
 
 def _inside(docs: list[Any], conf_dir: str) -> list[str]:
     """Runs in the node's namespace: desired vs kernel, as readable lines."""
-    from firewall_operator import applier, cluster, compiler, diff
-    from firewall_plugin import endpoints, install, model
-    from firewall_plugin.backends import get_backend
-
     entry = install.read_entry(conf_dir) or {}
     state_dir = str(entry.get("stateDir") or "/var/lib/podwall")
     records = list(endpoints.read_all(state_dir))

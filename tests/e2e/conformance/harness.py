@@ -1,0 +1,215 @@
+"""Runs the data-driven conformance cases (``netpol.yaml``, ``fwrule.yaml``) in a lab.
+
+``ConformanceLab`` brings one 2-node lab up with the upstream topology
+(``cluster.yaml``: x, y, z times a, b, c, spread over both nodes by the lab
+scheduler), and between cases deletes every NetworkPolicy and FirewallRule
+and restores the labels a case changed.  ``run_case`` plays a case's steps
+(apply, delete, label changes), probes each listed PORT/PROTOCOL over every
+pod pair and compares the kernel with the case's expected matrix, and also
+``podwall explain``'s matrix with it.  Failures carry all three tables.
+
+Test support only.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from firewall_lab.lab import ops, probing, render
+from firewall_lab.lab.client import Client
+from firewall_lab.lab.layout import Layout
+
+HERE = Path(__file__).parent
+CLUSTER = HERE / "cluster.yaml"
+API_VERSIONS = {"NetworkPolicy": "networking.k8s.io/v1", "FirewallRule": "podwall.io/v1alpha1"}
+PLACEHOLDER = re.compile(r"\$\{(ip|large|hostmask)(?::([a-z0-9-]+/[a-z0-9-]+))?\}")
+Json = dict[str, Any]
+
+
+def load_cases(name: str) -> list[Json]:
+    with (HERE / name).open() as handle:
+        cases: list[Json] = yaml.safe_load(handle)["cases"]
+    return cases
+
+
+def baseline_docs() -> list[Json]:
+    with CLUSTER.open() as handle:
+        return [doc for doc in yaml.safe_load_all(handle) if doc]
+
+
+def _matches(selector: str | None, pod: str) -> bool:
+    if not selector:
+        return True
+    return pod == selector if "/" in selector else pod.partition("/")[0] == selector
+
+
+def expected_matrix(
+    pods: list[str], edits: Iterable[Mapping[str, Any]]
+) -> dict[str, dict[str, bool]]:
+    """An all-allowed matrix edited in order by ``{from, to, allowed}``."""
+    table = {src: dict.fromkeys(pods, True) for src in pods}
+    for edit in edits:
+        for src in pods:
+            for dst in pods:
+                if _matches(edit.get("from"), src) and _matches(edit.get("to"), dst):
+                    table[src][dst] = bool(edit["allowed"])
+    return table
+
+
+def resolve(value: Any, ips: Mapping[str, str], family: str) -> Any:
+    """``value`` with ``${ip:NS/POD}``, ``${large:NS/POD}`` and ``${hostmask}`` filled in."""
+    if isinstance(value, dict):
+        return {key: resolve(item, ips, family) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve(item, ips, family) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def fill(match: re.Match[str]) -> str:
+        what, pod = match.group(1), match.group(2)
+        if what == "hostmask":
+            return "128" if family == "ipv6" else "32"
+        if what == "ip":
+            return ips[pod]
+        return str(ipaddress.ip_network(f"{ips[pod]}/4", strict=False))
+
+    return PLACEHOLDER.sub(fill, value)
+
+
+def uses_addresses(case: Mapping[str, Any]) -> bool:
+    return "${" in json.dumps(case)
+
+
+def with_api_version(doc: Json) -> Json:
+    doc = copy.deepcopy(doc)
+    if "apiVersion" not in doc and doc.get("kind") in API_VERSIONS:
+        doc["apiVersion"] = API_VERSIONS[doc["kind"]]
+    return doc
+
+
+def differing(
+    found: Mapping[str, Mapping[str, bool]], wanted: Mapping[str, Mapping[str, bool]]
+) -> list[str]:
+    return [
+        f"{src} -> {dst}: {'open' if found[src][dst] else 'blocked'}, "
+        f"expected {'open' if wanted[src][dst] else 'blocked'}"
+        for src in sorted(wanted)
+        for dst in sorted(wanted)
+        if src != dst and found[src][dst] != wanted[src][dst]
+    ]
+
+
+class ConformanceLab:
+    """One lab for a whole test module (see the module docstring)."""
+
+    def __init__(self, directory: str, *, cni: str, ipv6: bool) -> None:
+        self.directory = directory
+        self.cni, self.ipv6 = cni, ipv6
+        self.layout: Layout | None = None
+        self.client: Client | None = None
+        self.changed_labels = False
+
+    def up(self) -> ConformanceLab:
+        agent = os.environ.get("PODWALL_LAB_AGENT", "auto")
+        recorded = ops.up(
+            self.directory, cni=self.cni, ipv6=self.ipv6, files=[str(CLUSTER)], agent=agent
+        )
+        self.layout = recorded.layout(os.path.abspath(self.directory))
+        self.client = ops.client_for(self.directory)[1]
+        return self
+
+    def pods(self) -> dict[str, Json]:
+        assert self.layout is not None
+        return ops.running_pods(self.layout)
+
+    def ips(self, family: str) -> dict[str, str]:
+        return {
+            key: next(ip for ip in pod["ips"] if (":" in ip) == (family == "ipv6"))
+            for key, pod in self.pods().items()
+        }
+
+    def reset(self) -> None:
+        """No policies, no rules, the baseline labels.  Does not wait: every
+        case starts with a step that waits for the nodes (which covers this)."""
+        assert self.client is not None
+        stale = [
+            item
+            for kind in ("NetworkPolicy", "FirewallRule")
+            for item in self.client.list(kind).get("items") or []
+        ]
+        if stale:
+            ops.delete_docs(self.directory, stale, wait=False)
+        if self.changed_labels:
+            ops.apply_docs(self.directory, baseline_docs(), wait=False)
+            self.changed_labels = False
+
+    def _label(self, changes: Mapping[str, Mapping[str, str]]) -> None:
+        docs = []
+        for key, labels in changes.items():
+            if "/" in key:
+                namespace, name = key.split("/")
+                meta = {"namespace": namespace, "name": name, "labels": dict(labels)}
+                docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta})
+            else:
+                meta = {"name": key, "labels": dict(labels)}
+                docs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+        self.changed_labels = True
+        ops.apply_docs(self.directory, docs)
+
+    def run_case(self, case: Mapping[str, Any], family: str = "ipv4") -> list[str]:
+        """Play ``case``; the failures (empty when the kernel and explain agree
+        with the expected matrix at every check)."""
+        assert self.layout is not None and self.client is not None
+        ips = self.ips(family)
+        failures: list[str] = []
+        for number, step in enumerate(case["steps"], 1):
+            step = resolve(step, ips, family)
+            if step.get("delete"):
+                ops.delete_docs(self.directory, [with_api_version(d) for d in step["delete"]])
+            if step.get("apply"):
+                ops.apply_docs(self.directory, [with_api_version(d) for d in step["apply"]])
+            if step.get("labels"):
+                self._label(step["labels"])
+            for spec in step.get("probe") or []:
+                failures += self._check(number, spec, step.get("expect") or [], family)
+        return failures
+
+    def _check(self, step: int, spec: str, edits: list[Json], family: str) -> list[str]:
+        assert self.layout is not None and self.client is not None
+        port_text, protocol = spec.split("/")
+        port = int(port_text)
+        kernel = probing.kernel_matrix(
+            self.layout,
+            port=port,
+            protocol=protocol,
+            family=family,  # type: ignore[arg-type]
+        )
+        model = probing.model_matrix(self.client, port=port, protocol=protocol, family=family)
+        wanted = expected_matrix(kernel["pods"], edits)
+        problems = []
+        for name, found in (("kernel", kernel), ("explain", model)):
+            wrong = differing(found["reachable"], wanted)
+            if wrong:
+                problems.append(
+                    f"step {step} {spec} {family}: {name} differs:\n" + "\n".join(wrong)
+                )
+        if problems:
+            expected = {**kernel, "reachable": wanted}
+            problems.append(
+                "kernel:\n"
+                + render.matrix_table(kernel)
+                + "explain:\n"
+                + render.matrix_table(model)
+                + "expected:\n"
+                + render.matrix_table(expected)
+            )
+        return problems
