@@ -10,8 +10,16 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import base64
-import hashlib
+# CPython's own SHA-256 (``_sha256`` up to 3.11, ``_sha2`` from 3.12) before
+# hashlib: ``import hashlib`` loads OpenSSL's libcrypto, which costs the CNI
+# plugin 3-8 ms of start-up for one 40-byte digest.  Same function, same bytes.
+try:
+    from _sha256 import sha256  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the interpreter build
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found]
+    except ImportError:
+        from hashlib import sha256
 
 PREFIX = "PODWALL"
 FORWARD_CHAIN = "PODWALL-FORWARD"
@@ -21,12 +29,23 @@ MAX_NAME = 28
 COMMENT_PREFIX = "podwall"
 MAX_COMMENT = 240  # UTF-8 bytes; the kernel keeps 255; leave room for quoting
 SWAP_SUFFIX = "-T"
+BASE32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648, as base64.b32encode
 
 
 def digest(identity: str, length: int) -> str:
     """Return ``length`` upper-case base32 characters of sha256(identity)."""
-    raw = hashlib.sha256(identity.encode()).digest()
-    return base64.b32encode(raw).decode().rstrip("=")[:length]
+    raw = sha256(identity.encode()).digest()
+    return base32_prefix(raw, length)
+
+
+def base32_prefix(raw: bytes, length: int) -> str:
+    """The first ``length`` characters of ``base64.b32encode(raw)`` (``length``
+    at most ``len(raw) * 8 // 5``), without importing base64 (~1 ms)."""
+    bits = len(raw) * 8
+    if not 0 <= length <= bits // 5:
+        raise ValueError(f"cannot take {length} base32 characters of {len(raw)} bytes")
+    number = int.from_bytes(raw, "big")
+    return "".join(BASE32_ALPHABET[(number >> (bits - 5 * (i + 1))) & 31] for i in range(length))
 
 
 def hashed_name(kind: str, identity: str) -> str:
