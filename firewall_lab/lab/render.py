@@ -25,28 +25,27 @@ def matrix_table(
     colour: bool = False,
     before: Mapping[str, Any] | None = None,
 ) -> str:
-    """Rows send, columns receive; ``ok``/``--``; with ``before``, a changed
-    cell is marked ``*`` (and yellow-bold when coloured)."""
+    """Rows send, columns receive (numbered like the rows); ``ok``/``--``;
+    with ``before``, a changed cell is marked ``*`` (yellow-bold in colour)."""
     pods: list[str] = list(matrix["pods"])
     reach = matrix["reachable"]
     old = (before or {}).get("reachable") or {}
     width = max([len(pod) for pod in pods] + [9])
-    head = " ".join(f"{pod:>{max(len(pod), 4)}}" for pod in pods)
     corner = "from \\ to"
+    numbers = " ".join(f"{number:>4}" for number in range(1, len(pods) + 1))
     lines = [
-        f"port {matrix['port']}/{matrix['protocol']}  (row: from, column: to)",
-        f"{corner:<{width}} {head}",
+        f"port {matrix['port']}/{matrix['protocol']}: row = from, column = to (by number)",
+        f"{'':>3} {corner:<{width}} {numbers}",
     ]
-    for src in pods:
+    for number, src in enumerate(pods, 1):
         cells = []
         for dst in pods:
             ok = bool(reach[src][dst])
             changed = bool(old) and old.get(src, {}).get(dst, ok) != ok
-            text = ("ok" if ok else "--") + ("*" if changed else " ")
-            text = f"{text:>{max(len(dst), 4)}}"
+            text = f"{('ok' if ok else '--') + ('*' if changed else ' '):>4}"
             code = (BOLD + YELLOW) if changed else (GREEN if ok else RED)
             cells.append(paint(text, code, colour))
-        lines.append(f"{src:<{width}} " + " ".join(cells))
+        lines.append(f"{number:>3} {src:<{width}} " + " ".join(cells))
     return "\n".join(lines) + "\n"
 
 

@@ -18,13 +18,14 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from firewall_lab.lab import ops, probing, render
+from firewall_lab.lab import ops, probing, render, teardown
 from firewall_lab.lab.client import Client
 from firewall_lab.lab.layout import Layout
 
@@ -108,6 +109,31 @@ def differing(
     ]
 
 
+def running_lab(factory: Any, name: str, *, cni: str, ipv6: bool) -> Iterator[ConformanceLab]:
+    """A module fixture's body: one lab up for the module, always torn down."""
+    from tests.conftest import kernel_ready
+
+    if kernel_ready() is not None:
+        pytest.skip(kernel_ready() or "")
+    lab = ConformanceLab(str(factory.mktemp("lab") / name), cni=cni, ipv6=ipv6)
+    try:
+        yield lab.up()
+    finally:
+        teardown.down(lab.directory)
+
+
+def marked(cases: list[Json], quick: set[str]) -> list[Any]:
+    """``cases`` as parameters with ids; those not in ``quick`` need -m conformance_full."""
+    unknown = quick - {case["id"] for case in cases}
+    assert not unknown, f"unknown case ids: {unknown}"
+    return [
+        pytest.param(
+            case, id=case["id"], marks=() if case["id"] in quick else pytest.mark.conformance_full
+        )
+        for case in cases
+    ]
+
+
 class ConformanceLab:
     """One lab for a whole test module (see the module docstring)."""
 
@@ -165,14 +191,16 @@ class ConformanceLab:
         self.changed_labels = True
         ops.apply_docs(self.directory, docs)
 
-    def run_case(self, case: Mapping[str, Any], family: str = "ipv4") -> list[str]:
-        """Play ``case``; the failures (empty when the kernel and explain agree
-        with the expected matrix at every check)."""
+    def run_case(self, case: Mapping[str, Any], families: tuple[str, ...] = ("ipv4",)) -> list[str]:
+        """Play ``case``, checking every probe in each of ``families``; the
+        failures (empty when the kernel and explain agree with the expected
+        matrix at every check).  Addresses in the case resolve in the first
+        family."""
         assert self.layout is not None and self.client is not None
-        ips = self.ips(family)
+        ips = self.ips(families[0])
         failures: list[str] = []
         for number, step in enumerate(case["steps"], 1):
-            step = resolve(step, ips, family)
+            step = resolve(step, ips, families[0])
             if step.get("delete"):
                 ops.delete_docs(self.directory, [with_api_version(d) for d in step["delete"]])
             if step.get("apply"):
@@ -180,8 +208,18 @@ class ConformanceLab:
             if step.get("labels"):
                 self._label(step["labels"])
             for spec in step.get("probe") or []:
-                failures += self._check(number, spec, step.get("expect") or [], family)
+                for family in families:
+                    failures += self._check(number, spec, step.get("expect") or [], family)
         return failures
+
+    def run_dual_stack(self, case: Mapping[str, Any]) -> list[str]:
+        """Both families: at once, or one after the other (reset between)
+        when the case names addresses (an ipBlock holds one family)."""
+        if not uses_addresses(case):
+            return self.run_case(case, ("ipv4", "ipv6"))
+        failures = self.run_case(case, ("ipv4",))
+        self.reset()
+        return failures + self.run_case(case, ("ipv6",))
 
     def _check(self, step: int, spec: str, edits: list[Json], family: str) -> list[str]:
         assert self.layout is not None and self.client is not None

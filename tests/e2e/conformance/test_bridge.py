@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import kernel_ready
 from tests.e2e.conformance import harness
 
 CASES = harness.load_cases("netpol.yaml") + harness.load_cases("fwrule.yaml")
@@ -16,17 +15,7 @@ CASES = harness.load_cases("netpol.yaml") + harness.load_cases("fwrule.yaml")
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.ConformanceLab]:
-    if kernel_ready() is not None:
-        pytest.skip(kernel_ready() or "")
-    the = harness.ConformanceLab(
-        str(tmp_path_factory.mktemp("lab") / "bridge"), cni="bridge", ipv6=False
-    )
-    try:
-        yield the.up()
-    finally:
-        from firewall_lab.lab import teardown
-
-        teardown.down(the.directory)
+    yield from harness.running_lab(tmp_path_factory, "bridge", cni="bridge", ipv6=False)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
