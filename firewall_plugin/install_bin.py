@@ -1,6 +1,6 @@
 """Write the ``podwall`` executable into the CNI bin dir, or remove it.
 
-Three ways to launch the plugin (``firewall_plugin.cni.main``):
+Three ways to launch the plugin (``firewall_plugin.cni.run_and_exit``):
 
 * **local** (default): a Python script whose shebang is the running
   interpreter with ``-IS`` (isolated, no ``site``); the script puts the
@@ -56,7 +56,8 @@ STDLIB_SKIP = (
     "lib2to3",
 )
 HEADER = "podwall CNI plugin launcher, written by `podwall cni install`; do not edit"
-ENTRY = "from firewall_plugin.cni import main\n\nsys.exit(main())\n"
+# run_and_exit skips interpreter finalisation: ~4 ms CPU less per pod (bench_plugin)
+ENTRY = "from firewall_plugin.cni import run_and_exit\n\nrun_and_exit()\n"
 #: changes whenever the bundle's files change shape (part of the bundle id)
 BUNDLE_LAYOUT = "2: launcher and launch.py relative to themselves"
 
@@ -90,7 +91,7 @@ def python_script(launch: Launch) -> str:
 
 
 def script_body(sys_path: Sequence[str]) -> str:
-    """Python that puts ``sys_path`` first and runs the plugin's ``main()``."""
+    """Python that puts ``sys_path`` first and runs the plugin (``cni.run_and_exit``)."""
     lines = [f'"""{HEADER}."""', "import sys", ""]
     if sys_path:
         lines.append(f"sys.path[:0] = {list(sys_path)!r}")
@@ -121,7 +122,7 @@ def bundle_script(ident: str, *, version: str, shared: bool) -> str:
 
 
 def bundle_entry() -> str:
-    """The bundle's ``launch.py``: puts the ``site`` folder next to it first, runs ``main()``."""
+    """The bundle's ``launch.py``: puts the ``site`` folder next to it first, runs the plugin."""
     lines = [f'"""{HEADER}."""', "import sys", ""]
     lines.append('sys.path[:0] = [__file__.rpartition("/")[0] + "/site"]')
     return "\n".join(lines) + "\n" + ENTRY
