@@ -3,13 +3,18 @@
 In a throwaway node namespace, both plugins get the same dual-stack prevResult;
 runs are interleaved (reference ADD, podwall ADD, reference DEL, podwall DEL)
 so drift hits both alike.  Each run is a real process start, timed from spawn
-to exit.  Prints medians and the ratio podwall/reference, plus where podwall's
-time goes (interpreter start-up, imports, the rest).
+to exit.  Prints medians and the ratio podwall/reference, then where podwall's
+time goes: interpreter start-up and imports (separate runs), and a timeline of
+a few ADD/DEL runs under ``strace`` (start-up until the first iptables tool
+starts, the iptables tools, the rest).
 
-podwall runs through a launcher like the one ``podwall cni install`` writes:
-``#!<venv python> -IS`` (isolated, no ``site``) that puts the package folder on
-``sys.path`` itself.  ``--launch module`` runs ``python -m firewall_plugin``
-instead (with ``site``: the editable install's path hooks) for comparison.
+podwall runs through the launcher ``podwall cni install`` writes
+(``install_bin.python_script``: ``#!<venv python> -IS`` with the import paths
+spelled out).  ``--launch module`` runs ``python -m firewall_plugin`` instead
+(with ``site``) for comparison.  ``--pods N`` first attaches N other pods with
+both plugins, so ADD and DEL run on a node that already has pods (podwall then
+rewrites a populated ``PODWALL-FORWARD``; without them each ADD creates it and
+each DEL removes it).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,10 +33,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from firewall_lab import netns
+from firewall_plugin import install_bin
 
 REFERENCE = "/usr/lib/cni/firewall"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-V4, V6 = "10.77.0.5/24", "fd00:77::5/64"
+TIMELINE_RUNS = 5
 
 
 def launcher(folder: str, mode: str) -> list[str]:
@@ -39,15 +46,14 @@ def launcher(folder: str, mode: str) -> list[str]:
         return [sys.executable, "-m", "firewall_plugin"]
     path = os.path.join(folder, "podwall")
     with open(path, "w") as handle:
-        handle.write(
-            f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {ROOT!r})\n"
-            "from firewall_plugin.cni import run_and_exit\nrun_and_exit()\n"
-        )
+        handle.write(install_bin.python_script(install_bin.local_launch()))
     os.chmod(path, 0o755)
     return [path]
 
 
-def prev_result(node: str) -> dict[str, Any]:
+def prev_result(node: str, pod: int = 0) -> dict[str, Any]:
+    """A bridge-style dual-stack result; ``pod`` picks the addresses."""
+    v4, v6 = f"10.77.{pod // 250}.{pod % 250 + 5}/16", f"fd00:77::{pod + 5:x}/64"
     return {
         "cniVersion": "1.0.0",
         "interfaces": [
@@ -56,17 +62,14 @@ def prev_result(node: str) -> dict[str, Any]:
             {"name": "eth0", "sandbox": netns.path(node)},
         ],
         "ips": [
-            {"address": V4, "gateway": "10.77.0.1", "interface": 2},
-            {"address": V6, "gateway": "fd00:77::1", "interface": 2},
+            {"address": v4, "gateway": "10.77.0.1", "interface": 2},
+            {"address": v6, "gateway": "fd00:77::1", "interface": 2},
         ],
     }
 
 
-def timed(
-    argv: list[str], command: str, container: str, config: dict[str, Any]
-) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the plugin and every process it ran)."""
-    env = {
+def plugin_env(command: str, container: str, config: dict[str, Any]) -> dict[str, str]:
+    return {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": container,
@@ -75,6 +78,13 @@ def timed(
         "CNI_PATH": "/usr/lib/cni",
         "CNI_ARGS": "K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod",
     }
+
+
+def timed(
+    argv: list[str], command: str, container: str, config: dict[str, Any]
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the plugin and every process it ran)."""
+    env = plugin_env(command, container, config)
     text = json.dumps(config)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -87,38 +97,103 @@ def timed(
     return elapsed, cpu
 
 
-def run_series(node: str, runs: int, mode: str) -> dict[str, list[tuple[float, float]]]:
-    """Inside ``node``: interleaved ADD/DEL of both plugins, ``runs`` times."""
+Times = dict[str, list[tuple[float, float]]]
+#: per verb, per traced run: (start-up ms, iptables tools ms, rest ms, tools run)
+Timeline = dict[str, list[tuple[float, float, float, int]]]
+
+
+def configs(tmp: str, node: str, pod: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (reference, podwall) plugin configurations for pod number ``pod``."""
+    prev = prev_result(node, pod)
+    ref = {"cniVersion": "1.0.0", "name": "bench", "type": "firewall", "prevResult": prev}
+    pw = {
+        "cniVersion": "1.0.0",
+        "name": "bench",
+        "type": "podwall",
+        "stateDir": f"{tmp}/state",
+        "runDir": f"{tmp}/run",
+        "prevResult": prev,
+    }
+    return ref, pw
+
+
+def run_series(node: str, runs: int, mode: str, pods: int) -> tuple[Times, Timeline]:
+    """Inside ``node``: interleaved ADD/DEL of both plugins, ``runs`` times,
+    with ``pods`` other pods attached; then a few podwall runs under strace."""
     keys = ("ref ADD", "pw ADD", "ref DEL", "pw DEL")
-    times: dict[str, list[tuple[float, float]]] = {key: [] for key in keys}
+    times: Times = {key: [] for key in keys}
+    timeline: Timeline = {"ADD": [], "DEL": []}
     with tempfile.TemporaryDirectory(prefix="pwbench-") as tmp:
         podwall = launcher(tmp, mode)
-        prev = prev_result(node)
-        ref = {"cniVersion": "1.0.0", "name": "bench", "type": "firewall", "prevResult": prev}
-        pw = {
-            "cniVersion": "1.0.0",
-            "name": "bench",
-            "type": "podwall",
-            "stateDir": f"{tmp}/state",
-            "runDir": f"{tmp}/run",
-            "prevResult": prev,
-        }
+        ref, pw = configs(tmp, node, 0)
         timed(podwall, "ADD", "warmup", pw)  # detects the backend once, like a node's first pod
         timed(podwall, "DEL", "warmup", pw)
+        for pod in range(1, pods + 1):
+            other_ref, other_pw = configs(tmp, node, pod)
+            timed([REFERENCE], "ADD", f"other{pod}", other_ref)
+            timed(podwall, "ADD", f"other{pod}", other_pw)
         for i in range(runs):
             container = f"bench{i}"
             times["ref ADD"].append(timed([REFERENCE], "ADD", container, ref))
             times["pw ADD"].append(timed(podwall, "ADD", container, pw))
             times["ref DEL"].append(timed([REFERENCE], "DEL", container, ref))
             times["pw DEL"].append(timed(podwall, "DEL", container, pw))
-    return times
+        if shutil.which("strace"):
+            for i in range(TIMELINE_RUNS):
+                for verb in ("ADD", "DEL"):
+                    timeline[verb].append(traced(podwall, verb, f"traced{i}", pw, tmp))
+    return times, timeline
+
+
+def traced(
+    argv: list[str], command: str, container: str, config: dict[str, Any], folder: str
+) -> tuple[float, float, float, int]:
+    """One run under ``strace -f``, cut into phases (see ``phases``)."""
+    out = os.path.join(folder, "strace.out")
+    subprocess.run(
+        ["strace", "--seccomp-bpf", "-f", "-ttt", "-e", "trace=execve", "-o", out, *argv],
+        input=json.dumps(config),
+        env=plugin_env(command, container, config),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    with open(out) as handle:
+        return phases(handle.read())
+
+
+def phases(trace: str) -> tuple[float, float, float, int]:
+    """From ``strace -f -ttt -e trace=execve`` output: ms from the plugin's
+    start to its first child (interpreter, imports, config, lock, record), from
+    then to the last child's exit (the iptables tools), and from then to the
+    plugin's exit; and the number of children."""
+    first: dict[str, float] = {}
+    exits: dict[str, float] = {}
+    programs: set[str] = set()  # not the plugin's own threads
+    for line in trace.splitlines():
+        pid, stamp, rest = line.split(None, 2)
+        first.setdefault(pid, float(stamp))
+        if rest.startswith("execve("):
+            programs.add(pid)
+        elif rest.startswith("+++ exited") or rest.startswith("+++ killed"):
+            exits[pid] = float(stamp)
+    plugin = next(iter(first))
+    children = [pid for pid in programs if pid != plugin and pid in exits]
+    if not children:
+        return (exits[plugin] - first[plugin]) * 1000, 0.0, 0.0, 0
+    begin = min(first[pid] for pid in children)
+    end = max(exits[pid] for pid in children)
+    spans = (begin - first[plugin], end - begin, exits[plugin] - end)
+    return spans[0] * 1000, spans[1] * 1000, spans[2] * 1000, len(children)
 
 
 def startup_costs(runs: int) -> dict[str, float]:
-    """Median ms of a bare ``-IS`` interpreter and of importing the ADD path."""
+    """Median ms of a bare ``-IS`` interpreter and of importing the ADD path
+    with the launcher's import paths."""
     base = [sys.executable, "-IS", "-c"]
+    paths = list(install_bin.local_launch().sys_path)
     imports = (
-        f"import sys; sys.path.insert(0, {ROOT!r}); import firewall_plugin.cni, "
+        f"import sys; sys.path[:0] = {paths!r}; import firewall_plugin.cni, "
         "firewall_plugin.config, firewall_plugin.commands, firewall_plugin.backends.restore"
     )
     out = {}
@@ -132,22 +207,41 @@ def startup_costs(runs: int) -> dict[str, float]:
     return out
 
 
+def print_timeline(timeline: Timeline) -> None:
+    for verb, runs in timeline.items():
+        if not runs:
+            continue
+        start, tools, rest = (statistics.median(run[i] for run in runs) for i in range(3))
+        count = statistics.median(run[3] for run in runs)
+        print(
+            f"  podwall {verb} under strace ({len(runs)} runs): start-up {start:5.1f} ms "
+            f"(interpreter, imports, config, lock), {count:.0f} iptables runs {tools:5.1f} ms, "
+            f"rest {rest:4.1f} ms"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.bench_plugin", description=__doc__)
     parser.add_argument("--runs", type=int, default=25)
     parser.add_argument("--launch", choices=("launcher", "module"), default="launcher")
+    parser.add_argument("--pods", type=int, default=0, help="other pods on the node")
     args = parser.parse_args(argv)
     if not os.path.exists(REFERENCE):
         print(f"bench_plugin: skipped, {REFERENCE} not installed")
         return 0
     node = netns.create(netns.unique_name("pwbench"), sysctls={"net.ipv4.ip_forward": "1"})
     try:
-        times = netns.call(node, run_series, node, args.runs, args.launch, timeout=600)
+        times, timeline = netns.call(
+            node, run_series, node, args.runs, args.launch, args.pods, timeout=900
+        )
     finally:
         netns.delete(node)
     wall = {key: statistics.median(w for w, _ in values) * 1000 for key, values in times.items()}
     cpu = {key: statistics.median(c for _, c in values) * 1000 for key, values in times.items()}
-    print(f"CNI plugin, dual-stack prevResult, {args.runs} interleaved runs, launch={args.launch}")
+    print(
+        f"CNI plugin, dual-stack prevResult, {args.runs} interleaved runs, "
+        f"launch={args.launch}, {args.pods} other pods on the node"
+    )
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times suffer)")
     for verb in ("ADD", "DEL"):
         for label, med in (("wall", wall), ("cpu ", cpu)):
@@ -158,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     for label, value in startup_costs(max(args.runs, 10)).items():
         print(f"  {label}: {value:5.1f} ms")
+    print_timeline(timeline)
     return 0
 
 
