@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from firewall_lab.lab import state, teardown
+from firewall_lab.lab import state, teardown, topology
 from firewall_lab.lab.client import Client, kind_of
 from firewall_lab.lab.errors import LabError, LabTimeout
 from firewall_lab.lab.layout import Layout
@@ -62,6 +63,8 @@ def up(
     say: Say = _quiet,
 ) -> state.LabState:
     directory = os.path.abspath(directory)
+    preflight()
+    initial = documents(files)  # unreadable files fail before anything is built
     if os.path.exists(state.state_path(directory)):
         raise LabError(f"{directory} already holds a lab; `podwall lab down --dir` it first")
     created = not os.path.isdir(directory)
@@ -77,16 +80,48 @@ def up(
         _start_daemon(directory, timeout=timeout)
         recorded, client = client_for(directory)
         say(f"API server at {client.url}; agents: {recorded.agents or 'none'}")
-        if files:
-            apply(directory, files, timeout=timeout, say=say)
+        if initial:
+            apply_docs(directory, initial, timeout=timeout, say=say)
         elif recorded.agents:
             say("waiting for every agent to sync")
             layout = recorded.layout(directory)
             wait_synced(layout, client, _current_version(client), timeout)
+    except LabError as exc:
+        logs = _logs_tail(directory)
+        teardown.down(directory)
+        raise LabError(f"{exc}\n{logs}".rstrip()) from exc
     except BaseException:
         teardown.down(directory)
         raise
     return recorded
+
+
+def _logs_tail(directory: str, lines: int = 8) -> str:
+    """The end of the lab's and every agent's log (they go with ``down``)."""
+    found = []
+    for root, _, names in os.walk(directory):
+        for name in sorted(names):
+            if name.endswith(".log"):
+                path = os.path.join(root, name)
+                with open(path, errors="replace") as handle:
+                    tail = "".join(handle.readlines()[-lines:])
+                found.append(f"--- {os.path.relpath(path, directory)}\n{tail}")
+    return "\n".join(found)
+
+
+def preflight() -> None:
+    """What a lab needs from the machine, with a message saying how to get it."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, iptables): run it with sudo")
+    for tool in ("ip", "iptables-nft-restore", "ipset"):
+        if shutil.which(tool) is None:
+            raise LabError(f"the lab needs {tool}: `make deps` installs it (Debian)")
+    for plugin in ("bridge", "ptp", "host-local"):
+        if not os.path.exists(os.path.join(topology.REFERENCE_DIR, plugin)):
+            raise LabError(
+                f"the lab needs the reference CNI plugins in {topology.REFERENCE_DIR}: "
+                "`make deps` installs containernetworking-plugins"
+            )
 
 
 def _start_daemon(directory: str, *, timeout: float) -> None:
@@ -126,10 +161,15 @@ def _log_tail(directory: str, lines: int = 15) -> str:
 
 def documents(files: Iterable[str]) -> list[Json]:
     """Every object in ``files`` (lists flattened), checked to be of a lab kind."""
+    from firewall_operator.errors import OperatorError
     from firewall_operator.loading import read_documents
 
+    try:
+        read = read_documents(files)
+    except OperatorError as exc:
+        raise LabError(str(exc)) from exc
     docs: list[Json] = []
-    for doc in read_documents(files):
+    for doc in read:
         if isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List"):
             docs += [item for item in doc.get("items") or [] if isinstance(item, dict)]
         elif isinstance(doc, dict):

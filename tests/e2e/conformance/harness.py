@@ -34,6 +34,7 @@ CLUSTER = HERE / "cluster.yaml"
 API_VERSIONS = {"NetworkPolicy": "networking.k8s.io/v1", "FirewallRule": "podwall.io/v1alpha1"}
 PLACEHOLDER = re.compile(r"\$\{(ip|large|hostmask)(?::([a-z0-9-]+/[a-z0-9-]+))?\}")
 Json = dict[str, Any]
+FAILED_LABS: dict[str, str] = {}
 
 
 def load_cases(name: str) -> list[Json]:
@@ -115,11 +116,19 @@ def running_lab(factory: Any, name: str, *, cni: str, ipv6: bool) -> Iterator[Co
 
     if kernel_ready() is not None:
         pytest.skip(kernel_ready() or "")
+    if name in FAILED_LABS:  # pytest retries a failed module fixture per test
+        pytest.fail(f"the {name} lab did not come up: {FAILED_LABS[name]}")
     lab = ConformanceLab(str(factory.mktemp("lab") / name), cni=cni, ipv6=ipv6)
     try:
-        yield lab.up()
+        try:
+            lab.up()
+        except Exception as exc:
+            FAILED_LABS[name] = str(exc)
+            raise
+        yield lab
     finally:
-        teardown.down(lab.directory)
+        if os.path.exists(lab.directory):
+            teardown.down(lab.directory)
 
 
 def marked(cases: list[Json], quick: set[str]) -> list[Any]:
