@@ -2,8 +2,9 @@
 
 ``FORWARD`` → ``PODWALL-FORWARD`` (rule 1) → per attachment ``-s IP -j
 PODWALL-E-<h>`` for every endpoint, then ``-d IP -j PODWALL-I-<h>``.  Replies
-(ESTABLISHED/RELATED) return first.  Per-pod chains start by dropping INVALID
-packets; ingress chains then let the node itself in (``addrtype LOCAL``).
+(ESTABLISHED/RELATED) and, in IPv6, neighbour discovery return first.
+Per-pod chains start by dropping INVALID packets; ingress chains then let the
+node itself in (``addrtype LOCAL``).
 podwall only subtracts: its chains end in DROP/REJECT or RETURN, never ACCEPT.
 
 Pure: no I/O.
@@ -31,6 +32,18 @@ else:
 ESTABLISHED = model.Match("conntrack", (("ctstate", "RELATED,ESTABLISHED"),))
 INVALID = model.Match("conntrack", (("ctstate", "INVALID"),))
 FROM_LOCAL = model.Match("addrtype", (("src-type", "LOCAL"),))
+#: IPv6 neighbour solicitation (135) and advertisement (136) cross FORWARD
+#: between pods on one bridge, unlike ARP; dropping them would cut allowed
+#: IPv6 traffic of an isolated pod on a cold neighbour cache.
+NEIGHBOUR_DISCOVERY = tuple(
+    model.Rule(
+        "RETURN",
+        names.comment("ipv6 neighbour discovery"),
+        protocol="ipv6-icmp",
+        matches=(model.Match("icmp6", (("icmpv6-type", icmp_type),)),),
+    )
+    for icmp_type in ("135", "136")
+)
 
 
 def addresses(record: EndpointRecord, family: model.Family) -> list[str]:
@@ -43,6 +56,8 @@ def forward_chain(records: Iterable[EndpointRecord], family: model.Family) -> mo
     egress dispatch, then every ingress dispatch (same-node flows pass both)."""
     ordered = sorted(records, key=lambda record: record.key)
     rules = [model.Rule("RETURN", names.comment("replies"), matches=(ESTABLISHED,))]
+    if family == "ipv6":
+        rules += NEIGHBOUR_DISCOVERY
     for record in ordered:
         for ip in addresses(record, family):
             note = names.comment(f"egress {record.podNamespace}/{record.podName} {record.key}")

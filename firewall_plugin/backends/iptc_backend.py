@@ -37,6 +37,11 @@ IptcRule = Any
 IptcTable = Any
 
 
+#: python-iptables knows IPv6 ICMP only as "icmpv6", iptables-save says
+#: "ipv6-icmp": hand it numbers, which every version understands.
+_PROTOCOL_NUMBERS = {"icmp": "1", "tcp": "6", "udp": "17", "ipv6-icmp": "58", "sctp": "132"}
+
+
 def _build_rule(rule: model.Rule, family: model.Family) -> IptcRule:
     """The python-iptables rule for ``rule``, in iptables-save order.
 
@@ -56,7 +61,7 @@ def _build_rule(rule: model.Rule, family: model.Family) -> IptcRule:
         if rule.out_interface:
             built.out_interface = rule.out_interface
         if rule.protocol:
-            built.protocol = rule.protocol
+            built.protocol = _PROTOCOL_NUMBERS.get(rule.protocol, rule.protocol)
         for match in rule.matches:
             _set_options(built.create_match(match.module), match.options)
         built.create_match("comment").set_parameter("comment", [rule.comment])

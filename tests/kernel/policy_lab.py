@@ -24,7 +24,7 @@ from firewall_lab import netns, probe
 from firewall_lab.cni_conf import Attachment
 from firewall_lab.cni_runner import Runner
 from firewall_operator import applier, cluster, compiler, evaluate
-from firewall_plugin import dataplane, endpoints, model
+from firewall_plugin import endpoints, model
 from firewall_plugin.backends import get_backend
 from tests.kernel.inside import entered
 
@@ -209,21 +209,6 @@ class PolicyLab:
     ) -> dict[str, dict[str, bool]]:
         pods = {key: (pod.netns, pod.ip(family)) for key, pod in self.pods.items()}
         return probe.matrix(pods, port=port, protocol=protocol)
-
-
-def neighbour_discovery_passes() -> bool:
-    """True when podwall's IPv6 chains let ICMPv6 neighbour solicitations and
-    advertisements through.  Without that, a pod isolated for egress cannot
-    answer neighbour solicitations (and one isolated for ingress cannot get
-    the answers), so IPv6 traffic the policies allow fails on cold caches."""
-    forward = dataplane.forward_chain([], "ipv6")
-    return any(rule.protocol in ("ipv6-icmp", "icmpv6") for rule in forward.rules)
-
-
-ND_REASON = (
-    "ICMPv6 neighbour discovery (types 135/136) is dropped by isolated pods' chains: "
-    "dataplane.forward_chain must RETURN it for ipv6"
-)
 
 
 def model_matrix(

@@ -51,15 +51,7 @@ def test_addresses_follow_pod_order(lab: policy_lab.PolicyLab) -> None:
         assert pod.ips == (f"10.244.1.{index}", f"fd00:244:1::{index:x}"), pod.key
 
 
-ND_OK = policy_lab.neighbour_discovery_passes()
-FAMILY_PARAMS = [
-    pytest.param("ipv4", id="ipv4"),
-    pytest.param(
-        "ipv6",
-        id="ipv6",
-        marks=[] if ND_OK else [pytest.mark.xfail(reason=policy_lab.ND_REASON, strict=False)],
-    ),
-]
+FAMILY_PARAMS = [pytest.param("ipv4", id="ipv4"), pytest.param("ipv6", id="ipv6")]
 
 
 def check(
@@ -108,7 +100,6 @@ def test_label_change_moves_a_pod_out_of_a_policy(
     check(lab, scenario, family, pod_labels={"z/b": {"pod": "q"}, "x/c": {"pod": "q"}})
 
 
-@pytest.mark.xfail(not ND_OK, reason=policy_lab.ND_REASON, strict=True)
 def test_ipv6_reaches_pods_isolated_for_egress(lab: policy_lab.PolicyLab) -> None:
     """z may send nothing; the others must still reach z over IPv6 (replies
     are allowed), which needs z's neighbour advertisements to pass."""

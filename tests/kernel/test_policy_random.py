@@ -23,9 +23,7 @@ from tests.kernel import policy_lab
 
 BACKEND = os.environ.get("PODWALL_TEST_BACKEND", "iptables-nft")
 EXAMPLES = int(os.environ.get("PODWALL_RANDOM_EXAMPLES", "15"))
-#: IPv6 examples only once neighbour discovery passes podwall's chains (see
-#: policy_lab.ND_REASON and the strict xfail in test_policy_matrix)
-FAMILIES = ("ipv4", "ipv6") if policy_lab.neighbour_discovery_passes() else ("ipv4",)
+FAMILIES = ("ipv4", "ipv6")
 TEAMS = ("red", "blue")
 ROLES = ("fe", "be")
 
