@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
 
 import firewall_lab
 from firewall_lab.lab import ops, probing, render, teardown
@@ -28,6 +29,7 @@ EXAMPLES = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(firewall_lab.__file__))), "examples"
 )
 PORT = 80
+Json = dict[str, Any]
 EXPLAINED = ("web/frontend", "api/payments")
 
 
@@ -39,21 +41,36 @@ def _progress(text: str) -> None:
     print(f"  .. {text}", file=sys.stderr, flush=True)
 
 
-def explain_pair(client: Client, source: str, destination: str) -> str:
-    from firewall_operator import cluster, evaluate, explain
+def _evaluator(client: Client) -> Any:
+    from firewall_operator import cluster, evaluate
 
     snapshot = cluster.Snapshot.from_documents(probing.lab_documents(client))
-    pods = {pod.key: pod for pod in snapshot.pods}
-    verdict = evaluate.Evaluator(snapshot).verdict(pods[source], pods[destination], PORT, "TCP")
-    return explain.verdict_text(verdict)
+    return evaluate.Evaluator(snapshot), {pod.key: pod for pod in snapshot.pods}
 
 
-def _summary(before: dict[str, object], after: dict[str, object], colour: bool) -> str:
-    changed = render.changed_pairs(before, after)
-    pairs = ", ".join(f"{src} -> {dst}" for src, dst in changed[:4])
-    more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-    head = render.paint(f"{len(changed)} pairs changed", render.BOLD, colour)
-    return f"{head} (marked *): now blocked: {pairs}{more}"
+def explain_pair(client: Client, source: str, destination: str) -> str:
+    from firewall_operator import explain
+
+    evaluator, pods = _evaluator(client)
+    verdict = evaluator.verdict(pods[source], pods[destination], PORT, "TCP")
+    return str(explain.verdict_text(verdict))
+
+
+def why_changed(client: Client, before: Json, after: Json, colour: bool) -> list[str]:
+    """One line per reason: how many pairs changed for it, and which."""
+    evaluator, pods = _evaluator(client)
+    reasons: dict[str, list[str]] = {}
+    for src, dst in render.changed_pairs(before, after):
+        verdict = evaluator.verdict(pods[src], pods[dst], PORT, "TCP")
+        side = verdict.egress if not verdict.egress.allowed else verdict.ingress
+        reasons.setdefault(f"{side.direction} of {side.pod}: {side.reason}", []).append(
+            f"{src} -> {dst}"
+        )
+    total = sum(len(pairs) for pairs in reasons.values())
+    lines = [render.paint(f"{total} pairs changed (marked *), because:", render.BOLD, colour)]
+    for reason, pairs in sorted(reasons.items(), key=lambda item: -len(item[1])):
+        lines.append(f"  {len(pairs)} x {reason}: {', '.join(pairs)}")
+    return lines
 
 
 def tour(directory: str, colour: bool) -> None:
@@ -78,7 +95,8 @@ def tour(directory: str, colour: bool) -> None:
     after = probing.kernel_matrix(layout, port=PORT, protocol="TCP")
     _out("\nAFTER: probed from the pods through the kernel")
     _out(render.matrix_table(after, colour=colour, before=before))
-    _out(_summary(before, after, colour))
+    for line in why_changed(client, before, after, colour):
+        _out(line)
     source, destination = EXPLAINED
     _out(f"\nwhy is {source} -> {destination} blocked?  (podwall explain)")
     _out(explain_pair(client, source, destination))
