@@ -23,10 +23,10 @@ Never raises: every failure is returned as text for one stderr line.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
+from firewall_plugin import jsoncodec
 from firewall_plugin.values import Frozen, init_fields
 
 SOCKET_NAME = "agent.sock"
@@ -61,7 +61,7 @@ def request_line(
         "podName": pod_name,
         "podUID": pod_uid,
     }
-    return (json.dumps(message, separators=(",", ":")) + "\n").encode()
+    return (jsoncodec.dumps(message, compact=True) + "\n").encode()
 
 
 def _exchange(path: str, line: bytes, deadline: float) -> bytes:
@@ -94,7 +94,7 @@ def program(run_dir: str, *, timeout_ms: int, line: bytes) -> Answer:
     except OSError as exc:
         return Answer(asked=True, ok=False, detail=f"agent unreachable: {exc}")
     try:
-        answer = json.loads(reply)
+        answer = jsoncodec.loads(reply.decode())
     except ValueError:
         return Answer(asked=True, ok=False, detail=f"agent answered {reply[:200]!r}")
     if isinstance(answer, dict) and answer.get("ok") is True:

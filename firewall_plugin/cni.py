@@ -15,11 +15,10 @@ python-iptables (unless the backend is ``iptc``).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from firewall_plugin import protocol
+from firewall_plugin import jsoncodec, protocol
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
 if TYPE_CHECKING:
@@ -97,7 +96,7 @@ def main(stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
         print(f"podwall: cannot read stdin: {exc}", file=sys.stderr)
     status, body = run(os.environ, text)
     if body is not None:
-        stdout.write(json.dumps(body) + "\n")
+        stdout.write(jsoncodec.dumps(body) + "\n")
         stdout.flush()
     return status
 

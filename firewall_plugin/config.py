@@ -24,9 +24,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import json
-
-from firewall_plugin import errors, protocol
+from firewall_plugin import errors, jsoncodec, protocol
 from firewall_plugin.values import Frozen, init_fields
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
@@ -158,7 +156,7 @@ SETTINGS: dict[str, tuple[str, Any]] = {
 def decode(text: str) -> dict[str, Any]:
     """stdin as a JSON object; DecodeError (code 6) otherwise."""
     try:
-        data = json.loads(text)
+        data = jsoncodec.loads(text)
     except ValueError as exc:
         raise protocol.DecodeError(f"stdin is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

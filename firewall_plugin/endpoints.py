@@ -7,10 +7,9 @@ agent reads them to learn which attachments live on its node.
 
 from __future__ import annotations
 
-import json
 import os
 
-from firewall_plugin import names
+from firewall_plugin import jsoncodec, names
 from firewall_plugin.errors import StateError
 from firewall_plugin.values import Frozen, init_fields
 
@@ -99,14 +98,16 @@ class EndpointRecord(Frozen):
         )
 
     def to_json(self) -> str:
+        """The record as a JSON object, one key per line, keys sorted."""
         data = self.as_dict()
         data["ips"] = list(self.ips)
         data["extra"] = dict(self.extra)
-        return json.dumps(data, sort_keys=True, indent=1)
+        lines = [f" {jsoncodec.dumps(key)}: {jsoncodec.dumps(data[key])}" for key in sorted(data)]
+        return "{\n" + ",\n".join(lines) + "\n}"
 
     @classmethod
     def from_json(cls, text: str) -> EndpointRecord:
-        data = json.loads(text)
+        data = jsoncodec.loads(text)
         if not isinstance(data, dict) or "containerID" not in data or "ifName" not in data:
             raise ValueError("not an endpoint record")
         known = {key: data[key] for key in cls.__slots__ if key in data}

@@ -10,9 +10,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import ipaddress
-
-from firewall_plugin import model, names
+from firewall_plugin import addresses, model, names
 from firewall_plugin.values import Frozen, init_fields
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
@@ -69,7 +67,7 @@ def address(value: str, family: model.Family) -> str:
     """``10.0.0.5`` → ``10.0.0.5/32``; ``10.1.2.3/16`` → ``10.1.0.0/16``;
     IPv6 compressed and lower-case, as iptables-save prints them."""
     del family  # the address itself tells; kept for callers' symmetry
-    return str(ipaddress.ip_network(value, strict=False))
+    return addresses.network(value)
 
 
 def rule_spec(rule: model.Rule, family: model.Family = "ipv4") -> str:

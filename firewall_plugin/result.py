@@ -8,7 +8,7 @@ Result formats podwall reads and writes (CNI spec)::
                  routes[] may add mtu, advmss, priority, table, scope
 
 ``convert`` rewrites a result for the version the runtime asked for; other
-keys pass through unchanged.  Every address is validated with ``ipaddress``
+keys pass through unchanged.  Every address is validated as ``ipaddress`` does
 (it ends up in restore text) and normalised to its compressed form, the
 spelling ``iptables-save`` prints.
 
@@ -17,9 +17,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import ipaddress
-
-from firewall_plugin import errors, protocol
+from firewall_plugin import addresses, errors, protocol
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
 if TYPE_CHECKING:
@@ -45,7 +43,7 @@ def normalise_address(address: Any) -> str:
     if not isinstance(address, str):
         raise errors.ConfigError(f"prevResult address {address!r} is not a string")
     try:
-        return str(ipaddress.ip_interface(address))
+        return addresses.interface(address)
     except ValueError as exc:
         raise errors.ConfigError(f"prevResult address {address!r} is not an IP/prefix") from exc
 
