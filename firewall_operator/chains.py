@@ -12,7 +12,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 from firewall_operator import cluster
-from firewall_operator.kernel_sets import SetBuilder
+from firewall_operator.kernel_sets import SetNames
 from firewall_operator.netpol import Direction
 from firewall_operator.plan import DirectionPlan, PeerMatch, PlanRule, PortMatch, Tier
 from firewall_plugin import dataplane, model, names
@@ -46,7 +46,7 @@ class ChainBuilder:
 
     def __init__(
         self,
-        sets: SetBuilder,
+        sets: SetNames,
         *,
         family: model.Family,
         deny_action: dataplane.DenyAction,

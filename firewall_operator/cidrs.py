@@ -5,7 +5,9 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 
 from firewall_plugin import model
 
@@ -38,9 +40,29 @@ def set_entries(network: Network) -> list[str]:
     return [str(network)]
 
 
-def contains(network: Network, address: str) -> bool:
+def bounds(network: Network) -> tuple[int, int]:
+    """The first and last address of ``network``, as integers."""
+    return int(network.network_address), int(network.broadcast_address)
+
+
+def address_int(address: str) -> int | None:
+    """An IP address as an integer (None: not an address)."""
     try:
-        ip = ipaddress.ip_address(address)
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
+    except OSError:
+        ip = _address(address)
+        return None if ip is None else int(ip)
+    return int.from_bytes(packed, "big")
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(address)
     except ValueError:
-        return False
-    return ip.version == network.version and ip in network
+        return None
+
+
+def contains(network: Network, address: str) -> bool:
+    ip = _address(address)
+    return ip is not None and ip.version == network.version and ip in network

@@ -155,7 +155,7 @@ class Evaluator:
     def matrix(self, port: int, protocol: str) -> dict[str, object]:
         """``{"port", "protocol", "pods", "reachable": {src: {dst: bool}}}`` for
         every ordered pair of pods, self pairs included (always true)."""
-        pods = sorted(self.index.pods, key=lambda pod: pod.key)
+        pods = sorted(self.planner.snapshot.pods, key=lambda pod: pod.key)
         reachable = {
             src.key: {dst.key: self.verdict(src, dst, port, protocol).allowed for dst in pods}
             for src in pods

@@ -9,13 +9,24 @@ and ``hash:ip,port`` for egress named ports (peer IP, protocol and the port
 number the name resolves to on that peer).  Set size follows the cluster; the
 rules that use a set do not.
 
+``SetNames`` names the sets while chains are built (the name derives from the
+family, kind and peer identity only) and remembers what each must hold;
+``SetContents`` fills them from the index.  It keeps the sets of its previous
+``build`` and reuses one when the changes since then cannot touch it: a
+``hash:net`` set never changes, a pod set changes only when its members do or
+when a member's IP or ports change, a named-port set of a network peer when any
+pod's IP or ports change.
+
 Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from firewall_operator import cidrs
-from firewall_operator.index import ClusterIndex
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from firewall_operator import cidrs, cluster
+from firewall_operator.index import Changes, ClusterIndex
 from firewall_operator.plan import PeerMatch, PortMatch
 from firewall_plugin import model, names
 
@@ -23,39 +34,51 @@ from firewall_plugin import model, names
 SetRef = str | None
 
 
-class SetBuilder:
-    """Creates sets on first use and remembers them by name."""
+@dataclass(frozen=True, slots=True)
+class SetSpec:
+    """What a named set holds: ``peer``'s addresses (for ``hash:ip,port``,
+    those of its pods that declare ``port``)."""
 
-    def __init__(self, index: ClusterIndex, family: model.Family) -> None:
-        self.index = index
+    name: str
+    kind: model.IPSetKind
+    peer: PeerMatch
+    port: PortMatch | None = None
+
+
+class SetNames:
+    """Names sets on first use; ``requested`` collects every name handed out
+    (the caller clears it to learn what one endpoint uses)."""
+
+    def __init__(self, family: model.Family) -> None:
         self.family = family
-        self.sets: dict[str, model.IPSet] = {}
-
+        self.specs: dict[str, SetSpec] = {}
+        self.requested: dict[str, None] = {}
         self._refs: dict[str, SetRef] = {}
 
-    def _add(self, identity: str, kind: model.IPSetKind, entries: set[str]) -> str:
+    def _add(
+        self, identity: str, kind: model.IPSetKind, peer: PeerMatch, port: PortMatch | None
+    ) -> str:
         name = names.hashed_name("S", f"{self.family}|{kind}|{identity}")
-        self.sets[name] = model.IPSet(name, kind, self.family, tuple(sorted(entries)))
+        self.specs[name] = SetSpec(name, kind, peer, port)
         return name
 
     def peer(self, peer: PeerMatch) -> SetRef:
         """The set holding ``peer`` in this family ("" for any peer)."""
         if peer.key not in self._refs:
             self._refs[peer.key] = self._peer(peer)
-        return self._refs[peer.key]
+        ref = self._refs[peer.key]
+        if ref:
+            self.requested[ref] = None
+        return ref
 
     def _peer(self, peer: PeerMatch) -> SetRef:
         if peer.kind == "any":
             return ""
         if peer.pods is not None:
-            ips = self.index.ips[self.family]
-            return self._add(peer.key, "hash:ip", {ip for n in peer.pods if (ip := ips[n])})
-        nets = [net for net in peer.nets if cidrs.family(net) == self.family]
-        if not nets:
+            return self._add(peer.key, "hash:ip", peer, None)
+        if not any(cidrs.family(net) == self.family for net in peer.nets):
             return None
-        entries = {entry for net in nets for entry in cidrs.set_entries(net)}
-        entries |= {f"{net} nomatch" for net in peer.excepts if cidrs.family(net) == self.family}
-        return self._add(peer.key, "hash:net", entries)
+        return self._add(peer.key, "hash:net", peer, None)
 
     def named_port(self, peer: PeerMatch, port: PortMatch) -> str:
         """``hash:ip,port`` of every pod that ``peer`` matches and that has the
@@ -63,18 +86,101 @@ class SetBuilder:
         assert port.name is not None
         identity = f"{peer.key} port {port.protocol or '*'}/{port.name}"
         if identity not in self._refs:
-            self._refs[identity] = self._add(identity, "hash:ip,port", self._named(peer, port))
-        return self._refs[identity] or ""
+            self._refs[identity] = self._add(identity, "hash:ip,port", peer, port)
+        ref = self._refs[identity] or ""
+        self.requested[ref] = None
+        return ref
 
-    def _named(self, peer: PeerMatch, port: PortMatch) -> set[str]:
-        assert port.name is not None
+    def keep(self, used: Iterable[str]) -> None:
+        """Forget the sets not in ``used`` (their peers may never come back)."""
+        wanted = set(used)
+        self.specs = {name: spec for name, spec in self.specs.items() if name in wanted}
+        self._refs = {k: ref for k, ref in self._refs.items() if not ref or ref in wanted}
+
+
+def _shape(pod: cluster.Pod | None, family: model.Family) -> object:
+    return None if pod is None else (pod.ip(family), pod.ports, pod.host_network)
+
+
+class SetContents:
+    """The entries of one family's sets, reusing the previous build's."""
+
+    def __init__(self, family: model.Family) -> None:
+        self.family = family
+        self._cache: dict[str, tuple[frozenset[int] | None, model.IPSet]] = {}
+
+    def build(
+        self, index: ClusterIndex, specs: Iterable[SetSpec], changes: Changes | None
+    ) -> dict[str, model.IPSet]:
+        """The sets of ``specs`` for ``index``'s snapshot; ``changes`` are the
+        pods changed since the previous build (None: unknown, build all)."""
+        shaped = None
+        if changes is not None:
+            shaped = {
+                n
+                for n, (o, p) in changes.items()
+                if _shape(o, self.family) != _shape(p, self.family)
+            }
+        cache, self._cache = self._cache, {}
+        out = {}
+        for spec in specs:
+            selection = spec.peer.selection
+            members = spec.peer.pods if selection is None else index.members(selection)
+            hit = cache.get(spec.name)
+            if hit is not None and shaped is not None and _still(hit[0], members, spec, shaped):
+                ipset = hit[1]
+            else:
+                ipset = self._make(index, spec, members)
+            out[spec.name] = ipset
+            self._cache[spec.name] = (members, ipset)
+        return out
+
+    def _make(
+        self, index: ClusterIndex, spec: SetSpec, members: frozenset[int] | None
+    ) -> model.IPSet:
+        peer = spec.peer
+        if spec.kind == "hash:ip,port":
+            entries = self._named(index, peer, spec.port, members)
+        elif members is not None:
+            ips = index.ips[self.family]
+            entries = {ips[n] for n in members if n in ips}
+        else:
+            nets = [net for net in peer.nets if cidrs.family(net) == self.family]
+            entries = {entry for net in nets for entry in cidrs.set_entries(net)}
+            entries |= {
+                f"{net} nomatch" for net in peer.excepts if cidrs.family(net) == self.family
+            }
+        return model.IPSet(spec.name, spec.kind, self.family, tuple(sorted(entries)))
+
+    def _named(
+        self,
+        index: ClusterIndex,
+        peer: PeerMatch,
+        port: PortMatch | None,
+        members: frozenset[int] | None,
+    ) -> set[str]:
+        assert port is not None and port.name is not None
+        candidates = index.with_port(port.name)
+        if members is not None:
+            candidates &= members
+        elif peer.nets:
+            candidates &= index.pods_in_nets(self.family, peer.nets, peer.excepts)
         entries = set()
-        ips = self.index.ips[self.family]
-        for number in self.index.by_port_name.get(port.name, ()):
-            ip = ips[number]
-            if ip is None or not peer.matches(number, ip):
+        ips = index.ips[self.family]
+        for number in candidates:
+            ip = ips.get(number)
+            if ip is None:
                 continue
-            for named in self.index.pods[number].named(port.name):
+            for named in index.pods[number].named(port.name):
                 if port.protocol in (None, named.protocol):
                     entries.add(f"{ip},{named.protocol.lower()}:{named.port}")
         return entries
+
+
+def _still(
+    before: frozenset[int] | None, members: frozenset[int] | None, spec: SetSpec, shaped: set[int]
+) -> bool:
+    """Is a set built with ``before`` still right after changes ``shaped``?"""
+    if members is not None:
+        return (before is members or before == members) and members.isdisjoint(shaped)
+    return spec.kind == "hash:net" or not shaped

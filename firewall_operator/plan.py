@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from firewall_operator import cidrs, cluster, fwrule, netpol
+from firewall_operator.index import Selection
 from firewall_operator.netpol import Direction
 
 Tier = Literal["admin", "netpol", "baseline"]
@@ -31,12 +32,14 @@ DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
 
 @dataclass(frozen=True, slots=True)
 class PeerMatch:
-    """Any peer (``key == "*"``), pods by id, or networks minus exceptions."""
+    """Any peer (``key == "*"``), pods by id (and the ``selection`` they were
+    resolved from), or networks minus exceptions."""
 
     key: str
     pods: frozenset[int] | None = None
     nets: tuple[cidrs.Network, ...] = ()
     excepts: tuple[cidrs.Network, ...] = ()
+    selection: Selection | None = None
 
     @property
     def kind(self) -> Literal["any", "pods", "nets"]:

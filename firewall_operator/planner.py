@@ -1,8 +1,9 @@
 """Build ``plan.DirectionPlan`` objects from a snapshot (see ``plan``).
 
-Which policies select which pods is computed once per snapshot (one selection
-per policy, through the index); peers are resolved once per distinct selector.
-A plan is memoised per pod and direction.
+Which policies select a pod is looked up per pod on demand (one memoised
+selection per policy selector, through the index); peers are resolved once per
+distinct selector.  A plan is memoised per pod and direction.  ``update``
+moves a planner to the next snapshot, keeping the index's selections.
 
 Pure: no I/O.
 """
@@ -10,7 +11,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 from firewall_operator import cidrs, cluster, fwrule, netpol, selectors
-from firewall_operator.index import ClusterIndex
+from firewall_operator.index import Changes, ClusterIndex, Selection
 from firewall_operator.netpol import Direction
 from firewall_operator.plan import (
     ANY_PEER,
@@ -32,30 +33,55 @@ def _net_key(nets: tuple[cidrs.Network, ...], excepts: tuple[cidrs.Network, ...]
 
 
 class Planner:
-    """Plans for the pods of one snapshot."""
+    """Plans for the pods of one snapshot; ``update`` moves it to the next."""
 
     def __init__(self, snapshot: cluster.Snapshot) -> None:
         self.snapshot = snapshot
         self.index = ClusterIndex(snapshot)
         self._peers: dict[str, PeerMatch] = {}
         self._plans: dict[tuple[int, Direction], DirectionPlan] = {}
-        self._policies: dict[int, list[netpol.NetworkPolicy]] = {}
-        for policy in snapshot.policies:
-            for pod in self.index.pods_matching(
-                namespace=policy.namespace, pod_selector=policy.pod_selector
-            ):
-                self._policies.setdefault(pod, []).append(policy)
-        self._rules: dict[int, list[fwrule.FirewallRule]] = {}
-        for rule in sorted(snapshot.firewall_rules, key=lambda r: r.order):
-            for pod in self._subject_pods(rule):
-                self._rules.setdefault(pod, []).append(rule)
+        self._set_policies(snapshot)
 
-    def _subject_pods(self, rule: fwrule.FirewallRule) -> frozenset[int]:
-        if rule.subject is None:
-            return frozenset()
-        return self.index.pods_matching(
-            namespace_selector=rule.subject.namespace_selector,
-            pod_selector=rule.subject.pod_selector,
+    def _set_policies(self, snapshot: cluster.Snapshot) -> None:
+        self._by_namespace: dict[str, list[tuple[netpol.NetworkPolicy, Selection]]] = {}
+        for policy in snapshot.policies:
+            selection = Selection(policy.namespace, None, policy.pod_selector)
+            self._by_namespace.setdefault(policy.namespace, []).append((policy, selection))
+        self._ordered_rules = [
+            (rule, Selection(None, rule.subject.namespace_selector, rule.subject.pod_selector))
+            for rule in sorted(snapshot.firewall_rules, key=lambda r: r.order)
+            if rule.subject is not None
+        ]
+
+    def update(self, snapshot: cluster.Snapshot) -> Changes:
+        """Move to ``snapshot`` in place (see ``index.ClusterIndex.update``);
+        plans and peers are recomputed on demand, selections are patched."""
+        previous = self.snapshot
+        changes = self.index.update(snapshot)
+        self.snapshot = snapshot
+        if (previous.policies, previous.firewall_rules) != (
+            snapshot.policies,
+            snapshot.firewall_rules,
+        ):
+            self._set_policies(snapshot)
+        self._peers.clear()
+        self._plans.clear()
+        return changes
+
+    def policies_for(self, pod_id: int) -> tuple[netpol.NetworkPolicy, ...]:
+        """The NetworkPolicies that select pod ``pod_id``, in snapshot order."""
+        members = self.index.members
+        return tuple(
+            policy
+            for policy, selection in self._by_namespace.get(self.index.pods[pod_id].namespace, ())
+            if pod_id in members(selection)
+        )
+
+    def rules_for(self, pod_id: int) -> tuple[fwrule.FirewallRule, ...]:
+        """The FirewallRules whose subject is pod ``pod_id``, by priority and name."""
+        members = self.index.members
+        return tuple(
+            rule for rule, selection in self._ordered_rules if pod_id in members(selection)
         )
 
     def pods_peer(
@@ -68,12 +94,9 @@ class Planner:
         scope = f"ns:{namespace}" if namespace_selector is None else f"nss:{namespace_selector.key}"
         key = f"pods {scope} {'*' if pod_selector is None else pod_selector.key}"
         if key not in self._peers:
-            found = self.index.pods_matching(
-                namespace=namespace,
-                namespace_selector=namespace_selector,
-                pod_selector=pod_selector,
-            )
-            self._peers[key] = PeerMatch(key, pods=found)
+            selection = Selection(namespace, namespace_selector, pod_selector)
+            found = self.index.members(selection)
+            self._peers[key] = PeerMatch(key, pods=found, selection=selection)
         return self._peers[key]
 
     def nets_peer(
@@ -143,11 +166,11 @@ class Planner:
         baseline: list[PlanRule] = []
         selecting: list[str] = []
         allows: list[PlanRule] = []
-        for rule in self._rules.get(pod_id, []):
+        for rule in self.rules_for(pod_id):
             if direction in rule.isolate:
                 selecting.append(f"FirewallRule {rule.name} (invalid)")
             (admin if rule.tier == "Admin" else baseline).extend(self._fw_rules(rule, direction))
-        for policy in self._policies.get(pod_id, []):
+        for policy in self.policies_for(pod_id):
             if direction in policy.policy_types:
                 selecting.append(f"NetworkPolicy {policy.key}")
                 allows.extend(self._np_rules(policy, direction))
