@@ -113,14 +113,17 @@ def apply_family(
     *,
     add: Sequence[model.Chain] = (),
     delete: Sequence[str] = (),
+    assume_jump: bool = False,
 ) -> None:
     """One transaction: ``PODWALL-FORWARD`` from ``records`` (or its removal when
-    no record has an address of ``family``), ``add`` chains, ``delete`` chains."""
+    no record has an address of ``family``), ``add`` chains, ``delete`` chains.
+    ``assume_jump``: see ``Backend.apply``."""
     if any(dataplane.addresses(record, family) for record in records):
         forward = dataplane.forward_chain(records, family)
-        backend.apply(family, replace=[forward, *add], delete=delete)
+        replace, gone = [forward, *add], list(delete)
     else:
-        backend.apply(family, replace=add, delete=[*delete, names.FORWARD_CHAIN])
+        replace, gone = list(add), [*delete, names.FORWARD_CHAIN]
+    backend.apply(family, replace=replace, delete=gone, assume_jump=assume_jump)
 
 
 def attach(backend: Backend, config: PluginConfig, record: endpoints.EndpointRecord) -> None:
@@ -171,7 +174,9 @@ def detach(
     families: Sequence[model.Family] | None = None,
 ) -> None:
     """DEL: remove the record, its dispatch rules and its two chains.  Without
-    ``families``: those of the record, or both when there is no record."""
+    ``families``: those of the record, or both when there is no record.  With
+    a record, its families hold PODWALL-FORWARD and the FORWARD jump, so the
+    backend may skip reading them first (``assume_jump``)."""
     try:
         record = endpoints.read(config.state_dir, container_id, ifname)
     except StateError:
@@ -181,9 +186,13 @@ def detach(
         families = families_of(record.ips) if record and record.ips else list(model.FAMILIES)
     records = list(endpoints.read_all(config.state_dir))
     chains = [names.ingress_chain(container_id, ifname), names.egress_chain(container_id, ifname)]
-    for_families(
-        backend, families, lambda family: apply_family(backend, family, records, delete=chains)
-    )
+    known = families_of(record.ips) if record else []
+
+    def write(family: model.Family) -> None:
+        assume = family in known
+        apply_family(backend, family, records, delete=chains, assume_jump=assume)
+
+    for_families(backend, families, write)
 
 
 def collect(backend: Backend, config: PluginConfig, valid: set[tuple[str, str]]) -> list[str]:

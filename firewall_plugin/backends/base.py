@@ -36,6 +36,7 @@ class Backend(Protocol):
         *,
         replace: Sequence[model.Chain],
         delete: Sequence[str] = (),
+        assume_jump: bool = False,
     ) -> None:
         """Write in one atomic transaction of the filter table of ``family``.
 
@@ -44,6 +45,10 @@ class Backend(Protocol):
         that does not exist is ignored); when ``PODWALL-FORWARD`` exists
         afterwards, the FORWARD jump to it is made rule 1 (moved there if it
         sits elsewhere, never doubled).  Chains not named are left untouched.
+        ``assume_jump`` says the caller knows the FORWARD jump to
+        PODWALL-FORWARD exists (a record of this family was there): a backend
+        may then skip reading the table first if it checks the kernel agrees
+        and reaches the same outcome when it does.
         Raises BackendError; TryAgainError when a retry may succeed.
         """
         ...

@@ -114,7 +114,10 @@ class IptcBackend:
         *,
         replace: Sequence[model.Chain],
         delete: Sequence[str] = (),
+        assume_jump: bool = False,
     ) -> None:
+        del assume_jump  # reading costs nothing here: libiptc holds the table anyway
+
         def change(table: IptcTable) -> bool:
             _replace_chains(table, family, replace=replace, delete=delete)
             return True

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 _TRANSIENT = ("Resource temporarily unavailable", "xtables lock", "Another app is currently")
+NOTHING = render.render_restore(family="ipv4")  # a restore that would change nothing
 
 
 def binary(variant: str, family: model.Family, tool: str) -> str:
@@ -91,7 +92,10 @@ class RestoreBackend:
         *,
         replace: Sequence[model.Chain],
         delete: Sequence[str] = (),
+        assume_jump: bool = False,
     ) -> None:
+        if assume_jump and self._apply_unread(family, replace=replace, delete=delete):
+            return
         current = self.read(family)
         replaced = {chain.name for chain in replace}
         gone = [name for name in dict.fromkeys(delete) if name in current.chains]
@@ -106,7 +110,35 @@ class RestoreBackend:
             forward_lines=forward_lines(current, keep_jump=exists_after),
             current=current.chains,
         )
-        self.restore(family, text)
+        if text != NOTHING:
+            self.restore(family, text)
+
+    def _apply_unread(
+        self, family: model.Family, *, replace: Sequence[model.Chain], delete: Sequence[str]
+    ) -> bool:
+        """``apply`` in one restore without reading the table first, for a
+        caller that knows the FORWARD jump to PODWALL-FORWARD is there: the
+        text removes that jump (and puts it back as rule 1 when PODWALL-FORWARD
+        stays), so the kernel refuses it when the jump is missing, and deleting
+        PODWALL-FORWARD fails while another jump still uses it.  Chains to
+        delete are declared first, so absent ones are no error.  False, having
+        changed nothing (a restore is one transaction), when refused."""
+        replaced = {chain.name for chain in replace}
+        jump = render.forward_jump_spec()
+        lines = [f"-D FORWARD {jump}"]
+        if names.FORWARD_CHAIN in replaced:
+            lines.append(f"-I FORWARD 1 {jump}")
+        text = render.render_restore(
+            family=family,
+            replace=replace,
+            delete=[name for name in dict.fromkeys(delete) if name not in replaced],
+            forward_lines=lines,
+        )
+        try:
+            self.restore(family, text)
+        except BackendError:
+            return False
+        return True
 
     def remove_all(self, family: model.Family) -> None:
         current = self.read(family)

@@ -1,14 +1,21 @@
-"""The restore backends insert rules into a chain instead of flushing it when
-nothing has to go (no nf_tables grace period on ADD), with the same end state."""
+"""Shortcuts of the restore backends, each with the end state of the plain path.
+
+Rules are inserted into a chain instead of flushing it when nothing has to go
+(no nf_tables grace period on ADD); ``assume_jump`` skips reading the table
+first (DEL) and falls back to reading when the kernel refuses.
+"""
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
-from firewall_plugin import model
+from firewall_plugin import model, names, render
 from tests.kernel import _backend_cases as cases
 
 RESTORE_BACKENDS = ["iptables-nft", "iptables-legacy"]
+JUMP = render.forward_jump_spec()
 
 
 def _chain(*notes: str) -> model.Chain:
@@ -36,3 +43,40 @@ def test_replace_reaches_the_same_rules(
     cases.apply_ok(node_ns, backend, "ipv4", replace=[_chain(*after)])
     table = cases.read(node_ns, backend, "ipv4")
     assert table.chains == cases.expected([_chain(*after)], "ipv4")
+
+
+FORWARD_RULES = (model.Rule("RETURN", "podwall: replies"),)
+POD = model.Chain("PODWALL-I-POD", (model.Rule("DROP", "podwall: pod"),))
+
+
+def _setup(ns: str, backend: str, *, jumps: int) -> None:
+    """PODWALL-FORWARD, a pod chain, and ``jumps`` FORWARD jumps to it."""
+    forward = model.Chain(names.FORWARD_CHAIN, FORWARD_RULES)
+    cases.apply_ok(ns, backend, "ipv4", replace=[forward, POD])
+    binary = f"iptables-{backend.removeprefix('iptables-')}"
+    if jumps == 0:
+        cases.run(ns, [binary, "-w", "-D", "FORWARD", *shlex.split(JUMP)])
+    for _ in range(jumps - 1):
+        cases.run(ns, [binary, "-w", "-A", "FORWARD", *shlex.split(JUMP)])
+
+
+@pytest.mark.parametrize("jumps", [1, 0, 2], ids=["as-assumed", "jump-missing", "jump-doubled"])
+@pytest.mark.parametrize("keep_forward", [True, False], ids=["pods-left", "last-pod"])
+@pytest.mark.parametrize("backend", RESTORE_BACKENDS)
+def test_assume_jump_reaches_what_reading_first_does(
+    node_ns: str, backend: str, keep_forward: bool, jumps: int
+) -> None:
+    """``assume_jump`` skips the read; when the kernel disagrees (jump missing,
+    or doubled while PODWALL-FORWARD goes) the restore is refused and the
+    backend reads and applies as usual."""
+    _setup(node_ns, backend, jumps=jumps)
+    forward = model.Chain(names.FORWARD_CHAIN, FORWARD_RULES[:1])
+    replace = [forward] if keep_forward else []
+    delete = [POD.name] if keep_forward else [POD.name, names.FORWARD_CHAIN]
+    cases.apply_ok(node_ns, backend, "ipv4", replace=replace, delete=delete, assume_jump=True)
+    table = cases.read(node_ns, backend, "ipv4")
+    assert table.chains == cases.expected(replace, "ipv4")
+    if keep_forward and jumps == 2:
+        assert table.forward.count(JUMP) == 2  # left as it was: only a read could tell
+    else:
+        assert table.forward == ([JUMP] if keep_forward else [])
