@@ -29,8 +29,11 @@ PODS = [{}, {"matchLabels": {"app": "a"}}, {"matchExpressions": [
     {"key": "app", "operator": "NotIn", "values": ["b"]}]}]  # fmt: skip
 SPACES = [{}, {"matchLabels": {"env": "prod"}}, {"matchExpressions": [
     {"key": "env", "operator": "Exists"}]}]  # fmt: skip
-BLOCKS = [{"cidr": "10.0.0.0/24", "except": ["10.0.0.128/25"]}, {"cidr": "fd00::/32"},
-          {"cidr": "0.0.0.0/0"}]  # fmt: skip
+BLOCKS: list[dict[str, Any]] = [
+    {"cidr": "10.0.0.0/24", "except": ["10.0.0.128/25"]},
+    {"cidr": "fd00::/32"},
+    {"cidr": "0.0.0.0/0"},
+]
 NP_PORTS = [[], [{"port": "http"}], [{"port": 80}], [{"port": "dns", "protocol": "UDP"}],
             [{"port": 1000, "endPort": 2000}]]  # fmt: skip
 FW_PORTS = [[], [{"namedPort": "http"}], [{"portNumber": {"port": 80, "protocol": "TCP"}}]]
