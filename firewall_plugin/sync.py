@@ -8,8 +8,9 @@ carries no podwall trace.  The agent follows the same rule.
 
 Families are written in parallel threads (each apply is one subprocess-bound
 transaction of its own table); the ``iptc`` backend runs them one after the
-other.  Callers hold ``locking.podwall_lock`` around ``attach``/``detach``/
-``collect``.
+other.  DEL of a recorded pod lets the backend skip reading the table first
+(``assume_jump``): one restore per family instead of a save and a restore.
+Callers hold ``locking.podwall_lock`` around ``attach``/``detach``/``collect``.
 """
 
 from __future__ import annotations
