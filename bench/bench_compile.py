@@ -4,11 +4,16 @@ Workload (``bench.workload``): 100 local pods, 10,000 cluster pods, 500
 NetworkPolicies, 50 FirewallRules.  Prints, with baselines measured in the
 same run (medians of ``--reps``):
 
-* compile time (snapshot build and ``compile_node``);
+* compile time: parsing the documents (once), ``Snapshot.build`` from the
+  parsed objects (what the agent does at every sync) and ``compile_node``;
+* one remote pod label change and one policy change (cumulative): snapshot
+  build and an incremental ``compiler.Compiler.compile`` vs a from-scratch
+  ``compile_node`` (the two results are asserted equal);
 * full apply by the applier vs a bare ``iptables-restore`` (both families) +
   ``ipset restore`` of the same output into an empty node (target <= 1.5);
-* one remote pod label change and one policy change: the applier's write vs
-  the full apply (target <= 0.1), and with the recompile included;
+* the changes as a ratio to a full sync (snapshot build + compile + full
+  apply; target <= 0.1): the applier's write only, and snapshot build +
+  incremental compile + write;
 * rules per local pod at 1,000 and 10,000 cluster pods (must be equal);
 * connect+echo+close latency between two pods under this ruleset vs none
   (target <= 1.10; client and server pinned to CPUs 0 and 1).
@@ -17,7 +22,7 @@ same run (medians of ``--reps``):
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -28,7 +33,7 @@ from typing import Any, TypeVar
 
 from bench import packet_path, workload
 from firewall_lab import netns
-from firewall_operator import applier, cluster, compiler, evaluate
+from firewall_operator import applier, cluster, compiler, evaluate, netpol
 from firewall_plugin import endpoints, model, names, render
 from firewall_plugin.backends import Backend, KernelTable, get_backend
 from firewall_plugin.backends.restore import RestoreBackend, forward_lines
@@ -43,29 +48,70 @@ def timed(fn: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - start, value
 
 
-def compile_docs(docs: Docs, records: list[endpoints.EndpointRecord]) -> dict[str, Any]:
-    snap_s, snapshot = timed(lambda: cluster.Snapshot.from_documents(docs))
-    comp_s, compiled = timed(lambda: compiler.compile_node(snapshot, records))
-    return {"snapshot": snap_s, "compile": comp_s, "compiled": compiled, "snap": snapshot}
+def rebuild(
+    parsed: cluster.Snapshot,
+    *,
+    pods: Sequence[cluster.Pod] | None = None,
+    policies: Sequence[netpol.NetworkPolicy] | None = None,
+) -> cluster.Snapshot:
+    """A snapshot from parsed objects, as the agent builds one from its cache
+    at every sync (``Snapshot.build``), with some objects replaced."""
+    return cluster.Snapshot.build(
+        namespaces=parsed.namespaces.values(),
+        pods=parsed.pods if pods is None else pods,
+        policies=parsed.policies if policies is None else policies,
+        firewall_rules=parsed.firewall_rules,
+        problems=parsed.problems,
+    )
 
 
-def label_change(docs: Docs) -> Docs:
+def label_change(snapshot: cluster.Snapshot) -> cluster.Snapshot:
     """pod-150 (remote, ns-50, env=prod) moves from tier web to db: it leaves
     every "prod namespaces, tier web or api" peer set."""
-    changed = copy.deepcopy(docs)
-    for doc in changed:
-        if doc["kind"] == "Pod" and doc["metadata"]["name"] == "pod-150":
-            doc["metadata"]["labels"]["tier"] = "db"
-    return changed
+    pods = [
+        dataclasses.replace(pod, labels={**pod.labels, "tier": "db"})
+        if pod.name == "pod-150"
+        else pod
+        for pod in snapshot.pods
+    ]
+    return rebuild(snapshot, pods=pods)
 
 
-def policy_change(docs: Docs) -> Docs:
-    """np-0 admits another port range."""
-    changed = copy.deepcopy(docs)
-    for doc in changed:
-        if doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == "np-0":
-            doc["spec"]["ingress"][0]["ports"] = [{"port": 8443}]
-    return changed
+def policy_change(snapshot: cluster.Snapshot) -> cluster.Snapshot:
+    """np-0 admits another port (its document parsed again, as the agent does)."""
+    doc = workload.policy_document(0)
+    doc["spec"]["ingress"][0]["ports"] = [{"port": 8443}]
+    changed = netpol.parse(doc)
+    policies = [changed if p.key == changed.key else p for p in snapshot.policies]
+    return rebuild(snapshot, policies=policies)
+
+
+CHANGES: tuple[tuple[str, Callable[[cluster.Snapshot], cluster.Snapshot]], ...] = (
+    ("label change", label_change),
+    ("policy change", policy_change),
+)
+
+
+def compile_round(parsed: cluster.Snapshot, records: list[endpoints.EndpointRecord]) -> Any:
+    """One full compile, then each change (cumulative) three ways: snapshot
+    build, incremental ``Compiler.compile`` and a from-scratch ``compile_node``
+    (which must agree)."""
+    build_s, snapshot = timed(lambda: rebuild(parsed))
+    full_s, compiled = timed(lambda: compiler.compile_node(snapshot, records))
+    incremental = compiler.Compiler()
+    first_s, first = timed(lambda: incremental.compile(snapshot, records))
+    assert first == compiled, "incremental compiler differs from compile_node"
+    out: dict[str, Any] = {"build": build_s, "compile": full_s, "first": first_s,
+                           "compiled": compiled, "snap": snapshot, "changes": []}  # fmt: skip
+    current = snapshot
+    for _label, change in CHANGES:
+        change_s, current = timed(lambda c=current, f=change: f(c))  # type: ignore[misc]
+        inc_s, got = timed(lambda c=current: incremental.compile(c, records))  # type: ignore[misc]
+        scratch_s, want = timed(lambda c=current: compiler.compile_node(c, records))  # type: ignore[misc]
+        assert got == want, "incremental compiler differs from compile_node"
+        out["changes"].append({"build": change_s, "compile": inc_s, "scratch": scratch_s,
+                               "compiled": got})  # fmt: skip
+    return out
 
 
 def bare_texts(
@@ -110,7 +156,12 @@ class ForwardOnlyRestore(RestoreBackend):
     restore is fine for an absent chain, so nothing else needs reading."""
 
     def apply(
-        self, family: model.Family, *, replace: Sequence[model.Chain], delete: Sequence[str] = ()
+        self,
+        family: model.Family,
+        *,
+        replace: Sequence[model.Chain],
+        delete: Sequence[str] = (),
+        assume_jump: bool = False,
     ) -> None:
         current = KernelTable(forward=applier.read_forward(self, family))
         replaced = {chain.name for chain in replace}
@@ -156,16 +207,39 @@ def in_fresh_node(fn: Callable[..., T], *args: Any) -> T:
         netns.delete(node)
 
 
-def report_apply(args: argparse.Namespace, full: Any, changes: list[Any]) -> None:
-    state = full["compiled"].families
+def median_of(rounds: list[Any], pick: Callable[[Any], float]) -> float:
+    return statistics.median(pick(r) for r in rounds)
+
+
+def report_compile(args: argparse.Namespace, parse_s: float, rounds: list[Any]) -> None:
+    compiled = rounds[0]["compiled"]
+    print(f"compile: {args.pods} cluster pods, {args.local} local, {args.policies} policies, "
+          f"{args.rules} FirewallRules (medians of {len(rounds)}): parse documents "
+          f"{parse_s:.2f} s (once; the agent parses per event), snapshot build "
+          f"{median_of(rounds, lambda r: r['build']) * 1000:.0f} ms, compile_node "
+          f"{median_of(rounds, lambda r: r['compile']):.2f} s, first Compiler.compile "
+          f"{median_of(rounds, lambda r: r['first']):.2f} s; {compiled.rule_count} rules, "
+          f"problems {len(compiled.problems)}")  # fmt: skip
+    for index, (label, _) in enumerate(CHANGES):
+        build, inc, scratch = (
+            statistics.median(r["changes"][index][key] for r in rounds)
+            for key in ("build", "compile", "scratch")
+        )
+        print(f"{label}: snapshot build {build * 1000:.0f} ms, incremental compile "
+              f"{inc * 1000:.0f} ms = {inc / scratch:.3f} of a from-scratch compile_node "
+              f"({scratch * 1000:.0f} ms)")  # fmt: skip
+
+
+def report_apply(args: argparse.Namespace, rounds: list[Any]) -> None:
+    state = rounds[0]["compiled"].families
     tables, sets = bare_texts(state)
     workdir = tempfile.mkdtemp(prefix="pwbench-")
     for record in workload.records(args.local):
         endpoints.write(os.path.join(workdir, "state"), record)
     bare, runs = [], []
+    states = [state] + [c["compiled"].families for c in rounds[0]["changes"]]
     for _ in range(args.reps):
         bare.append(in_fresh_node(bare_restore, args.backend, tables, sets))
-        states = [state] + [c["compiled"].families for c in changes]
         runs.append(in_fresh_node(applier_run, args.backend, workdir, states))
     full_s = statistics.median(run[0]["seconds"] for run in runs)
     bare_s = statistics.median(bare)
@@ -175,17 +249,19 @@ def report_apply(args: argparse.Namespace, full: Any, changes: list[Any]) -> Non
           f"{runs[0][0]['sets']} sets, {runs[0][0]['entries']} entries; read "
           f"{runs[0][0]['read'] * 1000:.0f} ms, sets {runs[0][0]['set_s'] * 1000:.0f} ms, chains "
           f"{runs[0][0]['chain_s'] * 1000:.0f} ms")  # fmt: skip
-    full_with_compile = full_s + full["compile"] + full["snapshot"]
-    for index, (label, change) in enumerate(zip(("label change", "policy change"), changes,
-                                                strict=True), start=1):  # fmt: skip
+    sync_s = median_of(rounds, lambda r: r["build"] + r["compile"]) + full_s
+    print(f"full sync (snapshot build + compile_node + full apply): {sync_s * 1000:.0f} ms")
+    for index, (label, _) in enumerate(CHANGES, start=1):
         write = statistics.median(run[index]["seconds"] for run in runs)
-        whole = write + change["compile"] + change["snapshot"]
-        print(f"{label}: write {write * 1000:.1f} ms = {write / full_s:.3f} of full apply "
-              f"(target <= 0.1); with recompile {whole:.2f} s = "
-              f"{whole / full_with_compile:.3f} of a full sync; wrote "
-              f"{runs[0][index]['chains']} chains, {runs[0][index]['sets']} sets "
-              f"({runs[0][index]['entries']} entries); time in sets "
-              f"{runs[0][index]['set_s'] * 1000:.0f} ms, chains "
+        change = [r["changes"][index - 1] for r in rounds]
+        whole = write + statistics.median(c["build"] + c["compile"] for c in change)
+        scratch = write + statistics.median(c["build"] + c["scratch"] for c in change)
+        print(f"{label}: write only {write * 1000:.1f} ms = {write / sync_s:.3f} of a full sync "
+              f"({write / full_s:.3f} of the full apply); compile + write {whole * 1000:.1f} ms "
+              f"= {whole / sync_s:.3f} of a full sync (target <= 0.1; with a from-scratch "
+              f"compile_node {scratch / sync_s:.3f}); wrote {runs[0][index]['chains']} chains, "
+              f"{runs[0][index]['sets']} sets ({runs[0][index]['entries']} entries); time in "
+              f"sets {runs[0][index]['set_s'] * 1000:.0f} ms, chains "
               f"{runs[0][index]['chain_s'] * 1000:.0f} ms")  # fmt: skip
 
 
@@ -238,6 +314,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         help="iptables-nft | iptables-legacy | iptc | proposed-nft (restore reading only FORWARD)",
     )
     parser.add_argument("--skip-packet-path", action="store_true")
+    parser.add_argument(
+        "--compile-only", action="store_true", help="no kernel work: compile figures only"
+    )
     return parser.parse_args(list(argv))
 
 
@@ -246,23 +325,19 @@ def main(argv: Sequence[str]) -> int:
     size = {"policies": args.policies, "rules": args.rules, "local": args.local}
     records = workload.records(args.local)
     docs = workload.cluster_documents(pods=args.pods, **size)
-    runs = [compile_docs(docs, records) for _ in range(args.reps)]
-    full = runs[0]
-    snap_s = statistics.median(r["snapshot"] for r in runs)
-    comp_s = statistics.median(r["compile"] for r in runs)
-    compiled = full["compiled"]
-    print(f"compile: {args.pods} cluster pods, {args.local} local, {args.policies} policies, "
-          f"{args.rules} FirewallRules: snapshot {snap_s:.2f} s, compile_node {comp_s:.2f} s; "
-          f"{compiled.rule_count} rules, problems {len(compiled.problems)}")  # fmt: skip
-    small = compile_docs(workload.cluster_documents(pods=1_000, **size), records)["compiled"]
+    parse_s, parsed = timed(lambda: cluster.Snapshot.from_documents(docs))
+    rounds = [compile_round(parsed, records) for _ in range(args.reps)]
+    report_compile(args, parse_s, rounds)
+    compiled = rounds[0]["compiled"]
+    small_snapshot = cluster.Snapshot.from_documents(workload.cluster_documents(pods=1_000, **size))
+    small = compiler.compile_node(small_snapshot, records)
     per_small, per_big = small.rule_count / args.local, compiled.rule_count / args.local
     print(f"rules per local pod: {per_small:.1f} at 1,000 cluster pods, {per_big:.1f} at "
           f"{args.pods}: {'equal' if per_small == per_big else 'DIFFERENT'}")  # fmt: skip
-    relabelled = label_change(docs)
-    changes = [compile_docs(relabelled, records), compile_docs(policy_change(relabelled), records)]
-    report_apply(args, full, changes)
-    if not args.skip_packet_path:
-        report_packet_path(args, full)
+    if not args.compile_only:
+        report_apply(args, rounds)
+        if not args.skip_packet_path:
+            report_packet_path(args, rounds[0])
     return 0 if per_small == per_big else 1
 
 

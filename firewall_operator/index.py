@@ -34,6 +34,8 @@ Changes = dict[int, tuple[cluster.Pod | None, cluster.Pod | None]]
 #: above this many (changed pods x memoised selections), drop the memo instead
 PATCH_LIMIT = 200_000
 K = TypeVar("K")
+#: a pod's ``hash:ip,port`` entries for one port name: (protocol, entry) pairs
+PortEntries = tuple[tuple[str, str], ...]
 
 
 class _LiveLabels(selectors.LabelIndex):
@@ -95,6 +97,7 @@ class ClusterIndex:
         #: per family, the first IP of that family of each pod that has one
         self.ips: dict[model.Family, dict[int, str]] = {f: {} for f in model.FAMILIES}
         self._ranges: dict[model.Family, tuple[list[int], list[int]]] = {}
+        self._port_entries: dict[tuple[model.Family, str], dict[int, PortEntries]] = {}
         self._cache: dict[tuple[str, str], _Memo] = {}
         self._labelled: dict[str, frozenset[int]] = {}
         self._set_namespaces(snapshot.namespaces)
@@ -157,6 +160,19 @@ class ClusterIndex:
 
     def in_namespace(self, namespace: str) -> frozenset[int]:
         return frozenset(self._by_namespace.get(namespace, ()))
+
+    def port_entries(self, family: model.Family, name: str, number: int) -> PortEntries:
+        """Pod ``number``'s ports named ``name`` as ``hash:ip,port`` entries
+        (``10.0.0.5,tcp:8080``) with their protocol; () without an IP of ``family``."""
+        table = self._port_entries.setdefault((family, name), {})
+        found = table.get(number)
+        if found is None:
+            ip = self.ips[family].get(number)
+            ports = () if ip is None else self.pods[number].named(name)
+            found = table[number] = tuple(
+                (port.protocol, f"{ip},{port.protocol.lower()}:{port.port}") for port in ports
+            )
+        return found
 
     def with_port(self, name: str) -> frozenset[int]:
         """Selectable pods that declare a container port named ``name``."""
@@ -245,6 +261,9 @@ class ClusterIndex:
         if changes:
             self._ranges.clear()
             self._labelled.clear()
+            for table in self._port_entries.values():
+                for number in changes:
+                    table.pop(number, None)
         if len(changes) * len(self._cache) > PATCH_LIMIT:
             self._cache.clear()
         elif namespaces_changed:

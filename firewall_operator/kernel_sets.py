@@ -166,14 +166,11 @@ class SetContents:
         elif peer.nets:
             candidates &= index.pods_in_nets(self.family, peer.nets, peer.excepts)
         entries = set()
-        ips = index.ips[self.family]
+        wanted, family, name = port.protocol, self.family, port.name
         for number in candidates:
-            ip = ips.get(number)
-            if ip is None:
-                continue
-            for named in index.pods[number].named(port.name):
-                if port.protocol in (None, named.protocol):
-                    entries.add(f"{ip},{named.protocol.lower()}:{named.port}")
+            for protocol, entry in index.port_entries(family, name, number):
+                if wanted is None or wanted == protocol:
+                    entries.add(entry)
         return entries
 
 
