@@ -101,8 +101,10 @@ def compile_round(parsed: cluster.Snapshot, records: list[endpoints.EndpointReco
     incremental = compiler.Compiler()
     first_s, first = timed(lambda: incremental.compile(snapshot, records))
     assert first == compiled, "incremental compiler differs from compile_node"
+    # the agent applies what its Compiler returns: unchanged chains and sets
+    # stay the same objects from one sync to the next
     out: dict[str, Any] = {"build": build_s, "compile": full_s, "first": first_s,
-                           "compiled": compiled, "snap": snapshot, "changes": []}  # fmt: skip
+                           "compiled": first, "snap": snapshot, "changes": []}  # fmt: skip
     current = snapshot
     for _label, change in CHANGES:
         change_s, current = timed(lambda c=current, f=change: f(c))  # type: ignore[misc]

@@ -109,10 +109,11 @@ class Compiler:
         self.unknown_pod = unknown_pod
         self.log_target = log_target
         self._planner: Planner | None = None
-        self._names = {family: SetNames(family) for family in model.FAMILIES}
-        self._contents = {family: SetContents(family) for family in model.FAMILIES}
+        self._names: dict[model.Family, SetNames] = {}
+        self._contents: dict[model.Family, SetContents] = {}
         self._endpoints: dict[tuple[str, model.Family], _Endpoint] = {}
         self._forward: dict[model.Family, tuple[list[EndpointRecord], model.Chain]] = {}
+        self._reset()
 
     @property
     def planner(self) -> Planner:
@@ -124,15 +125,27 @@ class Compiler:
     def compile(
         self, snapshot: cluster.Snapshot, endpoints: Iterable[EndpointRecord]
     ) -> CompiledNode:
-        """Exactly ``compile_node(snapshot, endpoints, <this compiler's options>)``."""
-        changes: Changes | None = None
-        if self._planner is None:
-            self._planner = Planner(snapshot)
-        else:
-            changes = self._planner.update(snapshot)
-        return self.compile_planner(self._planner, endpoints, changes)
+        """Exactly ``compile_node(snapshot, endpoints, <this compiler's options>)``.
+        If it raises, the compiler forgets everything (the next call starts afresh)."""
+        try:
+            changes: Changes | None = None
+            if self._planner is None:
+                self._planner = Planner(snapshot)
+            else:
+                changes = self._planner.update(snapshot)
+            return self._compile_planner(self._planner, endpoints, changes)
+        except BaseException:
+            self._reset()
+            raise
 
-    def compile_planner(
+    def _reset(self) -> None:
+        self._planner = None
+        self._names = {family: SetNames(family) for family in model.FAMILIES}
+        self._contents = {family: SetContents(family) for family in model.FAMILIES}
+        self._endpoints = {}
+        self._forward = {}
+
+    def _compile_planner(
         self, planner: Planner, endpoints: Iterable[EndpointRecord], changes: Changes | None
     ) -> CompiledNode:
         """Compile ``planner``'s snapshot; ``changes`` are the pods changed since
@@ -214,4 +227,4 @@ def compile_node(
     """The desired chains and sets of the node that owns ``endpoints``."""
     planner = snapshot if isinstance(snapshot, Planner) else Planner(snapshot)
     fresh = Compiler(deny_action=deny_action, unknown_pod=unknown_pod, log_target=log_target)
-    return fresh.compile_planner(planner, endpoints, None)
+    return fresh._compile_planner(planner, endpoints, None)

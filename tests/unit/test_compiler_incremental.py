@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -242,3 +243,21 @@ def test_same_snapshot_twice_reuses_everything() -> None:
 def test_planner_before_first_compile() -> None:
     with pytest.raises(LookupError):
         _ = compiler.Compiler().planner
+
+
+def test_a_failed_compile_starts_afresh() -> None:
+    """A compile that raises after the planner moved on must not leave the
+    caches of the snapshot before (the next call would see no change)."""
+    world = World()
+    incremental = compiler.Compiler(deny_action="reject")
+    incremental.compile(world.snapshot(), world.records())
+
+    def broken() -> Iterator[EndpointRecord]:
+        yield from world.records()
+        raise RuntimeError("endpoint directory vanished")
+
+    for seed in range(6):
+        world.apply(10, seed)  # other IPs: pod sets change, chains do not
+        with pytest.raises(RuntimeError):
+            incremental.compile(world.snapshot(), broken())
+        check(incremental, world, f"seed {seed}")
