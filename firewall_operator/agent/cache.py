@@ -105,6 +105,7 @@ class ClusterCache:
         self.tombstones: dict[Kind, dict[Key, int]] = {kind: {} for kind in KINDS}
         self.version = 0  # bumped on every change that can matter to policy
         self._labels: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+        self._ports: dict[tuple[cluster.NamedPort, ...], tuple[cluster.NamedPort, ...]] = {}
         self._parsers: dict[Kind, Callable[[Mapping[str, Any]], Any]] = {
             "pods": self._pod,
             "namespaces": cluster.namespace_from_dict,
@@ -130,7 +131,7 @@ class ClusterCache:
             node=sys.intern(pod.node),
             labels=self._intern_labels(pod.labels),
             ips=pod.ips,
-            ports=pod.ports,
+            ports=self._ports.setdefault(pod.ports, pod.ports),
             host_network=pod.host_network,
         )
 
@@ -202,6 +203,8 @@ class ClusterCache:
     def _collect_labels(self) -> None:
         live = {id(pod.labels) for _, pod in self.entries["pods"].values()}
         self._labels = {k: v for k, v in self._labels.items() if id(v) in live}
+        ports = {id(pod.ports) for _, pod in self.entries["pods"].values()}
+        self._ports = {k: v for k, v in self._ports.items() if id(v) in ports}
 
     # --- reading -------------------------------------------------------------
 

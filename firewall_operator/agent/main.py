@@ -24,7 +24,7 @@ import kopf
 
 from firewall_operator import applier as applier_mod
 from firewall_operator.agent import config as agent_config
-from firewall_operator.agent import handlers, reconcile, relist, sockserver, status
+from firewall_operator.agent import handlers, memories, reconcile, relist, sockserver, status
 from firewall_operator.agent.cache import ClusterCache, Key, Kind
 from firewall_operator.agent.errors import AgentError
 from firewall_operator.agent.kubeapi import KubeApi
@@ -107,7 +107,10 @@ class Agent:
         relist.watch_restarts(self.saw_listing, verbose=self.cfg.verbose)
         await self.socket.start()
         self.metrics.serve(self.cfg.metrics_port)
-        for job in (self._prime(), self.reconciler.run(), self.relister.run(), self.status.run()):
+        # prime before kopf starts its watches: one big LIST at a time, and the
+        # first sync does not wait behind kopf's own handling of every object
+        await self._prime()
+        for job in (self.reconciler.run(), self.relister.run(), self.status.run()):
             self._tasks.append(asyncio.create_task(self._guard(job)))
         log.info("agent for node %s started (backend %s)", self.cfg.node, self.backend_name)
 
@@ -219,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
     liveness = f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None
     kopf.run(
         registry=handlers.build_registry(agent),
+        memories=memories.UnkeptMemories(),
         standalone=True,
         clusterwide=True,
         liveness_endpoint=liveness,

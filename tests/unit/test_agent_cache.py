@@ -160,3 +160,15 @@ def test_snapshot_holds_everything() -> None:
     assert [p.key for p in snap.pods] == ["x/a"]
     assert snap.namespaces["x"].labels["team"] == "t"
     assert [p.name for p in snap.policies] == ["p"]
+
+
+def test_kopf_memories_are_not_kept() -> None:
+    import asyncio
+
+    from firewall_operator.agent.memories import UnkeptMemories
+
+    memories = UnkeptMemories()
+    body = {"metadata": {"uid": "u1", "name": "a", "namespace": "x"}}
+    memory = asyncio.run(memories.recall(body, noticed_by_listing=True))
+    assert memory.noticed_by_listing
+    assert list(memories.iter_all_memories()) == []
