@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from firewall_plugin import locking, model, names, render
@@ -108,6 +108,10 @@ class IptcBackend:
         """Podwall's chains and FORWARD as ``iptables-legacy-save`` prints them."""
         return restore.RestoreBackend(variant="legacy").read(family)
 
+    def read_forward(self, family: model.Family) -> list[str]:
+        """FORWARD's rules as ``iptables-legacy -S FORWARD`` prints them."""
+        return restore.RestoreBackend(variant="legacy").read_forward(family)
+
     def apply(
         self,
         family: model.Family,
@@ -115,8 +119,9 @@ class IptcBackend:
         replace: Sequence[model.Chain],
         delete: Sequence[str] = (),
         assume_jump: bool = False,
+        existing: Collection[str] | None = None,
     ) -> None:
-        del assume_jump  # reading costs nothing here: libiptc holds the table anyway
+        del assume_jump, existing  # reading costs nothing here: libiptc loads the table anyway
 
         def change(table: IptcTable) -> bool:
             _replace_chains(table, family, replace=replace, delete=delete)

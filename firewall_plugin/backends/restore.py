@@ -3,7 +3,10 @@
 ``RestoreBackend(variant="nft")`` drives ``iptables-nft-restore``/
 ``ip6tables-nft-restore``; ``variant="legacy"`` the ``-legacy`` binaries.  One
 restore per call and family declares only podwall's chains, so the rules of
-kube-proxy and the primary CNI are never rewritten.
+kube-proxy and the primary CNI are never rewritten.  ``apply`` reads the
+table first (``iptables-save``) unless the caller says which podwall chains
+exist (``existing``: then only ``-S FORWARD``) or that the FORWARD jump is
+there (``assume_jump``: then nothing, falling back to reading if refused).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from firewall_plugin.errors import BackendError, TryAgainError
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
 _TRANSIENT = ("Resource temporarily unavailable", "xtables lock", "Another app is currently")
 NOTHING = render.render_restore(family="ipv4")  # a restore that would change nothing
@@ -86,6 +89,13 @@ class RestoreBackend:
     def read(self, family: model.Family) -> KernelTable:
         return parse_save(_run([binary(self.variant, family, "save"), "-t", "filter"]))
 
+    def read_forward(self, family: model.Family) -> list[str]:
+        """FORWARD's rules from ``<iptables> -w -S FORWARD`` (the same spec
+        text as iptables-save prints), without saving the whole table."""
+        text = _run([binary(self.variant, family, ""), "-w", "-S", "FORWARD"])
+        head = "-A FORWARD "
+        return [line[len(head) :] for line in text.splitlines() if line.startswith(head)]
+
     def apply(
         self,
         family: model.Family,
@@ -93,15 +103,26 @@ class RestoreBackend:
         replace: Sequence[model.Chain],
         delete: Sequence[str] = (),
         assume_jump: bool = False,
+        existing: Collection[str] | None = None,
     ) -> None:
         if assume_jump and self._apply_unread(family, replace=replace, delete=delete):
             return
-        current = self.read(family)
         replaced = {chain.name for chain in replace}
-        gone = [name for name in dict.fromkeys(delete) if name in current.chains]
+        if existing is None:
+            current = self.read(family)
+            present: Collection[str] = current.chains
+            gone = [name for name in dict.fromkeys(delete) if name in present]
+        else:
+            # ":X" then "-X X" in one restore is no error for an absent chain,
+            # so the deletes need no check; a jump in FORWARD proves
+            # PODWALL-FORWARD exists even if the caller did not know it
+            current = KernelTable(forward=self.read_forward(family))
+            jumped = any(render.is_forward_jump(spec) for spec in current.forward)
+            present = {*existing, names.FORWARD_CHAIN} if jumped else existing
+            gone = list(dict.fromkeys(delete))
         gone = [name for name in gone if name not in replaced]
         exists_after = names.FORWARD_CHAIN in replaced or (
-            names.FORWARD_CHAIN in current.chains and names.FORWARD_CHAIN not in gone
+            names.FORWARD_CHAIN in present and names.FORWARD_CHAIN not in gone
         )
         text = render.render_restore(
             family=family,

@@ -101,8 +101,8 @@ def make_sample_set(ns: str, family: model.Family) -> None:
 def _op(backend: str, op: str, family: model.Family, kwargs: dict[str, Any]) -> object:
     chosen = backends.get_backend(backend)
     try:
-        if op == "read":
-            return chosen.read(family)
+        if op in ("read", "read_forward"):
+            return getattr(chosen, op)(family)
         getattr(chosen, op)(family, **kwargs)
         return None
     except PodwallError as exc:

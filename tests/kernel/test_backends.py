@@ -88,6 +88,28 @@ def test_forward_jump_moves_back_to_rule_1_and_is_never_doubled(
     table = cases.read(node_ns, backend, family)
     kube_spec = '-m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD'
     assert table.forward == [JUMP, kube_spec]
+    assert cases.in_ns(node_ns, backend, "read_forward", family) == table.forward
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_apply_with_known_chains_reaches_what_reading_does(
+    node_ns: str, backend: str, family: model.Family
+) -> None:
+    """``existing`` (the caller knows which podwall chains exist): a deleted
+    name that is absent is no error, and a FORWARD jump that moved is put back."""
+    cases.make_sample_set(node_ns, family)
+    chains = cases.sample_chains(family)
+    cases.apply_ok(node_ns, backend, family, replace=chains)
+    tool = cases.iptables(backend, family)
+    cases.run(node_ns, [tool, "-w", "-I", "FORWARD", "1", "-j", "ACCEPT"])
+    forward = model.Chain(names.FORWARD_CHAIN, chains[0].rules[:1])
+    existing = {chain.name for chain in chains}
+    delete = [cases.INGRESS, cases.EGRESS, "PODWALL-I-ABSENT"]
+    cases.apply_ok(node_ns, backend, family, replace=[forward], delete=delete, existing=existing)
+    table = cases.read(node_ns, backend, family)
+    assert table.chains == cases.expected([forward], family)
+    assert table.forward == [JUMP, "-j ACCEPT"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -2,7 +2,9 @@
 
 Rules are inserted into a chain instead of flushing it when nothing has to go
 (no nf_tables grace period on ADD); ``assume_jump`` skips reading the table
-first (DEL) and falls back to reading when the kernel refuses.
+first (DEL) and falls back to reading when the kernel refuses; ``existing``
+(the agent knows which podwall chains exist) reads only FORWARD, and a kernel
+that disagrees refuses the restore, changing nothing.
 """
 
 from __future__ import annotations
@@ -80,3 +82,60 @@ def test_assume_jump_reaches_what_reading_first_does(
         assert table.forward.count(JUMP) == 2  # left as it was: only a read could tell
     else:
         assert table.forward == ([JUMP] if keep_forward else [])
+
+
+CHANGED = model.Chain(POD.name, (model.Rule("RETURN", "podwall: changed"),))
+KNOWN = frozenset({names.FORWARD_CHAIN, POD.name})
+FORWARD = model.Chain(names.FORWARD_CHAIN, FORWARD_RULES)
+# setup jumps, existing, replace, delete, chains after, FORWARD after
+EXISTING_CASES = {
+    "as-known": (1, KNOWN, [CHANGED], [], [FORWARD, CHANGED], [JUMP]),
+    "delete-known-and-absent": (1, KNOWN, [FORWARD], [POD.name, "PODWALL-I-NOPE"], [FORWARD],
+                                [JUMP]),
+    "forward-unknown-but-jumped": (1, frozenset(), [CHANGED], [], [FORWARD, CHANGED], [JUMP]),
+    "last-pod": (1, KNOWN, [], [POD.name, names.FORWARD_CHAIN], [], []),
+    "jump-missing": (0, KNOWN, [CHANGED], [], [FORWARD, CHANGED], [JUMP]),
+    "jump-doubled": (2, KNOWN, [CHANGED], [], [FORWARD, CHANGED], [JUMP]),
+    "foreign-rule-first": (-1, KNOWN, [CHANGED], [], [FORWARD, CHANGED], [JUMP, "-j ACCEPT"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("jumps", "existing", "replace", "delete", "chains", "forward"),
+    EXISTING_CASES.values(),
+    ids=EXISTING_CASES.keys(),
+)
+@pytest.mark.parametrize("backend", RESTORE_BACKENDS)
+def test_existing_reaches_what_reading_first_does(
+    node_ns: str,
+    backend: str,
+    jumps: int,
+    existing: frozenset[str],
+    replace: list[model.Chain],
+    delete: list[str],
+    chains: list[model.Chain],
+    forward: list[str],
+) -> None:
+    _setup(node_ns, backend, jumps=max(jumps, 1))
+    if jumps < 0:  # another component put its rule first
+        cases.run(node_ns, [cases.iptables(backend, "ipv4"), "-w", "-I", "FORWARD", "1", "-j",
+                            "ACCEPT"])  # fmt: skip
+    elif jumps == 0:
+        cases.run(node_ns, [cases.iptables(backend, "ipv4"), "-w", "-D", "FORWARD",
+                            *shlex.split(JUMP)])  # fmt: skip
+    cases.apply_ok(node_ns, backend, "ipv4", replace=replace, delete=delete, existing=existing)
+    table = cases.read(node_ns, backend, "ipv4")
+    assert table.chains == cases.expected(chains, "ipv4")
+    assert table.forward == forward
+
+
+@pytest.mark.parametrize("backend", RESTORE_BACKENDS)
+def test_existing_that_the_kernel_contradicts_is_refused(node_ns: str, backend: str) -> None:
+    """The caller believes PODWALL-FORWARD exists, but it is gone: the restore
+    would jump to a missing chain, so the kernel refuses it and nothing changes
+    (the agent then reads the table and tries again)."""
+    cases.apply_ok(node_ns, backend, "ipv4", replace=[POD])
+    before = cases.read(node_ns, backend, "ipv4")
+    result = cases.in_ns(node_ns, backend, "apply", "ipv4", replace=[CHANGED], existing=KNOWN)
+    assert isinstance(result, cases.Failure) and result.kind == "BackendError", result
+    assert cases.read(node_ns, backend, "ipv4") == before
