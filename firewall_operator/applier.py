@@ -9,9 +9,14 @@
 2. fills new and changed sets (``ipset restore``, atomic swap);
 3. runs ONE backend transaction per family with the changed chains and the
    stale podwall chains (make before break: the rules that referenced a stale
-   chain are rewritten in the same transaction); the backend re-asserts the
-   FORWARD jump at position 1; with nothing to write it only checks it;
+   chain are rewritten in the same transaction), telling the backend which
+   podwall chains exist (``existing``) so that it reads only FORWARD, not the
+   whole table; the backend re-asserts the FORWARD jump at position 1; with
+   nothing to write the applier only checks it (``read_forward``);
 4. destroys stale sets.
+
+When a write that trusted memory fails (the kernel refused a transaction:
+nothing changed), the applier forgets, reads the kernel and tries once more.
 
 Chains the plugin wrote between two syncs (new pods' default chains, its
 ``PODWALL-FORWARD``) are simply kernel state: desired ones are rewritten,
@@ -24,11 +29,11 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from firewall_operator import diff
-from firewall_plugin import endpoints, ipsets, locking, model, names
+from firewall_plugin import endpoints, ipsets, locking, model, names, sync
 from firewall_plugin.backends.base import Backend, KernelTable
 from firewall_plugin.errors import BackendError, TryAgainError
 
@@ -53,6 +58,7 @@ class ApplyStats:
     transactions: int = 0
     forward_reasserted: int = 0
     kernel_read: bool = False
+    retries: int = 0
     read_seconds: float = 0.0
     sets_seconds: float = 0.0
     chains_seconds: float = 0.0
@@ -105,30 +111,6 @@ def update_sets(updates: Sequence[diff.SetDelta]) -> None:
         _ipset(["restore"], diff.render_set_updates(updates))
 
 
-def read_forward(backend: Backend, family: model.Family) -> list[str]:
-    """FORWARD's rules as iptables-save specs, cheaply: ``backend.read_forward``
-    when the backend has one, else ``<iptables> -w -S FORWARD`` of the
-    backend's variant (milliseconds, where a full save of a large table takes
-    a hundred), else the backend's full ``read``."""
-    reader = getattr(backend, "read_forward", None)
-    if callable(reader):
-        return list(reader(family))
-    variant = {"iptables-nft": "nft", "iptables-legacy": "legacy", "iptc": "legacy"}
-    if backend.name not in variant:
-        return backend.read(family).forward
-    from firewall_plugin.backends import restore
-
-    argv = [restore.binary(variant[backend.name], family, ""), "-w", "-S", "FORWARD"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise BackendError(f"cannot run {argv[0]}: {exc.strerror}") from exc
-    if done.returncode != 0:
-        raise BackendError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
-    head = "-A FORWARD "
-    return [line[len(head) :] for line in done.stdout.splitlines() if line.startswith(head)]
-
-
 def desired_sets(desired: Mapping[model.Family, model.FamilyState]) -> dict[str, model.IPSet]:
     merged: dict[str, model.IPSet] = {}
     for state in desired.values():
@@ -179,10 +161,13 @@ class Applier:
             if expect_endpoints is not None and fingerprint != expect_endpoints:
                 raise StaleEndpointsError("endpoint records changed since they were read")
             try:
-                self._apply_locked(desired, full=full, fingerprint=fingerprint, stats=stats)
-            except BaseException:
-                self._chains = self._sets = self._fingerprint = None
-                raise
+                self._attempt(desired, full=full, fingerprint=fingerprint, stats=stats)
+            except BackendError:
+                if stats.kernel_read:
+                    raise
+                # memory disagreed with the kernel: read it, then plan again
+                stats = ApplyStats(retries=1)
+                self._attempt(desired, full=full, fingerprint=fingerprint, stats=stats)
         stats.total_seconds = time.monotonic() - start
         return stats
 
@@ -197,6 +182,21 @@ class Applier:
             for family in model.FAMILIES:
                 self.backend.remove_all(family)
             ipsets.apply(destroy=ipsets.list_names())
+
+    def _attempt(
+        self,
+        desired: Mapping[model.Family, model.FamilyState],
+        *,
+        full: bool,
+        fingerprint: Fingerprint | None,
+        stats: ApplyStats,
+    ) -> None:
+        """``_apply_locked``; on any failure forget everything (read next time)."""
+        try:
+            self._apply_locked(desired, full=full, fingerprint=fingerprint, stats=stats)
+        except BaseException:
+            self._chains = self._sets = self._fingerprint = None
+            raise
 
     def _current_fingerprint(self) -> Fingerprint | None:
         return endpoints_fingerprint(self.state_dir) if self.state_dir is not None else None
@@ -222,18 +222,16 @@ class Applier:
         }
         moment = time.monotonic()
         self._recreate_clashing(set_plan, known)
-        ipsets.apply(replace=set_plan.replace)
+        if set_plan.replace:
+            ipsets.apply(replace=set_plan.replace)
         update_sets(set_plan.update)
         stats.sets_seconds += time.monotonic() - moment
         moment = time.monotonic()
-        for family, plan in plans.items():
-            has_forward = names.FORWARD_CHAIN in (
-                desired[family].chains if family in desired else {}
-            )
-            self._write_family(family, plan, known.forward.get(family), has_forward, stats)
+        self._write_chains(desired, plans, known, stats)
         stats.chains_seconds = time.monotonic() - moment
         moment = time.monotonic()
-        ipsets.apply(destroy=set_plan.destroy)
+        if set_plan.destroy:
+            ipsets.apply(destroy=set_plan.destroy)
         stats.sets_seconds += time.monotonic() - moment
         stats.sets_written = set_plan.written
         stats.set_entries_written = set_plan.entries
@@ -281,28 +279,57 @@ class Applier:
                 if diff.references(chain, plan.recreate, family)
             ]
             if users:
-                self.backend.apply(family, replace=users)
+                self.backend.apply(family, replace=users, existing=known.chains[family].keys())
         ipsets.apply(destroy=plan.recreate)
+
+    def _write_chains(
+        self,
+        desired: Mapping[model.Family, model.FamilyState],
+        plans: Mapping[model.Family, diff.ChainPlan],
+        known: _Known,
+        stats: ApplyStats,
+    ) -> None:
+        """One transaction per family, the families in parallel threads (each
+        waits mostly on its own restore process; ``iptc`` runs them in turn)."""
+
+        def write(family: model.Family) -> tuple[int, int]:
+            return self._write_family(
+                family,
+                plans[family],
+                existing=known.chains[family].keys(),
+                forward=known.forward.get(family),
+                has_forward=family in desired and names.FORWARD_CHAIN in desired[family].chains,
+            )
+
+        for family, (written, reasserted) in sync.for_families(
+            self.backend, model.FAMILIES, write
+        ).items():
+            stats.transactions += written
+            stats.forward_reasserted += reasserted
+            if written:
+                stats.chains_written += len(plans[family].replace)
+                stats.rules_written += plans[family].rules
+                stats.chains_deleted += len(plans[family].delete)
 
     def _write_family(
         self,
         family: model.Family,
         plan: diff.ChainPlan,
+        *,
+        existing: Collection[str],
         forward: list[str] | None,
         has_forward: bool,
-        stats: ApplyStats,
-    ) -> None:
+    ) -> tuple[int, int]:
+        """One transaction for ``family`` (``existing``: its podwall chains
+        now), or none when nothing changed and the FORWARD jump is in place.
+        Returns (transactions, FORWARD jumps re-asserted)."""
         if plan.empty:
             if not has_forward:
-                return
+                return 0, 0
             if forward is None:
-                forward = read_forward(self.backend, family)
+                forward = self.backend.read_forward(family)
             if diff.forward_in_place(forward):
-                return
-        if has_forward and forward is not None and not diff.forward_in_place(forward):
-            stats.forward_reasserted += 1
-        self.backend.apply(family, replace=plan.replace, delete=plan.delete)
-        stats.transactions += 1
-        stats.chains_written += len(plan.replace)
-        stats.rules_written += plan.rules
-        stats.chains_deleted += len(plan.delete)
+                return 0, 0
+        moved = has_forward and forward is not None and not diff.forward_in_place(forward)
+        self.backend.apply(family, replace=plan.replace, delete=plan.delete, existing=existing)
+        return 1, int(moved)

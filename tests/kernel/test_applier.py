@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -291,3 +292,62 @@ def test_cleanup_removes_everything(backend: Backend, run_dir: str, state_dir: s
     for family in model.FAMILIES:
         assert not any(render.is_forward_jump(s) for s in backend.read(family).forward)
     assert the.apply(build()).chains_written == 2 * 7, "after cleanup the applier starts over"
+
+
+class CountingReads:
+    """The real backend, counting full-table reads (``read``)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.reads = 0
+
+    def read(self, family: model.Family) -> Any:
+        self.reads += 1
+        return self.inner.read(family)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def changed_pod_b() -> Desired:
+    """``build()`` with pod b's ingress chains (both families) rejecting."""
+    changed = build()
+    for family in model.FAMILIES:
+        chain = build(action="reject")[family].chains[record("b").ingressChain]
+        chains = {**changed[family].chains, chain.name: chain}
+        changed[family] = model.FamilyState(family, chains, changed[family].sets)
+    return changed
+
+
+def test_write_from_memory_reads_no_table(backend: Backend, run_dir: str, state_dir: str) -> None:
+    counting = CountingReads(backend)
+    the = make(counting, run_dir, state_dir)
+    the.apply(build())
+    counting.reads = 0
+    stats = the.apply(changed_pod_b())
+    assert (stats.transactions, stats.chains_written, stats.kernel_read) == (2, 2, False)
+    assert counting.reads == 0, "a write from memory needs only FORWARD"
+    assert_kernel_holds(backend, changed_pod_b())
+
+
+def test_refused_write_rereads_and_retries_once(
+    backend: Backend, run_dir: str, state_dir: str
+) -> None:
+    """PODWALL-FORWARD vanished behind the applier's back: the memory-based
+    write (which re-asserts the jump to it) is refused, so the applier reads
+    the kernel, plans again (PODWALL-FORWARD is rewritten) and succeeds."""
+    if backend.name == "iptc":
+        pytest.skip("iptc reads the table in every transaction: nothing to refuse")
+    the = make(backend, run_dir, state_dir)
+    the.apply(build())
+    tool = "iptables-nft" if backend.name == "iptables-nft" else "iptables-legacy"
+    jump = ["-m", "comment", "--comment", render.FORWARD_JUMP_COMMENT, "-j", names.FORWARD_CHAIN]
+    sh(tool, "-w", "-D", "FORWARD", *jump)
+    sh(tool, "-w", "-F", names.FORWARD_CHAIN)
+    sh(tool, "-w", "-X", names.FORWARD_CHAIN)
+    stats = the.apply(changed_pod_b())
+    assert (stats.retries, stats.kernel_read) == (1, True)
+    # ipv6 went through at the first attempt; ipv4's pod b chain and PODWALL-FORWARD now
+    assert stats.chains_written == 2
+    assert_kernel_holds(backend, changed_pod_b())
