@@ -45,11 +45,11 @@ def test_equality_hash_and_repr() -> None:
 
 def test_immutable() -> None:
     with pytest.raises(AttributeError):
-        RULE.target = "ACCEPT"  # type: ignore[misc]
+        RULE.target = "ACCEPT"
     with pytest.raises(AttributeError):
-        del RULE.comment  # type: ignore[misc]
+        del RULE.comment
     with pytest.raises(AttributeError):
-        RULE.other = 1  # type: ignore[attr-defined]
+        RULE.other = 1
 
 
 def test_replace_keeps_other_fields_and_refuses_unknown_names() -> None:
@@ -87,3 +87,43 @@ def test_literal_aliases_exist_at_run_time() -> None:
     assert dataplane.DenyAction.__args__ == ("drop", "reject")  # type: ignore[attr-defined]
     with pytest.raises(AttributeError):
         model.Nothing  # type: ignore[attr-defined]  # noqa: B018
+
+
+class _Lone(values.Frozen):
+    __slots__ = ("value",)
+    value: object
+
+    def __init__(self, value: object) -> None:
+        values.init_fields(self, value)
+
+
+class _Empty(values.Frozen):
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        values.init_fields(self)
+
+
+EQUALITY_CASES = {
+    "lone-field-equal": (_Lone((1, 2)), _Lone((1, 2)), True),
+    "lone-field-differs": (_Lone(1), _Lone(2), False),
+    "no-fields": (_Empty(), _Empty(), True),
+    "many-fields-equal": (RULE, RULE.replace(), True),
+    "many-fields-differ": (RULE, RULE.replace(comment="podwall: y"), False),
+    "chains-of-equal-rules": (
+        model.Chain("C", (RULE, RULE.replace())),
+        model.Chain("C", (RULE.replace(), RULE)),
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize(("left", "right", "equal"), EQUALITY_CASES.values(), ids=EQUALITY_CASES)
+def test_equality_and_hash_by_fields(
+    left: values.Frozen, right: values.Frozen, equal: bool
+) -> None:
+    assert (left == right) is equal and (left != right) is not equal
+    assert left == left
+    if equal:
+        assert hash(left) == hash(right)
+    assert (left == object()) is False
