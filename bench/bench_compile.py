@@ -34,9 +34,8 @@ from typing import Any, TypeVar
 from bench import packet_path, workload
 from firewall_lab import netns
 from firewall_operator import applier, cluster, compiler, evaluate, netpol
-from firewall_plugin import endpoints, model, names, render
-from firewall_plugin.backends import Backend, KernelTable, get_backend
-from firewall_plugin.backends.restore import RestoreBackend, forward_lines
+from firewall_plugin import endpoints, model, render
+from firewall_plugin.backends import get_backend
 
 T = TypeVar("T")
 Docs = list[dict[str, Any]]
@@ -151,43 +150,12 @@ def bare_restore(backend: str, tables: dict[model.Family, str], sets: str) -> fl
     return time.perf_counter() - start
 
 
-class ForwardOnlyRestore(RestoreBackend):
-    """What the restore backend's ``apply`` costs if it read only FORWARD
-    (``-S FORWARD``) instead of saving the whole table: a podwall jump in
-    FORWARD proves PODWALL-FORWARD exists, and ``:X`` + ``-X X`` in one
-    restore is fine for an absent chain, so nothing else needs reading."""
-
-    def apply(
-        self,
-        family: model.Family,
-        *,
-        replace: Sequence[model.Chain],
-        delete: Sequence[str] = (),
-        assume_jump: bool = False,
-    ) -> None:
-        current = KernelTable(forward=applier.read_forward(self, family))
-        replaced = {chain.name for chain in replace}
-        gone = [name for name in dict.fromkeys(delete) if name not in replaced]
-        had = any(render.is_forward_jump(spec) for spec in current.forward)
-        keep = names.FORWARD_CHAIN in replaced or (had and names.FORWARD_CHAIN not in gone)
-        lines = forward_lines(current, keep_jump=keep)
-        text = render.render_restore(family=family, replace=replace, delete=gone,
-                                     forward_lines=lines)  # fmt: skip
-        self.restore(family, text)
-
-
-def make_backend(name: str) -> Backend:
-    if name == "proposed-nft":
-        return ForwardOnlyRestore(variant="nft")
-    return get_backend(name)
-
-
 def applier_run(
     backend: str, workdir: str, states: Sequence[dict[model.Family, model.FamilyState]]
 ) -> list[dict[str, float]]:
     """Runs in the node netns: full apply of states[0], then each change."""
     the = applier.Applier(
-        make_backend(backend), run_dir=os.path.join(workdir, "run"),
+        get_backend(backend), run_dir=os.path.join(workdir, "run"),
         state_dir=os.path.join(workdir, "state"),
     )  # fmt: skip
     out = []
@@ -311,9 +279,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument(
-        "--backend",
-        default="iptables-nft",
-        help="iptables-nft | iptables-legacy | iptc | proposed-nft (restore reading only FORWARD)",
+        "--backend", default="iptables-nft", help="iptables-nft | iptables-legacy | iptc"
     )
     parser.add_argument("--skip-packet-path", action="store_true")
     parser.add_argument(
