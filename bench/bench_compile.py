@@ -203,14 +203,14 @@ def report_compile(args: argparse.Namespace, parse_s: float, rounds: list[Any]) 
 def report_apply(args: argparse.Namespace, rounds: list[Any]) -> None:
     state = rounds[0]["compiled"].families
     tables, sets = bare_texts(state)
-    workdir = tempfile.mkdtemp(prefix="pwbench-")
-    for record in workload.records(args.local):
-        endpoints.write(os.path.join(workdir, "state"), record)
     bare, runs = [], []
     states = [state] + [c["compiled"].families for c in rounds[0]["changes"]]
-    for _ in range(args.reps):
-        bare.append(in_fresh_node(bare_restore, args.backend, tables, sets))
-        runs.append(in_fresh_node(applier_run, args.backend, workdir, states))
+    with tempfile.TemporaryDirectory(prefix="pwbench-") as workdir:
+        for record in workload.records(args.local):
+            endpoints.write(os.path.join(workdir, "state"), record)
+        for _ in range(args.reps):
+            bare.append(in_fresh_node(bare_restore, args.backend, tables, sets))
+            runs.append(in_fresh_node(applier_run, args.backend, workdir, states))
     full_s = statistics.median(run[0]["seconds"] for run in runs)
     bare_s = statistics.median(bare)
     print(f"full apply ({args.backend}): applier {full_s * 1000:.0f} ms, bare restore "
@@ -244,14 +244,14 @@ def report_packet_path(args: argparse.Namespace, full: Any) -> None:
     assert verdict.allowed, f"benchmark pair not allowed: {verdict}"
     path = packet_path.Path.create(workload.pod_ips(0)[0], workload.pod_ips(1)[0])
     state = full["compiled"].families
-    workdir = tempfile.mkdtemp(prefix="pwbench-")
+    none, loaded = [], []
     try:
-        none, loaded = [], []
-        for _ in range(args.rounds):  # short interleaved rounds: drift hits both alike
-            none.append(path.measure(args.connections))
-            netns.call(path.node, _program, args.backend, workdir, state)
-            loaded.append(path.measure(args.connections))
-            netns.call(path.node, _unprogram, args.backend, workdir)
+        with tempfile.TemporaryDirectory(prefix="pwbench-") as workdir:
+            for _ in range(args.rounds):  # short interleaved rounds: drift hits both alike
+                none.append(path.measure(args.connections))
+                netns.call(path.node, _program, args.backend, workdir, state)
+                loaded.append(path.measure(args.connections))
+                netns.call(path.node, _unprogram, args.backend, workdir)
     finally:
         path.delete()
     for name, pick in (("median", statistics.median), ("best", min)):
