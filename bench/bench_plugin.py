@@ -14,7 +14,12 @@ spelled out).  ``--launch module`` runs ``python -m firewall_plugin`` instead
 (with ``site``) for comparison.  ``--pods N`` first attaches N other pods with
 both plugins, so ADD and DEL run on a node that already has pods (podwall then
 rewrites a populated ``PODWALL-FORWARD``; without them each ADD creates it and
-each DEL removes it).
+each DEL removes it).  ``--agent-rules`` first fills the node the way the agent
+does on a busy node: ``bench.workload``'s cluster (100 local pods, 10,000
+cluster pods, 500 NetworkPolicies, 50 FirewallRules) compiled with
+``compile_node`` and written by ``Applier`` (~9k rules in ~800 chains per
+family, with their ipsets), the 100 local pods' endpoint records in podwall's
+state folder; ADD and DEL then run beside that ruleset.
 """
 
 from __future__ import annotations
@@ -32,12 +37,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from bench import workload
 from firewall_lab import netns
-from firewall_plugin import install_bin
+from firewall_operator import applier, cluster, compiler
+from firewall_plugin import endpoints, install_bin, model
+from firewall_plugin.backends import get_backend
 
 REFERENCE = "/usr/lib/cni/firewall"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMELINE_RUNS = 5
+AGENT_LOCAL_PODS = 100
 
 
 def launcher(folder: str, mode: str) -> list[str]:
@@ -102,7 +111,9 @@ Times = dict[str, list[tuple[float, float]]]
 Timeline = dict[str, list[tuple[float, float, float, int]]]
 
 
-def configs(tmp: str, node: str, pod: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def configs(
+    tmp: str, node: str, pod: int, backend: str = "auto"
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The (reference, podwall) plugin configurations for pod number ``pod``."""
     prev = prev_result(node, pod)
     ref = {"cniVersion": "1.0.0", "name": "bench", "type": "firewall", "prevResult": prev}
@@ -110,6 +121,7 @@ def configs(tmp: str, node: str, pod: int) -> tuple[dict[str, Any], dict[str, An
         "cniVersion": "1.0.0",
         "name": "bench",
         "type": "podwall",
+        "backend": backend,
         "stateDir": f"{tmp}/state",
         "runDir": f"{tmp}/run",
         "prevResult": prev,
@@ -117,19 +129,49 @@ def configs(tmp: str, node: str, pod: int) -> tuple[dict[str, Any], dict[str, An
     return ref, pw
 
 
-def run_series(node: str, runs: int, mode: str, pods: int) -> tuple[Times, Timeline]:
+AgentState = dict[model.Family, model.FamilyState]
+
+
+def agent_state(local: int) -> AgentState:
+    """What the agent would write on node-0 of ``bench.workload``'s cluster."""
+    snapshot = cluster.Snapshot.from_documents(workload.cluster_documents(local=local))
+    return dict(compiler.compile_node(snapshot, workload.records(local)).families)
+
+
+def load_agent_rules(tmp: str, backend: str, state: AgentState, local: int) -> str:
+    """Inside the node: the local pods' records, then the agent's write of
+    ``state`` with ``backend``.  Returns a one-line summary."""
+    for record in workload.records(local):
+        endpoints.write(f"{tmp}/state", record)
+    the = applier.Applier(get_backend(backend), run_dir=f"{tmp}/run", state_dir=f"{tmp}/state")
+    stats = the.apply(state)
+    return (
+        f"agent wrote {stats.chains_written} chains, {stats.rules_written} rules, "
+        f"{stats.sets_written} sets ({stats.set_entries_written} entries) in "
+        f"{stats.total_seconds * 1000:.0f} ms"
+    )
+
+
+def run_series(
+    node: str, runs: int, mode: str, pods: int, agent: AgentState | None, backend: str
+) -> tuple[Times, Timeline, str]:
     """Inside ``node``: interleaved ADD/DEL of both plugins, ``runs`` times,
-    with ``pods`` other pods attached; then a few podwall runs under strace."""
+    with ``pods`` other pods attached (and the agent's rules written first
+    when ``agent`` is given); then a few podwall runs under strace."""
     keys = ("ref ADD", "pw ADD", "ref DEL", "pw DEL")
     times: Times = {key: [] for key in keys}
     timeline: Timeline = {"ADD": [], "DEL": []}
+    summary = ""
     with tempfile.TemporaryDirectory(prefix="pwbench-") as tmp:
         podwall = launcher(tmp, mode)
-        ref, pw = configs(tmp, node, 0)
+        if agent is not None:
+            agent_backend = "iptables-nft" if backend == "auto" else backend
+            summary = load_agent_rules(tmp, agent_backend, agent, AGENT_LOCAL_PODS)
+        ref, pw = configs(tmp, node, 0, backend)
         timed(podwall, "ADD", "warmup", pw)  # detects the backend once, like a node's first pod
         timed(podwall, "DEL", "warmup", pw)
         for pod in range(1, pods + 1):
-            other_ref, other_pw = configs(tmp, node, pod)
+            other_ref, other_pw = configs(tmp, node, pod, backend)
             timed([REFERENCE], "ADD", f"other{pod}", other_ref)
             timed(podwall, "ADD", f"other{pod}", other_pw)
         for i in range(runs):
@@ -142,7 +184,7 @@ def run_series(node: str, runs: int, mode: str, pods: int) -> tuple[Times, Timel
             for i in range(TIMELINE_RUNS):
                 for verb in ("ADD", "DEL"):
                     timeline[verb].append(traced(podwall, verb, f"traced{i}", pw, tmp))
-    return times, timeline
+    return times, timeline, summary
 
 
 def traced(
@@ -224,23 +266,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=25)
     parser.add_argument("--launch", choices=("launcher", "module"), default="launcher")
     parser.add_argument("--pods", type=int, default=0, help="other pods on the node")
+    parser.add_argument(
+        "--agent-rules",
+        action="store_true",
+        help="first fill the node with the agent's rules for bench.workload's cluster",
+    )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "iptables-nft", "iptables-legacy"),
+        help="podwall's backend (and the agent's; auto: nft for the agent)",
+    )
     args = parser.parse_args(argv)
     if not os.path.exists(REFERENCE):
         print(f"bench_plugin: skipped, {REFERENCE} not installed")
         return 0
+    agent = agent_state(AGENT_LOCAL_PODS) if args.agent_rules else None
     node = netns.create(netns.unique_name("pwbench"), sysctls={"net.ipv4.ip_forward": "1"})
     try:
-        times, timeline = netns.call(
-            node, run_series, node, args.runs, args.launch, args.pods, timeout=900
-        )
+        times, timeline, summary = netns.call(
+            node, run_series, node, args.runs, args.launch, args.pods, agent, args.backend,
+            timeout=900,
+        )  # fmt: skip
     finally:
         netns.delete(node)
     wall = {key: statistics.median(w for w, _ in values) * 1000 for key, values in times.items()}
     cpu = {key: statistics.median(c for _, c in values) * 1000 for key, values in times.items()}
     print(
         f"CNI plugin, dual-stack prevResult, {args.runs} interleaved runs, "
-        f"launch={args.launch}, {args.pods} other pods on the node"
+        f"launch={args.launch}, backend={args.backend}, {args.pods} other pods on the node"
     )
+    if summary:
+        print(f"  {summary}")
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times suffer)")
     for verb in ("ADD", "DEL"):
         for label, med in (("wall", wall), ("cpu ", cpu)):
