@@ -39,6 +39,16 @@ class Backend(Protocol):
         """
         ...
 
+    def read_chains(self, family: model.Family, chains: Sequence[str]) -> KernelTable:
+        """FORWARD and those of the podwall ``chains`` that exist, as
+        ``read(family)`` spells them, without the rest of the table (what the
+        CNI plugin needs: a few chains, where the agent may have written
+        thousands).
+
+        Read-only; never creates anything.  Raises BackendError.
+        """
+        ...
+
     def apply(
         self,
         family: model.Family,
@@ -47,6 +57,7 @@ class Backend(Protocol):
         delete: Sequence[str] = (),
         assume_jump: bool = False,
         existing: Collection[str] | None = None,
+        current: KernelTable | None = None,
     ) -> None:
         """Write in one atomic transaction of the filter table of ``family``.
 
@@ -65,6 +76,10 @@ class Backend(Protocol):
         whole table.  ``None``: the backend finds out itself.  When the
         kernel disagrees the transaction may be refused (nothing changed);
         the caller should then re-read and retry.
+        ``current``: what the caller read with ``read_chains`` under the
+        podwall lock, naming at least every chain of ``delete``; the backend
+        then reads nothing more.  A chain of ``replace`` that it lacks is
+        declared afresh (created, or flushed and refilled: the same outcome).
         Raises BackendError; TryAgainError when a retry may succeed.
         """
         ...

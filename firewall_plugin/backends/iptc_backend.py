@@ -112,6 +112,10 @@ class IptcBackend:
         """FORWARD's rules as ``iptables-legacy -S FORWARD`` prints them."""
         return restore.RestoreBackend(variant="legacy").read_forward(family)
 
+    def read_chains(self, family: model.Family, chains: Sequence[str]) -> KernelTable:
+        """FORWARD and those of ``chains`` that exist, listed by ``iptables-legacy``."""
+        return restore.RestoreBackend(variant="legacy").read_chains(family, chains)
+
     def apply(
         self,
         family: model.Family,
@@ -120,8 +124,10 @@ class IptcBackend:
         delete: Sequence[str] = (),
         assume_jump: bool = False,
         existing: Collection[str] | None = None,
+        current: KernelTable | None = None,
     ) -> None:
-        del assume_jump, existing  # reading costs nothing here: libiptc loads the table anyway
+        # reading costs nothing here: libiptc loads the table anyway
+        del assume_jump, existing, current
 
         def change(table: IptcTable) -> bool:
             _replace_chains(table, family, replace=replace, delete=delete)
