@@ -129,7 +129,12 @@ def cmd_check(env: protocol.Environment, config: PluginConfig) -> None:
         problems.append(f"endpoint record {path} is missing")
     backend = sync.resolve_backend(config, remember=False)
     families = sync.families_of(ips)
-    tables = sync.for_families(backend, families, backend.read)
+    wanted = [names.FORWARD_CHAIN, *sync.pod_chains(env.container_id, env.ifname)]
+
+    def read(family: model.Family) -> KernelTable:
+        return backend.read_chains(family, wanted)
+
+    tables = sync.for_families(backend, families, read)
     for family in families:
         problems += _missing(tables[family], family, env, ips)
     if problems:
@@ -223,7 +228,7 @@ def cmd_status(env: protocol.Environment, config: PluginConfig) -> None:
             problems.append(f"{key} {path}: {why}")
     try:
         backend = sync.resolve_backend(config, remember=False)
-        backend.read("ipv4")
+        backend.read_chains("ipv4", [])
     except errors.PodwallError as exc:
         problems.append(f"backend {config.backend}: {exc}")
     if problems:

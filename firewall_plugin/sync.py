@@ -10,6 +10,10 @@ Families are written in parallel threads (each apply is one subprocess-bound
 transaction of its own table); the ``iptc`` backend runs them one after the
 other.  DEL of a recorded pod lets the backend skip reading the table first
 (``assume_jump``): one restore per family instead of a save and a restore.
+ADD, and DEL without a record, read only the chains they touch
+(``Backend.read_chains``: FORWARD, PODWALL-FORWARD, the pod's two chains), never
+the whole table, which on a busy node holds the agent's thousands of rules; GC
+reads the whole table (it looks for every per-pod chain).
 Callers hold ``locking.podwall_lock`` around ``attach``/``detach``/``collect``.
 """
 
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     from typing import TypeVar
 
     from firewall_plugin.backends.base import Backend
+    from firewall_plugin.backends.table import KernelTable
     from firewall_plugin.config import PluginConfig
 
     T = TypeVar("T")
@@ -115,22 +120,48 @@ def apply_family(
     add: Sequence[model.Chain] = (),
     delete: Sequence[str] = (),
     assume_jump: bool = False,
+    current: KernelTable | None = None,
 ) -> None:
     """One transaction: ``PODWALL-FORWARD`` from ``records`` (or its removal when
     no record has an address of ``family``), ``add`` chains, ``delete`` chains.
-    ``assume_jump``: see ``Backend.apply``."""
+    ``assume_jump``, ``current``: see ``Backend.apply`` (``current`` must name
+    ``delete`` and PODWALL-FORWARD when they may exist)."""
     if any(dataplane.addresses(record, family) for record in records):
         forward = dataplane.forward_chain(records, family)
         replace, gone = [forward, *add], list(delete)
     else:
         replace, gone = list(add), [*delete, names.FORWARD_CHAIN]
-    backend.apply(family, replace=replace, delete=gone, assume_jump=assume_jump)
+    backend.apply(family, replace=replace, delete=gone, assume_jump=assume_jump, current=current)
+
+
+def pod_chains(container_id: str, ifname: str) -> list[str]:
+    """The attachment's ingress and egress chains."""
+    return [names.ingress_chain(container_id, ifname), names.egress_chain(container_id, ifname)]
+
+
+def _add_reads(
+    records: Sequence[endpoints.EndpointRecord],
+    record: endpoints.EndpointRecord,
+    family: model.Family,
+    *,
+    again: bool,
+) -> list[str]:
+    """The chains ADD lists besides FORWARD: PODWALL-FORWARD when another
+    record has an address of ``family`` (else it is most likely absent:
+    declared afresh), the pod's own chains when its record was already there
+    (ADD again; else they are most likely absent).  A chain not listed is
+    declared afresh, which ends the same; listing an absent one costs a run."""
+    others = (r for r in records if r.attachment != record.attachment)
+    wanted = [names.FORWARD_CHAIN] if any(dataplane.addresses(r, family) for r in others) else []
+    return [*wanted, *pod_chains(record.containerID, record.ifName)] if again else wanted
 
 
 def attach(backend: Backend, config: PluginConfig, record: endpoints.EndpointRecord) -> None:
     """ADD: write ``record``, rebuild dispatch and the pod's default chains.
     On any failure, undo (record, dispatch, chains) and re-raise."""
     families = families_of(record.ips)
+    path = endpoints.record_path(config.state_dir, record.containerID, record.ifName)
+    again = os.path.exists(path)
     endpoints.write(config.state_dir, record)
     try:
         records = list(endpoints.read_all(config.state_dir))
@@ -142,7 +173,9 @@ def attach(backend: Backend, config: PluginConfig, record: endpoints.EndpointRec
                 pod_default=config.pod_default,  # type: ignore[arg-type]
                 deny_action=config.deny_action,  # type: ignore[arg-type]
             )
-            apply_family(backend, family, records, add=chains)
+            reads = _add_reads(records, record, family, again=again)
+            current = backend.read_chains(family, reads)
+            apply_family(backend, family, records, add=chains, current=current)
 
         for_families(backend, families, write)
     except BaseException as exc:
@@ -177,7 +210,8 @@ def detach(
     """DEL: remove the record, its dispatch rules and its two chains.  Without
     ``families``: those of the record, or both when there is no record.  With
     a record, its families hold PODWALL-FORWARD and the FORWARD jump, so the
-    backend may skip reading them first (``assume_jump``)."""
+    backend may skip reading them first (``assume_jump``); other families read
+    only FORWARD, PODWALL-FORWARD and the two chains (``read_chains``)."""
     try:
         record = endpoints.read(config.state_dir, container_id, ifname)
     except StateError:
@@ -186,12 +220,15 @@ def detach(
     if families is None:
         families = families_of(record.ips) if record and record.ips else list(model.FAMILIES)
     records = list(endpoints.read_all(config.state_dir))
-    chains = [names.ingress_chain(container_id, ifname), names.egress_chain(container_id, ifname)]
+    chains = pod_chains(container_id, ifname)
     known = families_of(record.ips) if record else []
 
     def write(family: model.Family) -> None:
-        assume = family in known
-        apply_family(backend, family, records, delete=chains, assume_jump=assume)
+        if family in known:
+            apply_family(backend, family, records, delete=chains, assume_jump=True)
+            return
+        current = backend.read_chains(family, [names.FORWARD_CHAIN, *chains])
+        apply_family(backend, family, records, delete=chains, current=current)
 
     for_families(backend, families, write)
 
