@@ -153,6 +153,15 @@ class Forwarder:
         for name in list(self._servers):
             self.conceal(name)
         if self.loop is not None and self._thread is not None:
+
+            async def finish() -> None:  # end open splices before the loop stops
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            with contextlib.suppress(Exception):
+                self._submit(finish())
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
         self.loop, self._thread = None, None

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agent_env import AgentNode, Kube, record_agent_calls, wait_until
+from tests.e2e.agent_env import PODWALL, AgentNode, Kube, record_agent_calls, wait_until
 from tests.e2e.conftest import ApiServerHandle
 from tests.e2e.test_agent_policy import deny_all
 
@@ -124,3 +124,18 @@ def test_kubectl_shows_columns(node: AgentNode, kubectl: Any) -> None:
     row = table[1].split()
     assert row[:3] == [node.node, "iptables-nft", "1"] and int(row[3]) > 0
     node.kube.delete("FirewallRule", "base")
+
+
+def test_cleanup_removes_every_podwall_chain_and_set(node: AgentNode) -> None:
+    node.start_agent()
+    a = node.add_pod("x", "a")
+    b = node.add_pod("y", "b")
+    node.kube.apply(allow_from_x("y"))
+    wait_until(lambda: any("PODWALL-S" in line for line in node.podwall_rules()), what="sets")
+    assert node.stop_agent() == 0
+    assert node.podwall_rules() and ipsets(node)
+    out = node.run(PODWALL, "agent", "--cleanup", "--cni-conf-dir", node.dir("conf"))
+    assert "removed every podwall chain and set" in out
+    assert node.podwall_rules() == [] and ipsets(node) == {}
+    assert node.reach(a, b)  # nothing of podwall left in the path
+    node.kube.delete("NetworkPolicy", "from-x", "y")
