@@ -270,8 +270,10 @@ def test_cluster_role_hygiene() -> None:
         if p.verb in ("escalate", "bind", "impersonate", "delete", "deletecollection", "update")
     ]
     assert not [p for p in have if p.verb != "create" and p.resource == "events"]
-    # the contract, spelled out
-    for verb in ("get", "list", "watch"):
+    # the contract, spelled out; "get" by name is left out on purpose: the
+    # agent never makes such a call, and test_cluster_role_matches_recorded_agent_calls
+    # refuses permissions it does not use
+    for verb in ("list", "watch"):
         for group, resource in (
             ("", "pods"),
             ("", "namespaces"),
@@ -280,7 +282,7 @@ def test_cluster_role_hygiene() -> None:
         ):
             assert P(verb, group, resource) in have
     assert P("patch", PW, "firewallrules", "status") in have
-    assert {P("create", PW, "nodefirewalls"), P("patch", PW, "nodefirewalls")} <= have
+    assert {P("create", PW, "nodefirewalls"), P("patch", PW, "nodefirewalls", "status")} <= have
     assert P("create", "", "events") in have
 
 
