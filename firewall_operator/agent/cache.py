@@ -14,6 +14,13 @@ that is not newer than the list).  kopf never drops objects that vanished
 across a 410 re-list; the sweep does.  DELETED events leave tombstones so a
 list taken before a delete cannot bring the object back.  resourceVersions are
 compared as integers (etcd revisions); an unparsable one counts as newest.
+``observed`` is the highest resourceVersion seen (events and lists).
+
+``snapshot()`` is cheap: every change also updates ``snapshots.SnapshotParts``
+(values kept sorted), so a snapshot re-parses and re-sorts nothing, and kinds
+that did not change keep their tuple (and a change that is equal for policy,
+such as a FirewallRule status or a pod's new resourceVersion alone, keeps the
+old object), which the incremental compiler checks by identity.
 
 Pure: no I/O, no kopf; the caller serialises calls (one event loop).
 """
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from firewall_operator import cluster, fwrule, netpol
+from firewall_operator.agent import snapshots
 
 Kind = Literal["pods", "namespaces", "networkpolicies", "firewallrules"]
 KINDS: tuple[Kind, ...] = ("namespaces", "pods", "networkpolicies", "firewallrules")
@@ -104,6 +112,14 @@ class ClusterCache:
         self.entries: dict[Kind, dict[Key, tuple[int, Any]]] = {kind: {} for kind in KINDS}
         self.tombstones: dict[Kind, dict[Key, int]] = {kind: {} for kind in KINDS}
         self.version = 0  # bumped on every change that can matter to policy
+        self.observed = 0  # the highest resourceVersion seen
+        self.parts = snapshots.SnapshotParts()
+        self._ordered: dict[Kind, snapshots.Ordered] = {
+            "namespaces": self.parts.namespaces,
+            "pods": self.parts.pods,
+            "networkpolicies": self.parts.policies,
+            "firewallrules": self.parts.rules,
+        }
         self._labels: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
         self._ports: dict[tuple[cluster.NamedPort, ...], tuple[cluster.NamedPort, ...]] = {}
         self._parsers: dict[Kind, Callable[[Mapping[str, Any]], Any]] = {
@@ -144,6 +160,8 @@ class ClusterCache:
     def observe(self, kind: Kind, event_type: str | None, obj: Mapping[str, Any]) -> bool:
         """Apply one watch event; True when the cache changed for policy."""
         key, version = key_of(obj), version_of(obj)
+        if version != NEWEST and version > self.observed:
+            self.observed = version
         if event_type == "DELETED" or self._gone(kind, obj):
             return self._delete(kind, key, version)
         return self._upsert(kind, key, version, obj)
@@ -157,9 +175,19 @@ class ClusterCache:
         current = self.entries[kind].get(key)
         if current is None or (current[0] > version and version != NEWEST):
             return False
-        del self.entries[kind][key]
+        self._drop(kind, key)
         self.version += 1
         return True
+
+    def _drop(self, kind: Kind, key: Key) -> None:
+        del self.entries[kind][key]
+        if self._ordered[kind].remove(key) and kind == "pods":
+            self.parts.pod_removed(key[0])
+
+    def _put(self, kind: Kind, key: Key, value: Any) -> None:
+        policy_value = value[0] if kind == "firewallrules" else value
+        if self._ordered[kind].put(key, policy_value) and kind == "pods":
+            self.parts.pod_added(key[0])
 
     def _upsert(self, kind: Kind, key: Key, version: int, obj: Mapping[str, Any]) -> bool:
         if self.tombstones[kind].get(key, -1) >= version:
@@ -168,9 +196,13 @@ class ClusterCache:
         if current is not None and current[0] > version and version != NEWEST:
             return False  # an older copy (a list) than what a watch already told
         value = self._parsers[kind](obj)
-        self.entries[kind][key] = (version, value)
         if current is not None and _same_policy(kind, current[1], value):
+            # keep the object the snapshot holds (identity tells "unchanged")
+            kept = (current[1][0], value[1]) if kind == "firewallrules" else current[1]
+            self.entries[kind][key] = (version, kept)
             return False
+        self.entries[kind][key] = (version, value)
+        self._put(kind, key, value)
         self.version += 1
         return True
 
@@ -187,10 +219,12 @@ class ClusterCache:
             limit = int(list_version)
         except ValueError:
             limit = NEWEST
+        if limit != NEWEST and limit > self.observed:
+            self.observed = limit
         entries = self.entries[kind]
         swept = [key for key, (ver, _) in entries.items() if key not in present and ver <= limit]
         for key in swept:
-            del entries[key]
+            self._drop(kind, key)
         tombs = self.tombstones[kind]
         for key in [key for key, ver in tombs.items() if ver <= limit]:
             del tombs[key]
@@ -219,11 +253,6 @@ class ClusterCache:
         return {kind: len(entries) for kind, entries in self.entries.items()}
 
     def snapshot(self) -> cluster.Snapshot:
-        """The policy snapshot of everything cached."""
-        values = {kind: [v for _, v in entries.values()] for kind, entries in self.entries.items()}
-        return cluster.Snapshot.build(
-            namespaces=values["namespaces"],
-            pods=values["pods"],
-            policies=values["networkpolicies"],
-            firewall_rules=[rule for rule, _ in values["firewallrules"]],
-        )
+        """The policy snapshot of everything cached (the same object while
+        nothing changed; see module doc)."""
+        return self.parts.snapshot()

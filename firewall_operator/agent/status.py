@@ -2,8 +2,12 @@
 
 * ``NodeFirewall/<node>`` (cluster-scoped, created when missing): its status
   is replaced after syncs with the last report (backend, endpoints, chains,
-  rules, sets, set entries, last sync, last error, problems, programmed
-  FirewallRule generations), at most once per ``min_interval``.
+  rules, sets, set entries, last sync, ``observedResourceVersion`` (the
+  cache's highest resourceVersion when the last good sync began: the lab
+  waits for it), last error, problems, programmed FirewallRule generations),
+  at most once per ``min_interval``; the latest report always gets written
+  (a burst of syncs ends with a write of its last one, within
+  ``min_interval``), and FirewallRule writes run beside it, never delaying it.
 * FirewallRule ``status`` (``observedGeneration``, rule counts, condition
   ``Valid``) is the same on every node, so it is written *once*: a node
   writes only when the cached status differs from the desired one, after a
@@ -86,6 +90,7 @@ def node_status(report: SyncReport, *, backend: str, last_ok: SyncReport | None)
             rules=good.rules,
             sets=good.sets,
             setEntries=good.set_entries,
+            observedResourceVersion=str(good.observed_version),
             lastSync=datetime.datetime.fromtimestamp(good.finished, datetime.UTC).strftime(
                 "%Y-%m-%dT%H:%M:%SZ"
             ),
@@ -121,14 +126,19 @@ class StatusWriter:
         self.events_posted = 0
         self._attempted: dict[str, tuple[str, str, str, int]] = {}
         self._wake = asyncio.Event()
+        self._rules_wake = asyncio.Event()
 
     def report(self, report: SyncReport) -> None:
         self.latest = report
         if report.ok:
             self.last_ok = report
         self._wake.set()
+        self._rules_wake.set()
 
     async def run(self) -> None:
+        await asyncio.gather(self._run_node(), self._run_rules())
+
+    async def _run_node(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -139,6 +149,13 @@ class StatusWriter:
                 await self.write_node(report)
             except KubeApiError as exc:
                 log.warning("cannot write NodeFirewall %s: %s", self.node, exc)
+                self._wake.set()  # try again after the pause
+            await asyncio.sleep(self.min_interval)
+
+    async def _run_rules(self) -> None:
+        while True:
+            await self._rules_wake.wait()
+            self._rules_wake.clear()
             await self.write_rules()
             await asyncio.sleep(self.min_interval)
 

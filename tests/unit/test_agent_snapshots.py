@@ -1,0 +1,107 @@
+"""The cache's cheap snapshots equal ``Snapshot.build`` and keep unchanged parts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firewall_operator import cluster
+from firewall_operator.agent.cache import ClusterCache
+
+
+def pod(name: str, rv: int, *, ns: str, app: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": f"u-{name}",
+            "resourceVersion": str(rv),
+            "labels": {"app": app},
+        },
+        "spec": {"nodeName": "n1"},
+        "status": {"phase": "Running", "podIP": f"10.0.0.{int(name[1:]) + 1}"},
+    }
+
+
+def policy(name: str, rv: int, *, ns: str, port: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": str(rv)},
+        "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": port}]}]},
+    }
+
+
+def namespace(name: str, rv: int, *, team: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "resourceVersion": str(rv), "labels": {"team": team}}}
+
+
+def rule(name: str, rv: int, *, priority: int, status: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "resourceVersion": str(rv), "generation": 1},
+        "spec": {
+            "tier": "Admin",
+            "priority": priority,
+            "subject": {"namespaces": {}},
+            "ingress": [{"name": "a", "action": "Deny", "from": [{"namespaces": {}}]}],
+        },
+        "status": {"note": status},
+    }
+
+
+EVENT = st.tuples(
+    st.sampled_from(["pods", "namespaces", "networkpolicies", "firewallrules"]),
+    st.sampled_from(["ADDED", "MODIFIED", "DELETED"]),
+    st.integers(0, 5),  # object number
+    st.integers(0, 2),  # a value that matters to policy
+    st.booleans(),  # a change that does not matter (FirewallRule status)
+)
+
+
+def document(kind: str, number: int, value: int, other: bool, rv: int) -> dict[str, Any]:
+    ns = f"ns{number % 3}"
+    if kind == "pods":
+        return pod(f"p{number}", rv, ns=ns, app=f"a{value}")
+    if kind == "networkpolicies":
+        return policy(f"np{number}", rv, ns=ns, port=80 + value)
+    if kind == "namespaces":
+        return namespace(f"ns{number}", rv, team=f"t{value}")
+    return rule(f"r{number}", rv, priority=value, status=str(other))
+
+
+def built(cache: ClusterCache) -> cluster.Snapshot:
+    """What ``Snapshot.build`` makes of the cached objects."""
+    values = {kind: [v for _, v in entries.values()] for kind, entries in cache.entries.items()}
+    return cluster.Snapshot.build(
+        namespaces=values["namespaces"],
+        pods=values["pods"],
+        policies=values["networkpolicies"],
+        firewall_rules=[r for r, _ in values["firewallrules"]],
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(EVENT, max_size=40))
+def test_snapshot_equals_a_built_one(events: list[tuple[str, str, int, int, bool]]) -> None:
+    cache = ClusterCache()
+    for rv, (kind, event_type, number, value, other) in enumerate(events, start=1):
+        cache.observe(kind, event_type, document(kind, number, value, other, rv))  # type: ignore[arg-type]
+        assert cache.snapshot() == built(cache)
+    assert cache.observed == len(events)
+
+
+def test_unchanged_kinds_keep_their_tuples() -> None:
+    cache = ClusterCache()
+    cache.observe("pods", "ADDED", pod("p1", 1, ns="x", app="a"))
+    cache.observe("networkpolicies", "ADDED", policy("np", 2, ns="x", port=80))
+    cache.observe("firewallrules", "ADDED", rule("r", 3, priority=1, status="a"))
+    first = cache.snapshot()
+    assert cache.snapshot() is first  # nothing changed: the same snapshot
+    cache.observe("firewallrules", "MODIFIED", rule("r", 4, priority=1, status="b"))
+    cache.observe("pods", "MODIFIED", pod("p1", 5, ns="x", app="a"))  # new rv only
+    assert cache.snapshot() is first, "changes that do not matter to policy keep it"
+    cache.observe("networkpolicies", "MODIFIED", policy("np", 6, ns="x", port=81))
+    second = cache.snapshot()
+    assert second.pods is first.pods and second.firewall_rules is first.firewall_rules
+    assert second.policies != first.policies
+    assert cache.observed == 6
