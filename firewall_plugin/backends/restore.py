@@ -8,7 +8,9 @@ table first (``iptables-save``) unless the caller read what it needs itself
 (``current``, from ``read_chains``: FORWARD and a few named chains listed by
 one ``iptables-restore`` of ``-S`` lines), says which podwall chains exist
 (``existing``: then only ``-S FORWARD``) or that the FORWARD jump is there
-(``assume_jump``: then nothing, falling back to reading if refused).
+(``assume_jump``: then nothing, falling back to reading if refused).  A
+restore built from the caller's ``current`` that the kernel refuses (it was
+stale) is redone from a full read.
 """
 
 from __future__ import annotations
@@ -166,6 +168,28 @@ class RestoreBackend:
     ) -> None:
         if assume_jump and self._apply_unread(family, replace=replace, delete=delete):
             return
+        if current is None:
+            self._apply_read(family, replace=replace, delete=delete, existing=existing)
+            return
+        try:
+            self._apply_read(family, replace=replace, delete=delete, current=current)
+        except TryAgainError:
+            raise
+        except BackendError:
+            # ``current`` was stale (a rule to delete by spec, or a chain to
+            # insert into, is gone): the kernel refused, nothing changed
+            self._apply_read(family, replace=replace, delete=delete)
+
+    def _apply_read(
+        self,
+        family: model.Family,
+        *,
+        replace: Sequence[model.Chain],
+        delete: Sequence[str],
+        existing: Collection[str] | None = None,
+        current: KernelTable | None = None,
+    ) -> None:
+        """``apply`` from ``current``, or from what it reads first."""
         replaced = {chain.name for chain in replace}
         if existing is None or current is not None:
             # a chain of replace that current lacks is declared afresh (created,
