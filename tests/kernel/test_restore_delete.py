@@ -118,3 +118,34 @@ def test_drift_in_the_listing_is_repaired(node_ns: str, backend: str) -> None:
     remaining = tuple(p for p in PODS if p != "b")
     want = cases.expected([_forward(remaining), *(c for p in remaining for c in _pod(p))], "ipv4")
     assert table.chains == want
+
+
+def _detach_among_many(backend: str, state: str, victim: int) -> tuple[KernelTable, list[str]]:
+    """Inside the node: ADD of ``sync.LISTED_DEL_RECORDS + 2`` pods, then DEL of
+    the pod number ``victim``.  Returns the table and the expected
+    PODWALL-FORWARD specs."""
+    from bench import workload
+    from firewall_plugin import config, dataplane, sync
+
+    records = workload.records(sync.LISTED_DEL_RECORDS + 2)
+    settings = config.parse({"cniVersion": "1.0.0", "name": "n", "type": "podwall",
+                             "backend": backend, "stateDir": state,
+                             "runDir": f"{state}/run"})  # fmt: skip
+    chosen = sync.resolve_backend(settings, remember=False)
+    for record in records:
+        sync.attach(chosen, settings, record)
+    gone = sorted(records, key=lambda record: record.key)[victim]
+    sync.detach(chosen, settings, gone.containerID, gone.ifName)
+    kept = [record for record in records if record is not gone]
+    want = [render.rule_spec(r) for r in dataplane.forward_chain(kept, "ipv4").rules]
+    return chosen.read("ipv4"), want
+
+
+@pytest.mark.parametrize("victim", [0, 9, -1], ids=["first", "middle", "last"])
+@pytest.mark.parametrize("backend", RESTORE_BACKENDS)
+def test_cni_del_among_many_pods(node_ns: str, tmp_path: object, backend: str, victim: int) -> None:
+    table, want = netns.call(node_ns, _detach_among_many, backend, str(tmp_path), victim)
+    assert table.chains[names.FORWARD_CHAIN] == want
+    assert table.forward == [JUMP]
+    pods = [name for name in table.chains if name != names.FORWARD_CHAIN]
+    assert len(pods) == len(want) - 1  # the kept pods' two chains: as many as dispatch rules
