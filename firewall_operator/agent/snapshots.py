@@ -1,8 +1,10 @@
 """Cheap ``cluster.Snapshot``s of the agent's cache: sorted values kept up to date.
 
-``Ordered`` keeps one kind's values sorted by key as every change arrives
-(bisect: a change costs a lookup and, for an addition or removal, one list
-move), and hands out one tuple of them that is reused until the next change.
+``Ordered`` keeps one kind's values sorted by key as changes arrive (bisect:
+an update costs a lookup, a removal one list move; additions wait in a dict
+until the next read, which places a few by bisect or merges many with one
+sort, so priming 100k pods is not 100k list moves), and hands out one tuple
+of the values that is reused until the next change.
 ``SnapshotParts`` assembles a ``cluster.Snapshot`` equal to what
 ``cluster.Snapshot.build`` makes of the same objects, but from the kinds'
 tuples: a kind that did not change gives the *same* tuple object as in the
@@ -26,37 +28,62 @@ Key = tuple[str, str]
 class Ordered:
     """Values sorted by key; ``values()`` is one tuple until the next change."""
 
+    MERGE_AT = 64  # more additions than this: one sort instead of bisect inserts
+
     def __init__(self) -> None:
-        self.keys: list[Key] = []
+        self._keys: list[Key] = []
         self._values: list[Any] = []
+        self._added: dict[Key, Any] = {}  # new keys, not placed yet
         self._tuple: tuple[Any, ...] | None = ()
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self._keys) + len(self._added)
+
+    def _find(self, key: Key) -> int | None:
+        at = bisect.bisect_left(self._keys, key)
+        return at if at < len(self._keys) and self._keys[at] == key else None
 
     def put(self, key: Key, value: Any) -> bool:
         """Set ``key``'s value; True when the key is new."""
-        at = bisect.bisect_left(self.keys, key)
         self._tuple = None
-        if at < len(self.keys) and self.keys[at] == key:
+        at = self._find(key)
+        if at is not None:
             self._values[at] = value
             return False
-        self.keys.insert(at, key)
-        self._values.insert(at, value)
-        return True
+        new = key not in self._added
+        self._added[key] = value
+        return new
 
     def remove(self, key: Key) -> bool:
         """Drop ``key``; True when it was there."""
-        at = bisect.bisect_left(self.keys, key)
-        if at == len(self.keys) or self.keys[at] != key:
+        if self._added.pop(key, self) is not self:
+            self._tuple = None
+            return True
+        at = self._find(key)
+        if at is None:
             return False
-        del self.keys[at], self._values[at]
+        del self._keys[at], self._values[at]
         self._tuple = None
         return True
+
+    def _place(self) -> None:
+        added, self._added = self._added, {}
+        if len(added) > self.MERGE_AT:
+            merged = dict(zip(self._keys, self._values, strict=True))
+            merged.update(added)
+            self._keys = sorted(merged)
+            self._values = [merged[key] for key in self._keys]
+            return
+        for key, value in added.items():
+            at = bisect.bisect_left(self._keys, key)
+            self._keys.insert(at, key)
+            self._values.insert(at, value)
 
     def values(self) -> tuple[Any, ...]:
         """The values in key order (the same object until a change)."""
         if self._tuple is None:
+            if self._added:
+                self._place()
             self._tuple = tuple(self._values)
         return self._tuple
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +23,10 @@ def pod(name: str, rv: int, *, ns: str, app: str) -> dict[str, Any]:
             "labels": {"app": app},
         },
         "spec": {"nodeName": "n1"},
-        "status": {"phase": "Running", "podIP": f"10.0.0.{int(name[1:]) + 1}"},
+        "status": {
+            "phase": "Running",
+            "podIP": f"10.0.{int(name[1:]) // 250}.{int(name[1:]) % 250 + 1}",
+        },
     }
 
 
@@ -105,3 +110,14 @@ def test_unchanged_kinds_keep_their_tuples() -> None:
     assert second.pods is first.pods and second.firewall_rules is first.firewall_rules
     assert second.policies != first.policies
     assert cache.observed == 6
+
+
+@pytest.mark.parametrize("count", [3, 200], ids=["bisect-inserts", "one-merge"])
+def test_many_additions_in_any_order(count: int) -> None:
+    cache = ClusterCache()
+    numbers = random.Random(count).sample(range(count), count)
+    for rv, number in enumerate(numbers, start=1):
+        cache.observe("pods", None, pod(f"p{number}", rv, ns=f"ns{number % 7}", app="a"))
+    cache.observe("pods", "DELETED", pod("p1", count + 1, ns="ns1", app="a"))
+    assert cache.snapshot() == built(cache)
+    assert len(cache.snapshot().pods) == count - 1
