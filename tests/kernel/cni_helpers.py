@@ -205,10 +205,17 @@ class Node:
         capability_args: JSON | None = None,
     ) -> list[Pod]:
         network = as_network(net)
-        return parallel(
+        if not pod_namespaces:
+            return []
+        # The first ADD alone: the reference plugins create their shared state
+        # (the bridge, the `firewall` plugin's CNI-FORWARD chain) check-then-create
+        # and fail with "File exists" when two first ADDs race on a fresh node.
+        first = self.add(network, pod_namespaces[0], capability_args=capability_args)
+        rest = parallel(
             lambda pod_ns: self.add(network, pod_ns, capability_args=capability_args),
-            pod_namespaces,
+            pod_namespaces[1:],
         )
+        return [first, *rest]
 
     def delete(self, net: NetworkConfig | JSON, pods: Iterable[Pod]) -> None:
         """DEL every pod in parallel (the runner's cached results)."""
