@@ -60,12 +60,17 @@ def parse_save(text: str) -> KernelTable:
             if names.is_podwall_name(name):
                 table.chains.setdefault(name, [])
         elif line.startswith("-A "):
-            _, chain, spec = line.split(" ", 2)
-            if chain == "FORWARD":
-                table.forward.append(spec)
-            elif names.is_podwall_name(chain):
-                table.chains.setdefault(chain, []).append(spec)
+            _add_rule(table, line)
     return table
+
+
+def _add_rule(table: KernelTable, line: str) -> None:
+    """File one ``-A CHAIN spec`` line under FORWARD or its podwall chain."""
+    _, chain, spec = line.split(" ", 2)
+    if chain == "FORWARD":
+        table.forward.append(spec)
+    elif names.is_podwall_name(chain):
+        table.chains.setdefault(chain, []).append(spec)
 
 
 def parse_listing(text: str, table: KernelTable) -> int:
@@ -80,11 +85,7 @@ def parse_listing(text: str, table: KernelTable) -> int:
             if names.is_podwall_name(name):
                 table.chains.setdefault(name, [])
         elif line.startswith("-A "):
-            _, chain, spec = line.split(" ", 2)
-            if chain == "FORWARD":
-                table.forward.append(spec)
-            elif names.is_podwall_name(chain):
-                table.chains.setdefault(chain, []).append(spec)
+            _add_rule(table, line)
     return begun
 
 
