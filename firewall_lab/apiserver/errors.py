@@ -44,6 +44,11 @@ class ApiError(Exception):
         return status
 
 
+def _resource(plural: str, group: str) -> str:
+    """``pods`` or ``firewallrules.podwall.io``, as kube-apiserver names them in messages."""
+    return f"{plural}.{group}" if group else plural
+
+
 def _details(kind: str, name: str, group: str) -> Json:
     details: Json = {"name": name, "kind": kind}
     if group:
@@ -67,7 +72,7 @@ class NotFound(ApiError):
 
     @classmethod
     def of(cls, *, plural: str, group: str, name: str) -> NotFound:
-        what = f"{plural}.{group}" if group else plural
+        what = _resource(plural, group)
         return cls(f'{what} "{name}" not found', details=_details(plural, name, group))
 
 
@@ -82,7 +87,7 @@ class AlreadyExists(ApiError):
 
     @classmethod
     def of(cls, *, plural: str, group: str, name: str) -> AlreadyExists:
-        what = f"{plural}.{group}" if group else plural
+        what = _resource(plural, group)
         return cls(f'{what} "{name}" already exists', details=_details(plural, name, group))
 
 
@@ -92,7 +97,7 @@ class Conflict(ApiError):
 
     @classmethod
     def stale(cls, *, plural: str, group: str, name: str) -> Conflict:
-        what = f"{plural}.{group}" if group else plural
+        what = _resource(plural, group)
         return cls(
             f'Operation cannot be fulfilled on {what} "{name}": the object has been '
             "modified; please apply your changes to the latest version and try again",
