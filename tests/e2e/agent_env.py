@@ -331,3 +331,12 @@ def record_agent_calls(requests: list[dict[str, str]], *, source: str) -> None:
         _recorded.extend(rbac_audit.load_recorded(str(RECORDED)))
     _recorded.extend(r for r in requests if "kopf" in r.get("user_agent", ""))
     rbac_audit.save_recorded(str(RECORDED), _recorded, source=source)
+
+
+def deny_all(namespace: str, name: str = "deny-all") -> dict[str, object]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }

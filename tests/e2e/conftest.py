@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from firewall_lab.apiserver import ApiServer, write_kubeconfig
+from tests.e2e.agent_env import AgentNode, Kube, record_agent_calls
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -61,3 +62,15 @@ def kubectl(apiserver: ApiServerHandle) -> Any:
 
     run.json = lambda *args: json.loads(run(*args, "-o", "json"))  # type: ignore[attr-defined]
     return run
+
+
+@pytest.fixture
+def node(apiserver: ApiServerHandle, tmp_path: Path) -> Iterator[AgentNode]:
+    """A node netns with CNI-wired pods and a ``podwall agent`` (started by the
+    test); the agent's API calls are added to the RBAC recording afterwards."""
+    made = AgentNode(Kube(apiserver.url), tmp_path).start()
+    try:
+        yield made
+    finally:
+        made.stop()
+        record_agent_calls(apiserver.server.state.requests, source="tests/e2e/test_agent_*.py")

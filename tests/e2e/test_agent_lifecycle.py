@@ -4,25 +4,10 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.e2e.agent_env import PODWALL, AgentNode, Kube, record_agent_calls, wait_until
+from tests.e2e.agent_env import PODWALL, AgentNode, deny_all, wait_until
 from tests.e2e.conftest import ApiServerHandle
-from tests.e2e.test_agent_policy import deny_all
-
-
-@pytest.fixture
-def node(apiserver: ApiServerHandle, tmp_path: Path) -> Iterator[AgentNode]:
-    made = AgentNode(Kube(apiserver.url), tmp_path).start()
-    try:
-        yield made
-    finally:
-        made.stop()
-        record_agent_calls(apiserver.server.state.requests, source="tests/e2e/test_agent_*.py")
 
 
 def allow_from_x(namespace: str) -> dict[str, Any]:

@@ -3,32 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from tests.e2e.agent_env import AgentNode, Kube, record_agent_calls, wait_until
-from tests.e2e.conftest import ApiServerHandle
-
-
-@pytest.fixture
-def node(apiserver: ApiServerHandle, tmp_path: Path) -> Iterator[AgentNode]:
-    made = AgentNode(Kube(apiserver.url), tmp_path).start()
-    try:
-        yield made
-    finally:
-        made.stop()
-        record_agent_calls(apiserver.server.state.requests, source="tests/e2e/test_agent_*.py")
-
-
-def deny_all(namespace: str, name: str = "deny-all") -> dict[str, object]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
-    }
+from tests.e2e.agent_env import AgentNode, deny_all, wait_until
 
 
 def test_networkpolicy_apply_update_delete(node: AgentNode) -> None:

@@ -10,15 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.agent_env import AgentNode, Kube, python, record_agent_calls, wait_until
-from tests.e2e.conftest import ApiServerHandle
-from tests.e2e.test_agent_policy import deny_all
+from tests.e2e.agent_env import AgentNode, deny_all, python, wait_until
 
 HEALTH_PORT, METRICS_PORT = 8081, 9464
 FETCH = """
@@ -29,16 +24,6 @@ try:
 except urllib.error.HTTPError as exc:
     print(exc.code); print(exc.read().decode())
 """
-
-
-@pytest.fixture
-def node(apiserver: ApiServerHandle, tmp_path: Path) -> Iterator[AgentNode]:
-    made = AgentNode(Kube(apiserver.url), tmp_path).start()
-    try:
-        yield made
-    finally:
-        made.stop()
-        record_agent_calls(apiserver.server.state.requests, source="tests/e2e/test_agent_*.py")
 
 
 def fetch(node: AgentNode, port: int, path: str) -> tuple[int, str]:
