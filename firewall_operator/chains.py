@@ -18,14 +18,12 @@ from firewall_operator.plan import DirectionPlan, PeerMatch, PlanRule, PortMatch
 from firewall_plugin import dataplane, model, names
 from firewall_plugin.endpoints import EndpointRecord
 
-TIER_LETTER = {"admin": "A", "netpol": "N", "baseline": "B"}
 MAX_LOG_PREFIX = 29
 
 
 def tier_chain_name(record: EndpointRecord, direction: Direction, tier: Tier) -> str:
     """``PODWALL-IA-…``/``-IN-``/``-IB-`` (``E`` for egress), from the attachment."""
-    kind = f"{'I' if direction == 'ingress' else 'E'}{TIER_LETTER[tier]}"
-    return names.hashed_name(kind, f"{record.key}|{direction}|{tier}")
+    return names.tier_chain(record.key, direction, tier)
 
 
 def log_prefix(name: str) -> str:

@@ -1,9 +1,11 @@
 """Compile a snapshot into the kernel state of one node (chains and ipsets).
 
 ``compile_node`` takes the cluster snapshot and the node's CNI endpoint
-records and returns, per family, a ``FamilyState``: ``PODWALL-FORWARD`` (from
-``dataplane.forward_chain``), each endpoint's ingress and egress chain, the
-tier chains they jump into, and the ipsets those match.
+records and returns, per family, a ``FamilyState``: each endpoint's ingress
+and egress policy chain, the tier chains they jump into, and the peer sets
+those match; and the endpoints' identities (``model.Endpoint``), from which
+each backend renders its own dispatch and anti-spoofing (``xtables``,
+``nft.layout``).
 
 Per endpoint and direction (DESIGN.md "Kernel layout")::
 
@@ -15,10 +17,11 @@ Per endpoint and direction (DESIGN.md "Kernel layout")::
     PODWALL-IB-<x>  Baseline tier: Allow/Pass → RETURN, Deny → drop/reject;
                     falling off the end is the default allow
 
-``PODWALL-FORWARD`` *jumps* to ``PODWALL-I-<h>``, which *goes to* the tier
-chains, so a RETURN anywhere lands back in ``PODWALL-FORWARD`` and the
-packet continues to the next dispatch (same-node flows: sender's egress, then
-receiver's ingress).  podwall never ACCEPTs.  Rule count per pod depends only
+The dispatch *jumps* to ``PODWALL-I-<h>``, which *goes to* the tier chains,
+so a RETURN anywhere lands back in the dispatch and the packet continues
+(same-node flows: sender's egress, then receiver's ingress).  podwall never
+ACCEPTs.  An endpoint is ``ingress_open`` when no tier filters its ingress
+(only then does it receive other pods' multicast).  Rule count per pod depends only
 on the rules that apply to it; peers live in ipsets (``kernel_sets``).
 
 An endpoint whose pod is not in the snapshot (or whose UID differs) gets the
@@ -52,7 +55,7 @@ from firewall_operator.kernel_sets import SetContents, SetNames
 from firewall_operator.plan import DIRECTIONS
 from firewall_operator.planner import Planner
 from firewall_operator.problems import Problem
-from firewall_plugin import dataplane, model, names
+from firewall_plugin import dataplane, model
 from firewall_plugin.endpoints import EndpointRecord
 
 
@@ -63,6 +66,7 @@ class CompiledNode:
     families: Mapping[model.Family, model.FamilyState] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
     unmatched: tuple[str, ...] = ()
+    endpoints: tuple[model.Endpoint, ...] = ()
 
     def family(self, family: model.Family) -> model.FamilyState:
         return self.families[family]
@@ -93,6 +97,7 @@ class _Endpoint:
     inputs: tuple[object, ...]
     chains: list[model.Chain]
     sets: tuple[str, ...]
+    ingress_open: bool = False
 
 
 class Compiler:
@@ -112,7 +117,6 @@ class Compiler:
         self._names: dict[model.Family, SetNames] = {}
         self._contents: dict[model.Family, SetContents] = {}
         self._endpoints: dict[tuple[str, model.Family], _Endpoint] = {}
-        self._forward: dict[model.Family, tuple[list[EndpointRecord], model.Chain]] = {}
         self._reset()
 
     @property
@@ -143,7 +147,6 @@ class Compiler:
         self._names = {family: SetNames(family) for family in model.FAMILIES}
         self._contents = {family: SetContents(family) for family in model.FAMILIES}
         self._endpoints = {}
-        self._forward = {}
 
     def _compile_planner(
         self, planner: Planner, endpoints: Iterable[EndpointRecord], changes: Changes | None
@@ -155,8 +158,9 @@ class Compiler:
         inputs = {record.key: _inputs(planner, record, matched[record.key]) for record in records}
         kept: dict[tuple[str, model.Family], _Endpoint] = {}
         families = {}
+        open_ingress: dict[str, bool] = {}
         for family in model.FAMILIES:
-            chains = {names.FORWARD_CHAIN: self._forward_chain(records, family)}
+            chains: dict[str, model.Chain] = {}
             wanted: dict[str, None] = {}
             for record in records:
                 if not dataplane.addresses(record, family):
@@ -167,6 +171,7 @@ class Compiler:
                     entry = self._build(planner, record, matched[record.key], family)
                     entry.inputs = inputs[record.key]
                 kept[key] = entry
+                open_ingress[record.key] = entry.ingress_open
                 chains.update((chain.name, chain) for chain in entry.chains)
                 wanted.update(dict.fromkeys(entry.sets))
             namer = self._names[family]
@@ -178,13 +183,10 @@ class Compiler:
             )
         self._endpoints = kept
         unmatched = tuple(key for key, pod_id in matched.items() if pod_id is None)
-        return CompiledNode(families, tuple(planner.problems()), unmatched)
-
-    def _forward_chain(self, records: list[EndpointRecord], family: model.Family) -> model.Chain:
-        cached = self._forward.get(family)
-        if cached is None or cached[0] != records:
-            cached = self._forward[family] = (records, dataplane.forward_chain(records, family))
-        return cached[1]
+        identities = tuple(
+            record.endpoint(ingress_open=open_ingress.get(record.key, False)) for record in records
+        )
+        return CompiledNode(families, tuple(planner.problems()), unmatched, identities)
 
     def _build(
         self, planner: Planner, record: EndpointRecord, pod_id: int | None, family: model.Family
@@ -193,19 +195,22 @@ class Compiler:
             pair = dataplane.default_chains(
                 record, family, pod_default=self.unknown_pod, deny_action=self.deny_action
             )
-            return _Endpoint((), list(pair), ())
+            return _Endpoint((), list(pair), (), ingress_open=self.unknown_pod == "allow")
         namer = self._names[family]
         namer.requested.clear()
         builder = ChainBuilder(
             namer, family=family, deny_action=self.deny_action, log_target=self.log_target
         )
         pod = planner.index.pods[pod_id]
-        chains = [
-            chain
-            for direction in DIRECTIONS
-            for chain in builder.endpoint_chains(record, pod, planner.plan(pod_id, direction))
-        ]
-        return _Endpoint((), chains, tuple(namer.requested))
+        chains = []
+        ingress_open = False
+        for direction in DIRECTIONS:
+            plan = planner.plan(pod_id, direction)
+            built = builder.endpoint_chains(record, pod, plan)
+            if direction == "ingress":
+                ingress_open = len(built) == 1  # the main chain alone: no tier filters
+            chains += built
+        return _Endpoint((), chains, tuple(namer.requested), ingress_open=ingress_open)
 
 
 def _inputs(planner: Planner, record: EndpointRecord, pod_id: int | None) -> tuple[object, ...]:

@@ -65,9 +65,14 @@ def resolve_name(config: PluginConfig, *, remember: bool) -> str:
     """The configured backend's name.  ``auto`` is detected once per node and
     kept in ``<runDir>/backend`` (plugin and agent share it; delete it to
     re-detect); ``remember`` false never writes that file."""
-    if config.backend != "auto":
-        return config.backend
-    path = os.path.join(config.run_dir, REMEMBERED_BACKEND)
+    return resolve(config.backend, config.run_dir, remember=remember)
+
+
+def resolve(backend: str, run_dir: str, *, remember: bool) -> str:
+    """``resolve_name`` for a backend setting and a run folder."""
+    if backend != "auto":
+        return backend
+    path = os.path.join(run_dir, REMEMBERED_BACKEND)
     try:
         with open(path) as handle:
             name = handle.read().strip()

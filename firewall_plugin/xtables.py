@@ -40,7 +40,9 @@ RA, REDIRECT, RS, NS, NA = "134", "137", "133", "135", "136"
 MLD_REPORTS = ("131", "143")
 HOP_LIMIT_255 = model.Match("hl", (("hl-eq", "255"),))
 BRIDGED = model.Match("physdev", (("physdev-is-bridged", ""),))
-FLOODED = tuple(model.Match("pkttype", (("pkt-type", kind),)) for kind in ("broadcast", "multicast"))
+FLOODED = tuple(
+    model.Match("pkttype", (("pkt-type", kind),)) for kind in ("broadcast", "multicast")
+)
 EXTRA_CHAINS = (names.TO_CHAIN,)
 
 

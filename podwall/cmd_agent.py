@@ -55,6 +55,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="kopf liveness endpoint port (/healthz), 0 to disable (default 9102)",
     )
     parser.add_argument(
+        "--listen-address",
+        default=env("PODWALL_LISTEN_ADDRESS", "0.0.0.0"),
+        help="address the metrics and health endpoints listen on (default 0.0.0.0; "
+        "127.0.0.1 keeps them off the network; $PODWALL_LISTEN_ADDRESS)",
+    )
+    parser.add_argument(
         "--cleanup",
         action="store_true",
         help="remove every podwall chain and set of this node, then exit",

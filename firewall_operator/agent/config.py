@@ -31,6 +31,7 @@ class AgentConfig:
     debounce_seconds: float = 0.1
     metrics_port: int = 0
     health_port: int = 0
+    listen_address: str = "0.0.0.0"
     cleanup: bool = False
     verbose: bool = False
 
@@ -74,6 +75,7 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         debounce_seconds=max(int(args.debounce_ms), 0) / 1000,
         metrics_port=int(args.metrics_port),
         health_port=int(args.health_port),
+        listen_address=str(getattr(args, "listen_address", "0.0.0.0") or "0.0.0.0"),
         cleanup=bool(args.cleanup),
         verbose=bool(args.verbose),
     )

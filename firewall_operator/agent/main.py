@@ -22,14 +22,13 @@ from typing import Any, cast
 
 import kopf
 
-from firewall_operator import applier as applier_mod
 from firewall_operator.agent import config as agent_config
-from firewall_operator.agent import handlers, memories, reconcile, relist, sockserver, status
+from firewall_operator.agent import handlers, memories, node, reconcile, relist, sockserver, status
 from firewall_operator.agent.cache import ClusterCache, Key, Kind
 from firewall_operator.agent.errors import AgentError
 from firewall_operator.agent.kubeapi import KubeApi
 from firewall_operator.agent.metrics import Metrics
-from firewall_plugin import backends, dataplane
+from firewall_plugin import dataplane
 from firewall_plugin.errors import PodwallError
 
 log = logging.getLogger("podwall.agent")
@@ -51,14 +50,12 @@ class Agent:
     def __init__(self, cfg: agent_config.AgentConfig) -> None:
         self.cfg = cfg
         self.cache = ClusterCache()
-        self.backend_name = backends.detect() if cfg.backend == "auto" else cfg.backend
+        self.backend_name = node.backend_name(cfg.backend, cfg.run_dir)
         self.metrics = Metrics(node=cfg.node)
         self.metrics.record_backend(self.backend_name)
         writer = reconcile.Writer(
-            applier=applier_mod.Applier(
-                backends.get_backend(self.backend_name),
-                run_dir=cfg.run_dir,
-                state_dir=cfg.state_dir,
+            applier=node.make_applier(
+                self.backend_name, run_dir=cfg.run_dir, state_dir=cfg.state_dir
             ),
             state_dir=cfg.state_dir,
             deny_action=cast(dataplane.DenyAction, cfg.deny_action),
@@ -72,6 +69,8 @@ class Agent:
             on_report=self._on_report,
         )
         self.socket = sockserver.SocketServer(self.reconciler, run_dir=cfg.run_dir)
+        self.drift = node.DriftWatch(self.backend_name, self._drifted)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.info: kopf.ConnectionInfo | None = None
         self.api: KubeApi | None = None
         self.relister: relist.Relister | None = None
@@ -105,8 +104,13 @@ class Agent:
             self.api, self.cache, node=self.cfg.node, backend=self.backend_name
         )
         relist.watch_restarts(self.saw_listing, verbose=self.cfg.verbose)
+        # kubelet may start pods before the agent after a reboot: every record
+        # gets at least its fail-closed state before the socket answers
+        await asyncio.to_thread(node.repair_records, self.backend_name, self.cfg)
+        self._loop = asyncio.get_running_loop()
+        self.drift.start()
         await self.socket.start()
-        self.metrics.serve(self.cfg.metrics_port)
+        self.metrics.serve(self.cfg.metrics_port, address=self.cfg.listen_address)
         # prime before kopf starts its watches: one big LIST at a time, and the
         # first sync does not wait behind kopf's own handling of every object
         await self._prime()
@@ -116,6 +120,7 @@ class Agent:
 
     async def stop(self) -> None:
         """Leave the kernel as it is; stop serving and working."""
+        self.drift.stop()
         await self.socket.stop()
         for task in self._tasks:
             task.cancel()
@@ -174,6 +179,11 @@ class Agent:
             f": {report.error}" if report.error else "",
         )
 
+    def _drifted(self) -> None:
+        """From the drift thread: someone else changed podwall's kernel state."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: self.reconciler.mark(urgent=True, full=True))
+
     def _on_swept(self, kind: Kind, keys: list[Key]) -> None:
         self.metrics.swept.labels(kind).inc(len(keys))
 
@@ -195,9 +205,8 @@ def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
 
 def cleanup(cfg: agent_config.AgentConfig) -> int:
     """``--cleanup``: remove every podwall chain and set of this node."""
-    name = backends.detect() if cfg.backend == "auto" else cfg.backend
-    applier = applier_mod.Applier(backends.get_backend(name), run_dir=cfg.run_dir)
-    applier.cleanup()
+    name = node.backend_name(cfg.backend, cfg.run_dir)
+    node.make_applier(name, run_dir=cfg.run_dir, state_dir=None).cleanup()
     print(f"podwall agent: removed every podwall chain and set ({name})")
     return 0
 
@@ -219,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
     except (AgentError, PodwallError, OSError) as exc:
         print(f"podwall agent: {exc}", file=sys.stderr)
         return 1
-    liveness = f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None
+    host = f"[{cfg.listen_address}]" if ":" in cfg.listen_address else cfg.listen_address
+    liveness = f"http://{host}:{cfg.health_port}/healthz" if cfg.health_port else None
     kopf.run(
         registry=handlers.build_registry(agent),
         memories=memories.UnkeptMemories(),

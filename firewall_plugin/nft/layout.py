@@ -321,7 +321,9 @@ def bridge_guard() -> list[Rule]:
 
 
 def bridge_forward() -> list[Rule]:
-    flooded = expr.meta(expr.META_PKTTYPE) + expr.cmp(expr.CMP_GTE, b"\1") + expr.cmp(expr.CMP_LTE, b"\2")
+    flooded = (
+        expr.meta(expr.META_PKTTYPE) + expr.cmp(expr.CMP_GTE, b"\1") + expr.cmp(expr.CMP_LTE, b"\2")
+    )
     return [
         (_oif_in("closed", invert=True) + ACCEPT, "not to an isolated pod"),
         (_ether("arp") + ACCEPT, "ARP"),

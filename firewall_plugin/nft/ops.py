@@ -138,6 +138,15 @@ def _prepare(
         layout.add_items(batch, layout.endpoint_items(record.endpoint()))
 
 
+def repair(config: PluginConfig, records: Sequence[endpoints.EndpointRecord]) -> None:
+    """Give every record the kernel lacks its fail-closed state (nothing
+    when all are there): what the agent runs at start-up."""
+    with nl.Netlink() as sock:
+        batch = nl.Batch()
+        _prepare(sock, config, batch, records)
+        sock.commit(batch)
+
+
 def attach(
     config: PluginConfig,
     record: endpoints.EndpointRecord,
