@@ -84,7 +84,7 @@ def assert_kernel_holds(backend: Backend, desired: Desired) -> None:
     for family in model.FAMILIES:
         want = {n: list(diff.chain_specs(c, family)) for n, c in desired[family].chains.items()}
         assert chains[family] == want, f"{family} chains differ"
-        assert diff.forward_in_place(backend.read(family).forward)
+        assert diff.hooks_in_place(backend.read(family).hooks, ["FORWARD"])
     wanted_sets = applier.desired_sets(desired)
     assert sorted(sets) == sorted(wanted_sets)
     for name, ipset in wanted_sets.items():
@@ -250,7 +250,7 @@ def test_forward_jump_reasserted(backend: Backend, run_dir: str, state_dir: str)
     stats = the.apply(desired)
     assert (stats.forward_reasserted, stats.transactions, stats.chains_written) == (1, 1, 0)
     forward = backend.read("ipv4").forward
-    assert forward[0] == render.forward_jump_spec()
+    assert forward[0] == render.hook_jump_spec("FORWARD")
     assert forward[1:] == ["-j ACCEPT"]
     assert the.apply(desired).transactions == 0
 
@@ -290,7 +290,7 @@ def test_cleanup_removes_everything(backend: Backend, run_dir: str, state_dir: s
     the.cleanup()
     assert kernel(backend) == ({"ipv4": {}, "ipv6": {}}, {})
     for family in model.FAMILIES:
-        assert not any(render.is_forward_jump(s) for s in backend.read(family).forward)
+        assert not any(render.is_hook_jump(s, "FORWARD") for s in backend.read(family).forward)
     assert the.apply(build()).chains_written == 2 * 7, "after cleanup the applier starts over"
 
 
@@ -342,7 +342,7 @@ def test_refused_write_rereads_and_retries_once(
     the = make(backend, run_dir, state_dir)
     the.apply(build())
     tool = "iptables-nft" if backend.name == "iptables-nft" else "iptables-legacy"
-    jump = ["-m", "comment", "--comment", render.FORWARD_JUMP_COMMENT, "-j", names.FORWARD_CHAIN]
+    jump = ["-m", "comment", "--comment", render.HOOK_JUMP_COMMENT, "-j", names.FORWARD_CHAIN]
     sh(tool, "-w", "-D", "FORWARD", *jump)
     sh(tool, "-w", "-F", names.FORWARD_CHAIN)
     sh(tool, "-w", "-X", names.FORWARD_CHAIN)

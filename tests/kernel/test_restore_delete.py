@@ -22,7 +22,7 @@ from firewall_plugin.backends.table import KernelTable
 from tests.kernel import _backend_cases as cases
 
 RESTORE_BACKENDS = ["iptables-nft", "iptables-legacy"]
-JUMP = render.forward_jump_spec()
+JUMP = render.hook_jump_spec("FORWARD")
 PODS = ("a", "b", "c", "d", "e")
 FOREIGN = "-s 10.9.9.9/32 -j RETURN"
 
