@@ -115,8 +115,14 @@ class NftApplier:
             if expect_endpoints is not None and fingerprint != expect_endpoints:
                 raise StaleEndpointsError("endpoint records changed since they were read")
             with nl.Netlink() as sock:
-                rebuild = self._known is None or (full and not self._matches(sock))
-                if not rebuild:
+                if not wanted.items and not wanted.chains:  # no pod: no podwall trace
+                    self._remove_tables(sock)
+                    rebuild = False
+                elif self._known is not None and not self._known.items:
+                    rebuild = True  # the tables were removed with the last pod
+                else:
+                    rebuild = self._known is None or (full and not self._matches(sock))
+                if not rebuild and (wanted.items or wanted.chains):
                     try:
                         self._incremental(sock, wanted, fingerprint, stats)
                     except BackendError:
@@ -137,6 +143,14 @@ class NftApplier:
         endpoints: Sequence[model.Endpoint] = (),
     ) -> ApplyStats:
         return self.apply(desired, endpoints=endpoints, full=True)
+
+    @staticmethod
+    def _remove_tables(sock: nl.Netlink) -> None:
+        if ops.table_state(sock)[0] or kernel.table_comment(sock, layout.BRIDGE) is not None:
+            batch = nl.Batch()
+            obj.destroy_table(batch, layout.INET, layout.TABLE)
+            obj.destroy_table(batch, layout.BRIDGE, layout.TABLE)
+            sock.commit(batch)
 
     def cleanup(self) -> None:
         """Delete podwall's tables."""

@@ -25,6 +25,7 @@ from firewall_plugin import (
     agent_client,
     endpoints,
     errors,
+    links,
     locking,
     model,
     names,
@@ -82,13 +83,17 @@ def _pod_ips(prev: Mapping[str, Any], env: protocol.Environment) -> tuple[str, .
 
 
 def _host_interface(host_side: list[str]) -> str:
-    ports = [name for name in host_side if not sysctl.is_bridge(name)]
-    if not ports or not os.path.exists(os.path.join(sysctl.SYS_NET, ports[-1])):
-        raise errors.ConfigError(
-            "prevResult names no host-side interface of this node for the pod (a veth end): "
-            "podwall tells pods apart by the interface their packets arrive on"
-        )
-    return ports[-1]
+    """The pod's end on this node: the last host-side interface of the result
+    that exists here and is a veth (or any link whose peer is in another
+    namespace); not, e.g., the bridge, or the ifb the ``bandwidth`` plugin adds."""
+    for name in reversed(host_side):
+        kind, elsewhere = links.kind(name)
+        if kind == "veth" or elsewhere:
+            return name
+    raise errors.ConfigError(
+        "prevResult names no host-side interface of this node for the pod (a veth end): "
+        "podwall tells pods apart by the interface their packets arrive on"
+    )
 
 
 def _refuse_duplicates(
@@ -201,7 +206,7 @@ def cmd_del(env: protocol.Environment, config: PluginConfig) -> None:
             sync.detach(
                 sync.resolve_backend(config, remember=True), config, env.container_id, env.ifname
             )
-        _forget_flows(ips, "DEL", env)
+    _forget_flows(ips, "DEL", env)
 
 
 def _record_ips(config: PluginConfig, env: protocol.Environment) -> list[str]:

@@ -173,7 +173,7 @@ def write_family(
             f"{config.state_dir} would drop the pods of the other: use one stateDir per node"
         )
     present = [record.endpoint() for record in records if dataplane.addresses(record, family)]
-    replace = xtables.dispatch_chains(present, family, state_dir=config.state_dir)
+    replace = xtables.shared_chains(present, family, state_dir=config.state_dir)
     if replace:
         renewed = {record.key for record in fresh}
         for record in records:

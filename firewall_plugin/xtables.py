@@ -187,6 +187,18 @@ def dispatch_chains(
     """Every identity and dispatch chain of ``family``; none when no endpoint
     has an address of ``family`` (a node without pods carries no trace)."""
     present = _present(endpoints, family)
+    chains = shared_chains(present, family, state_dir=state_dir)
+    for endpoint in present:
+        chains += [from_chain(endpoint, family), node_chain(endpoint, family)]
+    return chains
+
+
+def shared_chains(
+    endpoints: Iterable[model.Endpoint], family: model.Family, *, state_dir: str
+) -> list[model.Chain]:
+    """PODWALL-FORWARD, PODWALL-INPUT and PODWALL-TO of ``family`` (the chains
+    every endpoint's dispatch goes through); none without an endpoint."""
+    present = _present(endpoints, family)
     if not present:
         return []
     replies = model.Rule("RETURN", replies_comment(state_dir), matches=(dataplane.ESTABLISHED,))
@@ -204,14 +216,11 @@ def dispatch_chains(
         model.Rule("RETURN", names.comment("related, not from a pod"), matches=(dataplane.RELATED,))
     )
     forward.append(model.Rule(names.TO_CHAIN, names.comment("ingress dispatch"), goto=True))
-    chains = [
+    return [
         model.Chain(names.FORWARD_CHAIN, tuple(forward)),
         model.Chain(names.INPUT_CHAIN, tuple(node)),
         to_chain(present, family),
     ]
-    for endpoint in present:
-        chains += [from_chain(endpoint, family), node_chain(endpoint, family)]
-    return chains
 
 
 def endpoint_chain_names(container_id: str, ifname: str) -> list[str]:

@@ -195,6 +195,12 @@ def detach(
         if exists:
             _check_owner(config, state)
         batch = nl.Batch()
+        if not records:  # the last pod: a node without pods carries no podwall trace
+            if exists:
+                obj.destroy_table(batch, layout.INET, layout.TABLE)
+                obj.destroy_table(batch, layout.BRIDGE, layout.TABLE)
+                sock.commit(batch)
+            return list(record.ips) if record is not None else []
         _prepare(sock, config, batch, records)
         if exists:
             if record is not None:
@@ -251,6 +257,13 @@ def sweep(config: PluginConfig, kept: Iterable[endpoints.EndpointRecord]) -> lis
     with nl.Netlink() as sock:
         exists, _, state = table_state(sock)
         batch = nl.Batch()
+        if not kept:  # no pod left: no podwall trace
+            if exists:
+                _check_owner(config, state)
+                obj.destroy_table(batch, layout.INET, layout.TABLE)
+                obj.destroy_table(batch, layout.BRIDGE, layout.TABLE)
+                sock.commit(batch)
+            return []
         if not exists:
             _prepare(sock, config, batch, kept)
             sock.commit(batch)
