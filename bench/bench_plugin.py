@@ -9,7 +9,7 @@ a few ADD/DEL runs under ``strace`` (start-up until the first iptables tool
 starts, the iptables tools, the rest).
 
 podwall runs through the launcher ``podwall cni install`` writes
-(``install_bin.python_script``: ``#!<venv python> -IS`` with the import paths
+(``firewall_install.launcher.python_script``: ``#!<venv python> -IS`` with the import paths
 spelled out).  ``--launch module`` runs ``python -m firewall_plugin`` instead
 (with ``site``) for comparison.  ``--pods N`` first attaches N other pods with
 both plugins, so ADD and DEL run on a node that already has pods (podwall then
@@ -38,9 +38,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench import workload
+from firewall_install import launcher as executables
 from firewall_lab import netns
 from firewall_operator import applier, cluster, compiler
-from firewall_plugin import endpoints, install_bin, model
+from firewall_plugin import endpoints, model
 from firewall_plugin.backends import get_backend
 
 REFERENCE = "/usr/lib/cni/firewall"
@@ -55,7 +56,7 @@ def launcher(folder: str, mode: str) -> list[str]:
         return [sys.executable, "-m", "firewall_plugin"]
     path = os.path.join(folder, "podwall")
     with open(path, "w") as handle:
-        handle.write(install_bin.python_script(install_bin.local_launch()))
+        handle.write(executables.python_script(executables.local_launch()))
     os.chmod(path, 0o755)
     return [path]
 
@@ -233,7 +234,7 @@ def startup_costs(runs: int) -> dict[str, float]:
     """Median ms of a bare ``-IS`` interpreter and of importing the ADD path
     with the launcher's import paths."""
     base = [sys.executable, "-IS", "-c"]
-    paths = list(install_bin.local_launch().sys_path)
+    paths = list(executables.local_launch().sys_path)
     imports = (
         f"import sys; sys.path[:0] = {paths!r}; import firewall_plugin.cni, "
         "firewall_plugin.config, firewall_plugin.commands, firewall_plugin.backends.restore"

@@ -58,10 +58,10 @@ def signature(docs: list[Any], records: list[Any]) -> str:
 class Programmer:
     def __init__(self, args: argparse.Namespace) -> None:
         from firewall_operator import applier
-        from firewall_plugin import install
+        from firewall_plugin import conflist
         from firewall_plugin.backends import get_backend
 
-        entry = install.read_entry(args.cni_conf_dir) or {}
+        entry = conflist.read_entry(args.cni_conf_dir) or {}
         self.node = args.node
         self.state_dir = str(entry.get("stateDir") or "/var/lib/podwall")
         self.backend = str(entry.get("backend") or "iptables-nft")

@@ -1,7 +1,7 @@
 """Read one object from the Kubernetes API with the standard library only (urllib + ssl).
 
 For the CNI installer's watcher, which decides at exit whether podwall is being
-removed; ``firewall_plugin`` never imports a Kubernetes client, kopf or aiohttp.
+removed (it runs in the image, never on the host).
 ``in_cluster`` builds an ``ApiTarget`` from what Kubernetes gives every pod
 (``KUBERNETES_SERVICE_HOST``/``_PORT``, the service account token and CA);
 ``from_kubeconfig`` from a kubeconfig's current context (server, token or
@@ -28,8 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from firewall_plugin.errors import PodwallError
-from firewall_plugin.install import InstallError
+from firewall_install.errors import ApiConfigError, ApiUnavailable
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: kubeconfig user settings this client cannot use (it only reads files and tokens)
@@ -38,14 +37,6 @@ UNSUPPORTED_USER_KEYS = frozenset(
 )
 
 Json = dict[str, Any]
-
-
-class ApiConfigError(InstallError):
-    """No usable API server configuration (not in a cluster, bad kubeconfig)."""
-
-
-class ApiUnavailable(PodwallError):
-    """The API server gave no HTTP answer (refused, timed out, TLS failed, no token)."""
 
 
 @dataclass(frozen=True, slots=True)
