@@ -21,8 +21,12 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# PIP_NO_INDEX=1: install only from deploy/image/wheels (make image, offline builds)
+ARG PIP_NO_INDEX=0
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_FIND_LINKS=/wheels \
+    PIP_NO_INDEX=${PIP_NO_INDEX}
 # python-iptables (the iptc backend) compiles a small C extension
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev \
@@ -30,6 +34,7 @@ RUN apt-get update \
 RUN python -m venv /opt/podwall
 WORKDIR /src
 # the dependencies first, so that a code change rebuilds only the layers below
+COPY deploy/image/wheels/ /wheels/
 COPY pyproject.toml README.md ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
  && /opt/podwall/bin/pip install -r /tmp/requirements.txt
@@ -51,11 +56,12 @@ COPY --from=build /opt/podwall /opt/podwall
 ENV PATH=/opt/podwall/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# fail the build, not the node, when a piece is missing; `cni glibc` derives the
+# fail the build, not the node, when a piece is missing (`ipset --version` asks the
+# kernel, which a build sandbox refuses: --help does not); `cni glibc` derives the
 # host bundle (it fails when the CNI path imports what a bundle cannot carry)
 RUN podwall agent --help >/dev/null \
  && podwall cni install --help >/dev/null \
  && podwall cni glibc \
- && iptables-nft --version && iptables-legacy --version && ipset --version
+ && iptables-nft --version && iptables-legacy --version && ipset --help >/dev/null
 ENTRYPOINT ["/opt/podwall/bin/podwall"]
 CMD ["--help"]

@@ -70,15 +70,24 @@ IMAGE ?= localhost/podwall:dev
 BASE_IMAGE ?= localhost/podwall-python:3.11-slim-bookworm
 IMAGE_BUILD_DIR ?= build/image
 IMAGE_DEB_PACKAGES := podman buildah runc debootstrap busybox-static binutils
+# 1: the dependencies' wheels come from this machine's pip (deploy/image/wheels/README.md)
+LOCAL_WHEELS ?= 1
 PODMAN := CONTAINERS_CONF=$(CURDIR)/deploy/image/containers.conf podman
 
 image: image-deps venv
+	@mkdir -p $(IMAGE_BUILD_DIR)
 	@if ! $(PODMAN) image exists $(BASE_IMAGE); then \
 	  echo "assembling $(BASE_IMAGE) (debootstrap, ~1 min)"; \
 	  deploy/image/local-base.sh $(IMAGE_BUILD_DIR)/base $(BASE_IMAGE) \
 	    "$$($(PY) -c 'import sys; print(sys._base_executable)')"; \
 	fi
-	$(PODMAN) build --network host --build-arg PYTHON_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+	@if [ "$(LOCAL_WHEELS)" = 1 ]; then \
+	  $(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+	    > $(IMAGE_BUILD_DIR)/requirements.txt && \
+	  $(PY) -m pip wheel -q -w deploy/image/wheels -r $(IMAGE_BUILD_DIR)/requirements.txt 'setuptools>=77' wheel; \
+	fi
+	$(PODMAN) build --network host --build-arg PYTHON_IMAGE=$(BASE_IMAGE) \
+	  --build-arg PIP_NO_INDEX=$(LOCAL_WHEELS) -t $(IMAGE) .
 
 # opt-in tier (not in `make test`): the image's own commands against the lab
 test-image: deps image

@@ -80,9 +80,10 @@ def package_root() -> str:
 
 
 @functools.cache
-def plan() -> Plan:
-    """The bundle of the running interpreter and ``firewall_plugin`` (computed once)."""
-    root = package_root()
+def plan(root: str | None = None) -> Plan:
+    """The bundle of the running interpreter and the ``firewall_plugin`` under
+    ``root`` (default: the imported one); computed once per root."""
+    root = root or package_root()
     closure = modules.closure(sys.executable, root)
     stdlib = os.path.join("python", "lib", f"python{closure.version}")
     files = [(f"python/bin/python{closure.version}", os.path.realpath(closure.executable))]
@@ -120,11 +121,11 @@ def _foreign_libraries(path: str) -> str:
     if not path.endswith(".so"):
         return ""
     info = elf.read(path)
-    foreign = [lib for lib in (info.needed if info else ()) if not _is_glibc_or_python(lib)]
+    foreign = [lib for lib in (info.needed if info else ()) if not is_glibc_or_python(lib)]
     return f"links {', '.join(foreign)}" if foreign else ""
 
 
-def _is_glibc_or_python(lib: str) -> bool:
+def is_glibc_or_python(lib: str) -> bool:
     return lib in GLIBC_LIBS or lib.startswith("libpython")
 
 
@@ -175,7 +176,7 @@ def manifest(bundle: Plan) -> str:
     data = {
         "id": bundle.ident,
         "python": bundle.version,
-        "files": len(bundle.files) + 4,
+        "files": len(bundle.files) + 3,  # + launch.py, manifest.json, complete
         "glibc": elf.format_version(need) if need else None,
         "leftOut": list(bundle.left_out),
     }

@@ -35,6 +35,7 @@ class ElfInfo:
     #: library file name → version names needed from it
     versions_needed: dict[str, tuple[str, ...]] = field(default_factory=dict)
     versions_defined: tuple[str, ...] = ()
+    debug_info: bool = False  # has .debug_* sections (not stripped)
 
     def glibc_needed(self) -> tuple[int, ...] | None:
         """The highest ``GLIBC_x.y`` this file needs from any library, or None."""
@@ -69,6 +70,7 @@ def read(path: str) -> ElfInfo | None:
 
 @dataclass(frozen=True, slots=True)
 class _Section:
+    name: int
     kind: int
     offset: int
     size: int
@@ -80,20 +82,16 @@ def _parse(data: bytes) -> ElfInfo:
     wide = data[4] == 2
     order = "<" if data[5] == 1 else ">"
     if wide:
-        shoff, shentsize, shnum = (
-            _unpack(order + "Q", data, 0x28)[0],
-            *_unpack(order + "HH", data, 0x3A),
-        )
+        shoff = _unpack(order + "Q", data, 0x28)[0]
+        shentsize, shnum, shstrndx = _unpack(order + "HHH", data, 0x3A)
     else:
-        shoff, shentsize, shnum = (
-            _unpack(order + "I", data, 0x20)[0],
-            *_unpack(order + "HH", data, 0x2E),
-        )
+        shoff = _unpack(order + "I", data, 0x20)[0]
+        shentsize, shnum, shstrndx = _unpack(order + "HHH", data, 0x2E)
     header = order + ("IIQQQQIIQQ" if wide else "IIIIIIIIII")
     sections = []
     for index in range(shnum):
         fields = _unpack(header, data, shoff + index * shentsize)
-        sections.append(_Section(fields[1], fields[4], fields[5], fields[6], fields[9]))
+        sections.append(_Section(fields[0], fields[1], fields[4], fields[5], fields[6], fields[9]))
     needed: list[str] = []
     wanted: dict[str, tuple[str, ...]] = {}
     defined: list[str] = []
@@ -104,7 +102,11 @@ def _parse(data: bytes) -> ElfInfo:
             wanted = _verneed(data, order, section, sections[section.link])
         elif section.kind == SHT_GNU_VERDEF:
             defined = _verdef(data, order, section, sections[section.link])
-    return ElfInfo(tuple(needed), wanted, tuple(defined))
+    names = sections[shstrndx] if 0 < shstrndx < len(sections) else None
+    debug = names is not None and any(
+        _string(data, names, s.name).startswith(".debug_") for s in sections[1:]
+    )
+    return ElfInfo(tuple(needed), wanted, tuple(defined), debug)
 
 
 def _unpack(fmt: str, data: bytes, offset: int) -> tuple[int, ...]:

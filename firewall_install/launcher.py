@@ -130,8 +130,13 @@ def install_executable(
     bundled: bool = False,
     host_root: str = "/",
     grace: float = GRACE,
+    source: str | None = None,
 ) -> Report:
-    """Write ``<bin_dir>/podwall``; nothing is rewritten when it is already right."""
+    """Write ``<bin_dir>/podwall``; nothing is rewritten when it is already right.
+
+    ``source``: the folder holding the ``firewall_plugin`` to bundle (default:
+    the imported one).
+    """
     if python is not None and bundled:
         raise InstallError("--python and --bundle exclude each other")
     if not os.path.isdir(bin_dir):
@@ -139,7 +144,7 @@ def install_executable(
     report = Report()
     keep = None
     if bundled:
-        text, keep = _bundle(bin_dir, report, host_root=host_root)
+        text, keep = _bundle(bin_dir, report, host_root=host_root, source=source)
     else:
         if python is not None and not os.access(python, os.X_OK):
             raise InstallError(f"{python} is not an executable interpreter")
@@ -190,8 +195,8 @@ def _write_or_fail(path: str, text: str) -> None:
 # ---------------------------------------------------------------- bundle
 
 
-def _bundle(bin_dir: str, report: Report, *, host_root: str) -> tuple[str, str]:
-    plan = bundle.plan()
+def _bundle(bin_dir: str, report: Report, *, host_root: str, source: str | None) -> tuple[str, str]:
+    plan = bundle.plan(source)
     glibc.check_host(host_root, bundle.needed_glibc(plan))
     home = os.path.join(bin_dir, BUNDLE_DIR, plan.ident)
     if not os.path.isfile(os.path.join(home, bundle.IN_USE)):

@@ -44,9 +44,9 @@ ALWAYS = ("encodings.ascii", "encodings.latin_1", "encodings.utf_8")
 _PROBE = r"""
 import json, sys
 sys.path[:0] = [ROOT]
-for name in INSIDE:
+for name in INSIDE + REQUIRED:
     __import__(name)
-for name in OUTSIDE:
+for name in OPTIONAL:
     try:
         __import__(name)
     except ModuleNotFoundError:  # `from m import f` names no module; `try: import m` guards
@@ -77,19 +77,25 @@ class Closure:
     version: str  # "3.11"
 
 
-def package_modules(root: str) -> tuple[set[str], set[str]]:
-    """(package modules on the CNI path, names they import from elsewhere)."""
+def package_modules(root: str) -> tuple[set[str], dict[str, bool]]:
+    """(package modules on the CNI path, outside names they import → required).
+
+    An outside import is optional when it sits in a ``try`` that catches
+    ``ImportError`` (the body or its handlers: a fallback pair such as
+    ``_sha2``/``_sha256`` across Python versions), or when it names something
+    imported *from* a module (``from json import loads``: ``json.loads``).
+    """
     seen: set[str] = set()
-    outside: set[str] = set()
+    outside: dict[str, bool] = {}
     todo = [ENTRY]
     while todo:
         name = todo.pop()
         if name in seen or any(name.startswith(m) for m in LEFT_OUT) or not _source(root, name):
             continue
         seen.add(name)
-        for imported in _imports(root, name):
+        for imported, required in _imports(root, name):
             if imported.split(".")[0] != PACKAGE:
-                outside.add(imported)
+                outside[imported] = outside.get(imported, False) or required
                 continue
             parts = imported.split(".")
             for depth in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b too
@@ -105,22 +111,23 @@ def _source(root: str, name: str) -> str | None:
     return None  # a name imported from a module, not a module
 
 
-def _imports(root: str, name: str) -> list[str]:
+def _imports(root: str, name: str) -> list[tuple[str, bool]]:
+    """(imported name, required) for every import ``name`` executes."""
     path = _source(root, name)
     if path is None:
         return []
     with open(path, encoding="utf-8") as handle:
         tree = ast.parse(handle.read(), path)
     package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
-    found: list[str] = []
-    for node in _executed(tree):
+    found: list[tuple[str, bool]] = []
+    for node, guarded in _executed(tree):
         if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names]
+            found += [(alias.name, not guarded) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = _absolute(node, package)
-            found.append(base)
-            found += [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
-    return [n for n in found if n != "__future__"]
+            found.append((base, not guarded))
+            found += [(f"{base}.{alias.name}", False) for alias in node.names if alias.name != "*"]
+    return [(n, required) for n, required in found if n != "__future__"]
 
 
 def _absolute(node: ast.ImportFrom, package: str) -> str:
@@ -131,18 +138,29 @@ def _absolute(node: ast.ImportFrom, package: str) -> str:
     return f"{base}.{node.module}" if node.module else base
 
 
-def _executed(tree: ast.AST) -> list[ast.AST]:
-    """Every node except the bodies of ``if TYPE_CHECKING:`` blocks."""
-    found: list[ast.AST] = []
-    todo: list[ast.AST] = [tree]
+def _executed(tree: ast.AST) -> list[tuple[ast.AST, bool]]:
+    """Every node (with: inside a ``try`` that catches ImportError) except the
+    bodies of ``if TYPE_CHECKING:`` blocks."""
+    found: list[tuple[ast.AST, bool]] = []
+    todo: list[tuple[ast.AST, bool]] = [(tree, False)]
     while todo:
-        node = todo.pop()
-        found.append(node)
+        node, guarded = todo.pop()
+        found.append((node, guarded))
         if isinstance(node, ast.If) and _is_type_checking(node.test):
-            todo.extend(node.orelse)
+            todo.extend((child, guarded) for child in node.orelse)
             continue
-        todo.extend(ast.iter_child_nodes(node))
+        inner = guarded or (isinstance(node, ast.Try) and _catches_import_error(node))
+        todo.extend((child, inner) for child in ast.iter_child_nodes(node))
     return found
+
+
+def _catches_import_error(node: ast.Try) -> bool:
+    names = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+    for handler in node.handlers:
+        kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        if handler.type is None or any(isinstance(k, ast.Name) and k.id in names for k in kinds):
+            return True
+    return False
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -154,10 +172,13 @@ def _is_type_checking(test: ast.expr) -> bool:
 def closure(python: str, root: str) -> Closure:
     """Import the CNI path in a fresh ``python -I -S`` and report what it loaded."""
     inside, outside = package_modules(root)
+    required = sorted(n for n, needed in outside.items() if needed)
+    optional = sorted({n for n, needed in outside.items() if not needed} | set(ALWAYS))
     program = (
         _PROBE.replace("ROOT", repr(root))
         .replace("INSIDE", repr(sorted(inside)))
-        .replace("OUTSIDE", repr(sorted(outside | set(ALWAYS))))
+        .replace("REQUIRED", repr(required))
+        .replace("OPTIONAL", repr(optional))
     )
     done = subprocess.run(
         [python, "-I", "-S", "-c", program], capture_output=True, text=True, check=False
