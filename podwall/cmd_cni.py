@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         entry = conf.build_entry(settings_of(args))
         if args.uninstall_on_exit and not args.watch:
             raise InstallError("--uninstall-on-exit needs --watch")
+        if args.bundle:
+            check_host_tools(args, entry)
         if args.watch:
             return watch(args, entry, exit_policy(args))
         _print(_install(args, entry), verb)
@@ -159,6 +161,16 @@ def print_glibc(paths: list[str], *, verbose: bool) -> int:
     else:
         print(f"glibc >= {elf.format_version(need)}")
     return 0
+
+
+def check_host_tools(args: argparse.Namespace, entry: conflist.Network) -> None:
+    """Refuse a backend the bundle cannot run; warn (once) about tools the host lacks."""
+    from firewall_install import hosttools
+
+    backend = str(entry.get("backend", "auto"))
+    hosttools.refusal(backend, bundled=True)
+    for line in hosttools.warnings(args.host_root, backend):
+        print(f"podwall cni install: warning: {line}", file=sys.stderr, flush=True)
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
