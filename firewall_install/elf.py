@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass, field
 
 MAGIC = b"\x7fELF"
+PT_INTERP = 3
 SHT_DYNAMIC = 6
 SHT_GNU_VERDEF = 0x6FFFFFFD
 SHT_GNU_VERNEED = 0x6FFFFFFE
@@ -36,6 +37,7 @@ class ElfInfo:
     versions_needed: dict[str, tuple[str, ...]] = field(default_factory=dict)
     versions_defined: tuple[str, ...] = ()
     debug_info: bool = False  # has .debug_* sections (not stripped)
+    interpreter: str = ""  # PT_INTERP: the loader a program asks for ("" for libraries)
 
     def glibc_needed(self) -> tuple[int, ...] | None:
         """The highest ``GLIBC_x.y`` this file needs from any library, or None."""
@@ -81,6 +83,7 @@ class _Section:
 def _parse(data: bytes) -> ElfInfo:
     wide = data[4] == 2
     order = "<" if data[5] == 1 else ">"
+    interpreter = _interpreter(data, order, wide)
     if wide:
         shoff = _unpack(order + "Q", data, 0x28)[0]
         shentsize, shnum, shstrndx = _unpack(order + "HHH", data, 0x3A)
@@ -106,7 +109,26 @@ def _parse(data: bytes) -> ElfInfo:
     debug = names is not None and any(
         _string(data, names, s.name).startswith(".debug_") for s in sections[1:]
     )
-    return ElfInfo(tuple(needed), wanted, tuple(defined), debug)
+    return ElfInfo(tuple(needed), wanted, tuple(defined), debug, interpreter)
+
+
+def _interpreter(data: bytes, order: str, wide: bool) -> str:
+    """The PT_INTERP path (p_offset at +8/+4, p_filesz at +32/+16 in a program header)."""
+    word = order + ("Q" if wide else "I")
+    if wide:
+        phoff = _unpack(word, data, 0x20)[0]
+        phentsize, phnum = _unpack(order + "HH", data, 0x36)
+    else:
+        phoff = _unpack(word, data, 0x1C)[0]
+        phentsize, phnum = _unpack(order + "HH", data, 0x2A)
+    offset_at, size_at = (8, 32) if wide else (4, 16)
+    for index in range(phnum):
+        entry = phoff + index * phentsize
+        if _unpack(order + "I", data, entry)[0] == PT_INTERP:
+            offset = _unpack(word, data, entry + offset_at)[0]
+            size = _unpack(word, data, entry + size_at)[0]
+            return data[offset : offset + size].rstrip(b"\0").decode("ascii")
+    return ""
 
 
 def _unpack(fmt: str, data: bytes, offset: int) -> tuple[int, ...]:
