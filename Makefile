@@ -91,7 +91,8 @@ image: image-deps venv
 
 # opt-in tier (not in `make test`): the image's own commands against the lab
 test-image: deps image
-	PODWALL_TEST_IMAGE=$(IMAGE) CONTAINERS_CONF=$(CURDIR)/deploy/image/containers.conf \
+	PODWALL_TEST_IMAGE=$(IMAGE) PODWALL_TEST_BASE_IMAGE=$(BASE_IMAGE) \
+	  CONTAINERS_CONF=$(CURDIR)/deploy/image/containers.conf \
 	  $(PY) -m pytest -q $(PYTEST_ARGS) tests/image
 
 # machine setup for the image targets: installs Debian packages (as root, when missing)
