@@ -50,6 +50,20 @@ def podman(
     return done
 
 
+def nsenter(*args: str, check: bool = True, containers_conf: str = "") -> str:
+    """``nsenter ARGS`` (e.g. podman in a node's network namespace); its stdout,
+    or "ok"/"failed" when ``check`` is off."""
+    env = {**os.environ, "CONTAINERS_CONF": containers_conf or CONTAINERS_CONF}
+    done = subprocess.run(
+        ["nsenter", *args], capture_output=True, text=True, timeout=300, env=env, check=False
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"nsenter {' '.join(args)}: {done.stdout}\n{done.stderr}")
+    if not check:
+        return "ok" if done.returncode == 0 else "failed"
+    return done.stdout
+
+
 def pod_spec() -> dict[str, Any]:
     spec: dict[str, Any] = yaml.safe_load(MANIFEST.read_text())["spec"]["template"]["spec"]
     return spec
