@@ -11,9 +11,11 @@ starts, the iptables tools, the rest).
 podwall runs through the launcher ``podwall cni install`` writes
 (``firewall_install.launcher.python_script``: ``#!<venv python> -IS`` with the import paths
 spelled out).  ``--launch module`` runs ``python -m firewall_plugin`` instead
-(with ``site``) for comparison.  ``--pods N`` first attaches N other pods with
-both plugins, so ADD and DEL run on a node that already has pods (podwall then
-rewrites a populated ``PODWALL-FORWARD``; without them each ADD creates it and
+(with ``site``) for comparison; ``--launch bundle`` runs the host bundle that
+``podwall cni install --bundle`` writes (``/bin/sh`` launcher, the bundled
+interpreter, sourceless ``.pyc`` files), as a node without Python runs it.
+``--pods N`` first attaches N other pods with both plugins, so ADD and DEL
+run on a node that already has pods (podwall then rewrites a populated ``PODWALL-FORWARD``; without them each ADD creates it and
 each DEL removes it).  ``--agent-rules`` first fills the node the way the agent
 does on a busy node: ``bench.workload``'s cluster (100 local pods, 10,000
 cluster pods, 500 NetworkPolicies, 50 FirewallRules) compiled with
@@ -54,6 +56,11 @@ def launcher(folder: str, mode: str) -> list[str]:
     """argv that starts the podwall plugin the way ``mode`` says."""
     if mode == "module":
         return [sys.executable, "-m", "firewall_plugin"]
+    if mode == "bundle":
+        bin_dir = os.path.join(folder, "bin")
+        os.makedirs(bin_dir)
+        executables.install_executable(bin_dir, bundled=True)
+        return [os.path.join(bin_dir, "podwall")]
     path = os.path.join(folder, "podwall")
     with open(path, "w") as handle:
         handle.write(executables.python_script(executables.local_launch()))
@@ -265,7 +272,7 @@ def print_timeline(timeline: Timeline) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.bench_plugin", description=__doc__)
     parser.add_argument("--runs", type=int, default=25)
-    parser.add_argument("--launch", choices=("launcher", "module"), default="launcher")
+    parser.add_argument("--launch", choices=("launcher", "module", "bundle"), default="launcher")
     parser.add_argument("--pods", type=int, default=0, help="other pods on the node")
     parser.add_argument(
         "--agent-rules",
