@@ -9,13 +9,14 @@ a few ADD/DEL runs under ``strace`` (start-up until the first iptables tool
 starts, the iptables tools, the rest).
 
 podwall runs through the launcher ``podwall cni install`` writes
-(``firewall_install.launcher.python_script``: ``#!<venv python> -IS`` with the import paths
-spelled out).  ``--launch module`` runs ``python -m firewall_plugin`` instead
-(with ``site``) for comparison; ``--launch bundle`` runs the host bundle that
-``podwall cni install --bundle`` writes (``/bin/sh`` launcher, the bundled
-interpreter, sourceless ``.pyc`` files), as a node without Python runs it.
-``--pods N`` first attaches N other pods with both plugins, so ADD and DEL
-run on a node that already has pods (podwall then rewrites a populated ``PODWALL-FORWARD``; without them each ADD creates it and
+(``firewall_install.launcher.python_script``: ``#!<venv python> -IS`` with the
+import paths spelled out).  ``--launch module`` runs ``python -m
+firewall_plugin`` instead (with ``site``) for comparison; ``--launch bundle``
+runs the host bundle that ``podwall cni install --bundle`` writes (``/bin/sh``
+launcher, the bundled interpreter, sourceless ``.pyc`` files), as a node
+without Python runs it.  ``--pods N`` first attaches N other pods with both
+plugins, so ADD and DEL run on a node that already has pods (podwall then
+rewrites a populated ``PODWALL-FORWARD``; without them each ADD creates it and
 each DEL removes it).  ``--agent-rules`` first fills the node the way the agent
 does on a busy node: ``bench.workload``'s cluster (100 local pods, 10,000
 cluster pods, 500 NetworkPolicies, 50 FirewallRules) compiled with
