@@ -10,6 +10,15 @@ token file, CA file or data, client certificate and key files, or
 read at every request (the kubelet rotates it).  Proxy variables from the
 environment are ignored: the API server is reached directly.
 
+Why not a maintained client: this runs in the cni-watch container for the
+pod's whole life to make one or two GETs, under a 128 MiB limit.  Measured
+(2-vCPU VM, Python 3.11): the ``kubernetes`` package adds 126 MB to the image
+(+35 %), 0.5-0.7 s of import and +23 MB of RSS (45 MB against 22 MB for this
+module with the installer); kopf's login helpers would pull kopf in (61 MB,
+~0.9 s).  What this client does not do (exec credential plugins,
+auth-provider, client certificate *data*) is refused with a message; the
+in-cluster path, the one the DaemonSet uses, needs none of it.
+
 GET only: no retries, caching or watches.  A configuration that cannot work
 raises ``ApiConfigError`` (an ``InstallError``); no HTTP answer at all raises
 ``ApiUnavailable``; an HTTP error status is an ``Answer``, not an exception.
