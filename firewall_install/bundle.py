@@ -137,8 +137,9 @@ def _ident(files: list[tuple[str, str]], version: str) -> str:
     return "b-" + digest.hexdigest()[:16]
 
 
+@functools.cache
 def needed_glibc(bundle: Plan) -> tuple[int, ...] | None:
-    """The highest GLIBC version any ELF file of the bundle needs."""
+    """The highest GLIBC version any ELF file of the bundle needs (read once)."""
     return glibc.floor(source for dest, source in bundle.files if not dest.endswith(".pyc"))[0]
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import shutil
 import site
@@ -197,7 +198,7 @@ def _write_or_fail(path: str, text: str) -> None:
 
 def _bundle(bin_dir: str, report: Report, *, host_root: str, source: str | None) -> tuple[str, str]:
     plan = bundle.plan(source)
-    glibc.check_host(host_root, bundle.needed_glibc(plan))
+    _check_host(host_root, bundle.needed_glibc(plan))
     home = os.path.join(bin_dir, BUNDLE_DIR, plan.ident)
     if not os.path.isfile(os.path.join(home, bundle.IN_USE)):
         os.makedirs(os.path.dirname(home), exist_ok=True)
@@ -206,6 +207,12 @@ def _bundle(bin_dir: str, report: Report, *, host_root: str, source: str | None)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(home, RETIRED))  # current again (a rollback)
     return bundle_script(plan.ident, version=plan.version, shared=plan.shared), plan.ident
+
+
+@functools.cache
+def _check_host(host_root: str, needed: tuple[int, ...] | None) -> str:
+    """``glibc.check_host``, once per process (``--watch`` installs every second)."""
+    return glibc.check_host(host_root, needed)
 
 
 def prune(bin_dir: str, *, keep: str | None, grace: float, now: float | None = None) -> list[str]:

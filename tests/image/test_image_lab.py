@@ -68,10 +68,16 @@ def test_the_init_container_installs_the_bundle(lab: ImageLab) -> None:
         size = sum(p.stat().st_size for p in files)
         assert len(files) <= 300 and size <= 20 * 1024 * 1024, (len(files), size)
         manifest = json.loads((home / "manifest.json").read_text())
+        started = time.monotonic()
         version = run_plugin(host, "VERSION", {"cniVersion": "1.0.0"})
+        first_run = time.monotonic() - started
         assert "1.0.0" in version["supportedVersions"]
+        total = lab.install_seconds[node] + first_run
+        figure(
+            f"install-cni start to a working plugin ({node})",
+            f"{total:.2f} s (first VERSION {first_run * 1000:.0f} ms)",
+        )
         figure("bundle", f"{size / 1e6:.1f} MB in {len(files)} files, glibc >= {manifest['glibc']}")
-        figure(f"install-cni wall time ({node})", f"{lab.install_seconds[node]:.2f} s")
     done = daemonset.podman("image", "inspect", "--format", "{{.Size}}", daemonset.IMAGE)
     figure("image size", f"{int(done.stdout.strip()) / 1e6:.0f} MB")
 
