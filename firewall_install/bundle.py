@@ -66,10 +66,6 @@ class Plan:
     left_out: tuple[str, ...]  # "<module>: <why>"
 
     @property
-    def binary(self) -> str:
-        return f"python/bin/python{self.version}"
-
-    @property
     def shared(self) -> bool:
         return any(dest.startswith("python/lib/libpython") for dest, _ in self.files)
 
