@@ -28,11 +28,6 @@ def image_ready() -> str | None:
     return None if done.returncode == 0 else f"no image {daemonset.IMAGE}: run `make image`"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # the conformance quick set comes from the e2e tier, whose conftest registers this
-    config.addinivalue_line("markers", "conformance_full: long conformance runs")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reason = image_ready()
     if reason is None:
