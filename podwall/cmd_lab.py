@@ -46,9 +46,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--ipv6", action="store_true", help="dual-stack pods and underlay")
     up.add_argument(
         "--agent",
-        choices=("auto", "podwall", "programmer", "none"),
+        choices=("auto", "podwall", "programmer", "none", "external"),
         default="auto",
-        help="node agent: podwall agent when available (auto), the lab's stand-in, or none",
+        help="node agent: podwall agent when available (auto), the lab's stand-in, none, "
+        "or external (started by you, e.g. the image's containers; pods default to deny)",
     )
     _files(up, required=False)
     for verb, text in (("apply", "create or replace objects"), ("delete", "delete objects")):

@@ -11,7 +11,10 @@ namespaces.  A failure during start-up sets ``phase: failed`` and the error.
 
 Agents: ``podwall agent`` when ``firewall_operator.agent`` exists (``--agent
 auto``, the default, or ``podwall``), else the stand-in ``programmer``;
-``none`` runs no agent (pods then get the plugin's ``podDefault: allow``).
+``none`` runs no agent (pods then get the plugin's ``podDefault: allow``);
+``external`` runs none either but keeps ``podDefault: deny`` and records the
+nodes as having agents, which something else starts (the image tests run
+the DaemonSet's containers from the image).
 """
 
 from __future__ import annotations
@@ -91,6 +94,9 @@ class Lab:
 
     def start_agents(self) -> None:
         if self.kind == "none":
+            return
+        if self.kind == "external":
+            self.recorder.update(agents={n.name: "external" for n in self.layout.node_list()})
             return
         for node in self.layout.node_list():
             logfile = open(self.layout.node_dir(node, "agent.log"), "ab")  # noqa: SIM115

@@ -82,7 +82,7 @@ def up(
         say(f"API server at {client.url}; agents: {recorded.agents or 'none'}")
         if initial:
             apply_docs(directory, initial, timeout=timeout, say=say)
-        elif recorded.agents:
+        elif recorded.agents and recorded.agent != "external":
             say("waiting for every agent to sync")
             layout = recorded.layout(directory)
             wait_synced(layout, client, _current_version(client), timeout)

@@ -58,9 +58,9 @@ def signature(docs: list[Any], records: list[Any]) -> str:
 class Programmer:
     def __init__(self, args: argparse.Namespace) -> None:
         from firewall_operator.agent import node
-        from firewall_plugin import install
+        from firewall_plugin import conflist
 
-        entry = install.read_entry(args.cni_conf_dir) or {}
+        entry = conflist.read_entry(args.cni_conf_dir) or {}
         self.node = args.node
         self.state_dir = str(entry.get("stateDir") or "/var/lib/podwall")
         run_dir = str(entry.get("runDir") or "/run/podwall")

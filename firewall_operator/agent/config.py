@@ -1,7 +1,7 @@
 """The agent's settings: command-line flags over the node's podwall conflist entry.
 
 ``from_args(args)`` reads the podwall entry of the primary conflist in
-``--cni-conf-dir`` (``firewall_plugin.install.read_entry``), validates it with
+``--cni-conf-dir`` (``firewall_plugin.conflist.read_entry``), validates it with
 the plugin's own parser, and lets ``--backend``, ``--state-dir`` and
 ``--run-dir`` override it.  No kopf, no kernel access here.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from firewall_operator.agent.errors import AgentConfigError
 from firewall_plugin import config as plugin_config
-from firewall_plugin import install
+from firewall_plugin import conflist
 from firewall_plugin.errors import PodwallError
 
 
@@ -39,7 +39,7 @@ class AgentConfig:
 def read_plugin_config(conf_dir: str) -> plugin_config.PluginConfig | None:
     """The node's podwall entry, validated; None when there is none."""
     try:
-        entry = install.read_entry(conf_dir)
+        entry = conflist.read_entry(conf_dir)
         if entry is None:
             return None
         data: dict[str, Any] = {"name": "podwall", "cniVersion": "1.0.0", **entry}

@@ -127,7 +127,7 @@ class Host:
 
     def podwall_args(self, container: str, *extra: str) -> list[str]:
         """The container's args with the /host folders mapped to this host's."""
-        mapped = {HOST_BIN: str(self.bin), HOST_CONF: str(self.conf)}
+        mapped = {HOST_BIN: str(self.bin), HOST_CONF: str(self.conf), "/host": "/"}
         args = [mapped.get(arg, arg) for arg in container_args(container)]
         assert not [arg for arg in args if arg.startswith("/host/")], args
         state, run = str(self.state), str(self.run)
