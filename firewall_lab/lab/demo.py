@@ -13,6 +13,7 @@ while it builds.  Output only; the lab work is in ``ops``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -57,19 +58,22 @@ def explain_pair(client: Client, source: str, destination: str) -> str:
 
 
 def why_changed(client: Client, before: Json, after: Json, colour: bool) -> list[str]:
-    """One line per reason: how many pairs changed for it, and which."""
+    """One sentence per reason, naming every pair it changed ("denied:
+    api/orders is isolated for ingress by NetworkPolicy api/default-deny, and
+    no rule allows web/frontend, web/admin")."""
+    from firewall_operator import explain
+
     evaluator, pods = _evaluator(client)
-    reasons: dict[str, list[str]] = {}
+    peers: dict[str, list[str]] = {}
     for src, dst in render.changed_pairs(before, after):
         verdict = evaluator.verdict(pods[src], pods[dst], PORT, "TCP")
         side = verdict.egress if not verdict.egress.allowed else verdict.ingress
-        reasons.setdefault(f"{side.direction} of {side.pod}: {side.reason}", []).append(
-            f"{src} -> {dst}"
-        )
-    total = sum(len(pairs) for pairs in reasons.values())
+        key = explain.sentence(dataclasses.replace(side, peer="\0"))
+        peers.setdefault(key, []).append(side.peer)
+    total = sum(len(found) for found in peers.values())
     lines = [render.paint(f"{total} pairs changed (marked *), because:", render.BOLD, colour)]
-    for reason, pairs in sorted(reasons.items(), key=lambda item: -len(item[1])):
-        lines.append(f"  {len(pairs)} x {reason}: {', '.join(pairs)}")
+    for key, found in sorted(peers.items(), key=lambda item: -len(item[1])):
+        lines.append("  " + key.replace("\0", ", ".join(found)))
     return lines
 
 
