@@ -98,6 +98,7 @@ class SyncReport:
     problems: tuple[Problem, ...] = ()
     unmatched: tuple[str, ...] = ()
     generations: dict[str, int] = field(default_factory=dict)
+    policy_generations: dict[str, int] = field(default_factory=dict)  # NetworkPolicy ns/name
     stats: applier_mod.ApplyStats | None = None
 
 
@@ -140,6 +141,7 @@ def compile_and_apply(
             problems=compiled.problems,
             unmatched=compiled.unmatched,
             generations={rule.name: rule.generation for rule in snapshot.firewall_rules},
+            policy_generations={p.key: p.generation for p in snapshot.policies},
             stats=stats,
         )
     raise applier_mod.StaleEndpointsError("endpoint records kept changing during the sync")
