@@ -23,8 +23,18 @@ from typing import Any, cast
 import kopf
 
 from firewall_operator import applier as applier_mod
+from firewall_operator import logtags
 from firewall_operator.agent import config as agent_config
-from firewall_operator.agent import handlers, memories, reconcile, relist, sockserver, status
+from firewall_operator.agent import (
+    handlers,
+    logformat,
+    memories,
+    reconcile,
+    relist,
+    sockserver,
+    status,
+    trafficlog,
+)
 from firewall_operator.agent.cache import ClusterCache, Key, Kind
 from firewall_operator.agent.errors import AgentError
 from firewall_operator.agent.kubeapi import KubeApi
@@ -54,6 +64,13 @@ class Agent:
         self.backend_name = backends.detect() if cfg.backend == "auto" else cfg.backend
         self.metrics = Metrics(node=cfg.node)
         self.metrics.record_backend(self.backend_name)
+        self.traffic: trafficlog.TrafficLog | None = None
+        if cfg.traffic_log != "off":
+            output = trafficlog.open_output(cfg.traffic_log)
+            self.traffic = trafficlog.TrafficLog(
+                group=cfg.nflog_group, node=cfg.node, output=output
+            )
+            self.metrics.watch_traffic_log(self.traffic)
         writer = reconcile.Writer(
             applier=applier_mod.Applier(
                 backends.get_backend(self.backend_name),
@@ -106,6 +123,7 @@ class Agent:
         )
         relist.watch_restarts(self.saw_listing, verbose=self.cfg.verbose)
         await self.socket.start()
+        self._start_traffic_log()
         self.metrics.serve(self.cfg.metrics_port)
         # prime before kopf starts its watches: one big LIST at a time, and the
         # first sync does not wait behind kopf's own handling of every object
@@ -114,9 +132,20 @@ class Agent:
             self._tasks.append(asyncio.create_task(self._guard(job)))
         log.info("agent for node %s started (backend %s)", self.cfg.node, self.backend_name)
 
+    def _start_traffic_log(self) -> None:
+        if self.traffic is None:
+            return
+        try:
+            self.traffic.start()
+        except OSError as exc:
+            log.warning("no traffic log: NFLOG group %d: %s", self.cfg.nflog_group, exc)
+            self.traffic = None
+
     async def stop(self) -> None:
         """Leave the kernel as it is; stop serving and working."""
         await self.socket.stop()
+        if self.traffic is not None:
+            self.traffic.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -159,6 +188,9 @@ class Agent:
 
     def _on_report(self, report: reconcile.SyncReport) -> None:
         self.metrics.record_sync(report, self.cache.counts())
+        if self.traffic is not None and report.ok:
+            self.traffic.set_pods(self.cache.snapshot().pods)
+            self.traffic.set_resolver(logtags.resolver(report.log_tags))
         if self.status is not None:
             self.status.report(report)
         level = logging.INFO if report.ok else logging.WARNING
@@ -206,11 +238,7 @@ def run(args: argparse.Namespace) -> int:
     """``podwall agent``: run until SIGTERM/SIGINT; 0 on a clean stop."""
     try:
         cfg = agent_config.from_args(args)
-        logging.basicConfig(
-            level=logging.DEBUG if cfg.verbose else logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logformat.setup(cfg.log_format, verbose=cfg.verbose)
         if not cfg.verbose:  # kopf logs every handled event at INFO: 100k lines per list
             logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         if cfg.cleanup:

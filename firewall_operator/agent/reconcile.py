@@ -26,12 +26,13 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from firewall_operator import applier as applier_mod
 from firewall_operator import cluster, compiler
 from firewall_operator.agent.cache import ClusterCache
+from firewall_operator.logtags import LogTag
 from firewall_operator.problems import Problem
 from firewall_plugin import dataplane, endpoints
 from firewall_plugin.errors import PodwallError
@@ -99,6 +100,7 @@ class SyncReport:
     unmatched: tuple[str, ...] = ()
     generations: dict[str, int] = field(default_factory=dict)
     policy_generations: dict[str, int] = field(default_factory=dict)  # NetworkPolicy ns/name
+    log_tags: Mapping[str, LogTag] = field(default_factory=dict)  # the compiled rules' tags
     stats: applier_mod.ApplyStats | None = None
 
 
