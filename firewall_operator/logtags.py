@@ -3,7 +3,8 @@
 Every podwall rule that logs (NFLOG) or counts carries a tag, ``pw:`` plus
 base32 characters (``tag_for``), as its NFLOG prefix or counter name: short
 enough for any prefix (NFLOG: 64 bytes, iptables LOG: 29) and free of
-spaces and quotes.  The compiled state maps each tag to a ``LogTag``: the
+spaces and quotes (``counter_name``: the same tag as an nftables object name,
+where ``:`` is not allowed).  The compiled state maps each tag to a ``LogTag``: the
 direction, the verdict, the deciding tier, the policy or FirewallRule, the
 rule name and the pod whose chain holds the rule.  The agent's traffic log
 and its counter exporter see only tags and ask a ``Resolver`` (the
@@ -51,6 +52,16 @@ def tag_for(tag: LogTag) -> str:
     key = "\0".join((tag.direction, tag.verdict, tag.tier, tag.policy, tag.rule, tag.pod))
     digest = hashlib.sha256(key.encode()).digest()
     return PREFIX + base64.b32encode(digest).decode().lower()[:TAG_CHARS]
+
+
+def counter_name(tag: str) -> str:
+    """The tag as an nftables object name (``pw_...``: ``:`` is not allowed there)."""
+    return tag.replace(":", "_", 1)
+
+
+def tag_of_counter(name: str) -> str:
+    """The tag a ``counter_name`` stands for."""
+    return name.replace("_", ":", 1) if name.startswith("pw_") else name
 
 
 def is_podwall(prefix: str) -> bool:

@@ -262,3 +262,50 @@ def test_foreign_prefixes_are_skipped(
     while reader.log.foreign < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (reader.log.foreign, reader.lines(at_least=0, settle=0.2)) == (3, [])
+
+
+class NftCounters:
+    """A test's ``counters.CounterSource``: the named counters of a table."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+    def read_counters(self) -> dict[str, tuple[int, int]]:
+        out = netns.run(self.node, ["nft", "-j", "list", "counters", "table", "inet", "pwtest"])
+        found = {}
+        for item in json.loads(out.stdout)["nftables"]:
+            if "counter" in item:
+                counter = item["counter"]
+                tag = logtags.tag_of_counter(counter["name"])
+                found[tag] = (counter["packets"], counter["bytes"])
+        return found
+
+
+def test_drop_counters_rise_by_the_dropped_packets(pair: tuple[str, str]) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from firewall_operator.agent import counters
+
+    client, node = pair
+    netns.run(
+        node,
+        ["nft", "-f", "-"],
+        input=(
+            "table inet pwtest {\n"
+            f" counter {logtags.counter_name(TAG)} {{}}\n"
+            " chain input {\n  type filter hook input priority 0;\n"
+            f"  udp dport 80 counter name {logtags.counter_name(TAG)} drop\n }}\n}}\n"
+        ),
+    )
+    drops = counters.DropCounters(NftCounters(node), lambda: {TAG: MEANING}.get)
+    registry = CollectorRegistry()
+    registry.register(drops)
+    labels = {"tier": "netpol", "policy": "NetworkPolicy x/deny", "rule": "", "direction": "ingress"}
+
+    def value(name: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    before = value("podwall_dropped_packets_total")
+    assert udp_received(node, 80, lambda: udp_flood(client, 80, 37)) == 0
+    assert value("podwall_dropped_packets_total") - before == 37
+    assert value("podwall_dropped_bytes_total") == 37 * (20 + 8 + 1)  # IPv4 + UDP + 1 byte
