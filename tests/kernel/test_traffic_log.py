@@ -300,7 +300,7 @@ def test_drop_counters_rise_by_the_dropped_packets(pair: tuple[str, str]) -> Non
     drops = counters.DropCounters(NftCounters(node), lambda: {TAG: MEANING}.get)
     registry = CollectorRegistry()
     registry.register(drops)
-    labels = {"tier": "netpol", "policy": "NetworkPolicy x/deny", "rule": "", "direction": "ingress"}
+    labels = {"tier": "netpol", "policy": MEANING.policy, "rule": "", "direction": "ingress"}
 
     def value(name: str) -> float:
         return registry.get_sample_value(name, labels) or 0.0
