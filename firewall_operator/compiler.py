@@ -5,7 +5,7 @@ records and returns, per family, a ``FamilyState``: ``PODWALL-FORWARD`` (from
 ``dataplane.forward_chain``), each endpoint's ingress and egress chain, the
 tier chains they jump into, and the ipsets those match.
 
-Per endpoint and direction (DESIGN.md "Kernel layout")::
+Per endpoint and direction (docs/design.md "Kernel layout")::
 
     PODWALL-I-<h>   chain_head, then -g the first tier chain that exists
     PODWALL-IA-<x>  Admin tier: Allow → RETURN, Deny → drop/reject,

@@ -1,4 +1,4 @@
-"""The kernel layout both the plugin and the agent build (DESIGN.md).
+"""The kernel layout both the plugin and the agent build (docs/design.md).
 
 ``FORWARD`` → ``PODWALL-FORWARD`` (rule 1) → per attachment ``-s IP -j
 PODWALL-E-<h>`` for every endpoint, then ``-d IP -j PODWALL-I-<h>``.  Replies

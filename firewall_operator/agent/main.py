@@ -211,7 +211,7 @@ class Agent:
 
 
 def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
-    """kopf settings of a per-node agent (see module doc and FACTS.md)."""
+    """kopf settings of a per-node agent (see module doc and docs/facts.md)."""
     settings.peering.standalone = True
     settings.posting.enabled = False
     settings.posting.reporting_component = "podwall-agent"
