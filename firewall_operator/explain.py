@@ -30,6 +30,19 @@ def _deciding(side: SideVerdict) -> TierResult | None:
     return found[-1] if found else None
 
 
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def isolators(policy: str) -> str:
+    """``"NetworkPolicy a/x, NetworkPolicy a/y"`` → ``"NetworkPolicies a/x and a/y"``."""
+    parts = policy.split(", ")
+    kinds = {part.partition(" ")[0] for part in parts}
+    if len(parts) > 1 and kinds == {"NetworkPolicy"}:
+        return "NetworkPolicies " + _listed([part.partition(" ")[2] for part in parts])
+    return _listed(parts)
+
+
 def sentence(side: SideVerdict) -> str:
     """One sentence: the side's verdict and why."""
     word = "allowed" if side.allowed else "denied"
@@ -42,7 +55,7 @@ def sentence(side: SideVerdict) -> str:
         return f"{word}: no tier decided (allowed by default)"
     if tier.tier == "netpol" and tier.outcome == "deny":
         return (
-            f"denied: {side.pod} is isolated for {side.direction} by {tier.policy}, "
+            f"denied: {side.pod} is isolated for {side.direction} by {isolators(tier.policy)}, "
             f"and no rule allows {side.peer}"
         )
     verb = "allows" if tier.outcome == "allow" else "denies"

@@ -6,7 +6,8 @@ the 80/TCP reachability matrix probed from the pods, applies the policies of
 named-port rule, a FirewallRule Deny overriding an allow), shows the matrix
 again with the changed cells marked, explains one blocked pair with the same
 semantics ``podwall explain`` uses, checks that the kernel agrees with
-explain on every pair, and tears the lab down (``keep_dir``: leaves it up
+explain on every pair, shows a denied connection from the agents' traffic
+log when the nodes' rules log one, and tears the lab down (``keep_dir``: leaves it up
 there, and says how to use kubectl against it).  Prints progress on stderr
 while it builds.  Output only; the lab work is in ``ops``.
 """
@@ -14,6 +15,7 @@ while it builds.  Output only; the lab work is in ``ops``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -77,6 +79,27 @@ def why_changed(client: Client, before: Json, after: Json, colour: bool) -> list
     return lines
 
 
+def denial_lines(directory: str, *, wait: float = 1.0) -> list[str]:
+    """One logged denial from the agents' traffic log, when the nodes' rules
+    log (the api namespace's default-deny asks for it); nothing otherwise."""
+    from firewall_lab.lab import trafficlogs
+
+    deadline = time.monotonic() + wait
+    while True:
+        found = [json.loads(line) for line in trafficlogs.lines(directory)]
+        denied = [f for f in found if f.get("verdict") == "deny"]
+        if denied or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if not denied:
+        return []
+    first = denied[0]
+    return [
+        f"\nthe traffic log (podwall lab logs) has {len(denied)} denied connections, e.g.:",
+        "  " + json.dumps(first, separators=(",", ":")),
+    ]
+
+
 def tour(directory: str, colour: bool) -> None:
     cluster_file = os.path.join(EXAMPLES, "demo-cluster.yaml")
     policies = os.path.join(EXAMPLES, "policies")
@@ -104,6 +127,8 @@ def tour(directory: str, colour: bool) -> None:
     source, destination = EXPLAINED
     _out(f"\nwhy is {source} -> {destination} blocked?  (podwall explain)")
     _out(explain_pair(client, source, destination))
+    for line in denial_lines(directory):
+        _out(line)
     model = probing.model_matrix(client, port=PORT, protocol="TCP")
     wrong = probing.differences(after, model)
     count = len(after["pods"]) ** 2

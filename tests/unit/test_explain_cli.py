@@ -278,3 +278,24 @@ def test_problems_go_to_stderr(capsys: pytest.CaptureFixture[str], tmp_path: pat
     out, err = capsys.readouterr()
     assert status == 0 and json.loads(out)["reachable"]["y/a"]["x/b"] is False
     assert "error: NetworkPolicy x/bad" in err and "failing closed" in err
+
+
+@pytest.mark.parametrize(
+    ("policy", "text"),
+    [
+        ("NetworkPolicy a/x", "NetworkPolicy a/x"),
+        ("NetworkPolicy a/x, NetworkPolicy a/y", "NetworkPolicies a/x and a/y"),
+        (
+            "NetworkPolicy a/x, NetworkPolicy a/y, NetworkPolicy a/z",
+            "NetworkPolicies a/x, a/y and a/z",
+        ),
+        (
+            "FirewallRule r (invalid), NetworkPolicy a/x",
+            "FirewallRule r (invalid) and NetworkPolicy a/x",
+        ),
+    ],
+)
+def test_isolating_policies_read_as_a_list(policy: str, text: str) -> None:
+    from firewall_operator import explain as words
+
+    assert words.isolators(policy) == text
