@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
@@ -32,8 +32,10 @@ Labels = tuple[str, str, str, str]  # tier, policy, rule, direction
 LABELS = ("tier", "policy", "rule", "direction")
 
 
+@runtime_checkable
 class CounterSource(Protocol):
-    """What a backend provides: ``{tag: (packets, bytes)}`` of its counters."""
+    """What a backend provides: ``{tag: (packets, bytes)}`` of its counters.
+    The agent exports the drop counters of a backend that has this method."""
 
     def read_counters(self) -> Mapping[str, tuple[int, int]]: ...
 

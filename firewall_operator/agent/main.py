@@ -26,6 +26,7 @@ from firewall_operator import applier as applier_mod
 from firewall_operator import logtags
 from firewall_operator.agent import config as agent_config
 from firewall_operator.agent import (
+    counters,
     handlers,
     logformat,
     memories,
@@ -81,6 +82,9 @@ class Agent:
             deny_action=cast(dataplane.DenyAction, cfg.deny_action),
             pod_default=cast(dataplane.PodDefault, cfg.pod_default),
         )
+        self.log_resolver: logtags.Resolver = logtags.no_tags
+        if isinstance(writer.applier.backend, counters.CounterSource):  # drop counters
+            self.metrics.watch_drops(writer.applier.backend, lambda: self.log_resolver)
         self.reconciler = reconcile.Reconciler(
             self.cache,
             writer,
@@ -188,9 +192,11 @@ class Agent:
 
     def _on_report(self, report: reconcile.SyncReport) -> None:
         self.metrics.record_sync(report, self.cache.counts())
+        if report.ok:
+            self.log_resolver = logtags.resolver(report.log_tags)
         if self.traffic is not None and report.ok:
             self.traffic.set_pods(self.cache.snapshot().pods)
-            self.traffic.set_resolver(logtags.resolver(report.log_tags))
+            self.traffic.set_resolver(self.log_resolver)
         if self.status is not None:
             self.status.report(report)
         level = logging.INFO if report.ok else logging.WARNING
