@@ -217,3 +217,8 @@ def test_counter_names_round_trip() -> None:
     name = logtags.counter_name(tag)
     assert ":" not in name and name.startswith("pw_")
     assert logtags.tag_of_counter(name) == tag and logtags.tag_of_counter("other") == "other"
+
+
+def test_a_backend_with_read_counters_is_a_counter_source() -> None:
+    assert isinstance(Source(), counters.CounterSource)
+    assert not isinstance(object(), counters.CounterSource)
