@@ -187,7 +187,12 @@ def _probe(args: argparse.Namespace) -> int:
         return 2
     recorded, client = ops.client_for(args.dir)
     layout = recorded.layout(os.path.abspath(args.dir))
-    kernel: Any = probing.kernel_matrix(layout, port=port, protocol=protocol, family=args.family)  # type: ignore[arg-type]
+    kernel: Any = probing.kernel_matrix(
+        layout,
+        port=port,
+        protocol=protocol,  # type: ignore[arg-type]  # one of cli.PROTOCOLS
+        family=args.family,
+    )
     if args.compare:
         model = probing.model_matrix(client, port=port, protocol=protocol, family=args.family)
         wrong = probing.differences(kernel, model)
