@@ -7,7 +7,7 @@ those match; and the endpoints' identities (``model.Endpoint``), from which
 each backend renders its own dispatch and anti-spoofing (``xtables``,
 ``nft.layout``).
 
-Per endpoint and direction (DESIGN.md "Kernel layout")::
+Per endpoint and direction (docs/design.md "Kernel layout")::
 
     PODWALL-I-<h>   chain_head, then -g the first tier chain that exists
     PODWALL-IA-<x>  Admin tier: Allow → RETURN, Deny → drop/reject,

@@ -133,6 +133,8 @@ class Planner:
                     origin=f"NetworkPolicy {policy.key} {direction}[{number}]",
                     peers=tuple(self._np_peer(policy, p) for p in rule.peers) or (ANY_PEER,),
                     ports=tuple(np_port(p) for p in rule.ports) or (ANY_PORT,),
+                    policy=f"NetworkPolicy {policy.key}",
+                    rule=f"{direction}[{number}]",
                 )
             )
         return rules
@@ -148,6 +150,8 @@ class Planner:
                 ports=tuple(fw_port(p) for p in entry.ports) or (ANY_PORT,),
                 log=entry.log,
                 log_name=f"{rule.name}/{entry.name}",
+                policy=f"FirewallRule {rule.name}",
+                rule=entry.name,
             )
             for entry in rule.entries(direction)
         ]
@@ -166,6 +170,7 @@ class Planner:
         baseline: list[PlanRule] = []
         selecting: list[str] = []
         allows: list[PlanRule] = []
+        log = False
         for rule in self.rules_for(pod_id):
             if direction in rule.isolate:
                 selecting.append(f"FirewallRule {rule.name} (invalid)")
@@ -174,12 +179,14 @@ class Planner:
             if direction in policy.policy_types:
                 selecting.append(f"NetworkPolicy {policy.key}")
                 allows.extend(self._np_rules(policy, direction))
+                log = log or policy.log
         return DirectionPlan(
             direction=direction,
             admin=tuple(admin),
             netpol=tuple(allows) if selecting else None,
             netpol_selectors=tuple(selecting),
             baseline=tuple(baseline),
+            netpol_log=log and bool(selecting),
         )
 
     def plan_for(self, pod: cluster.Pod, direction: Direction) -> DirectionPlan:

@@ -1,6 +1,6 @@
 """Parse and validate podwall's conflist entry (the JSON on the plugin's stdin).
 
-Keys podwall reads (DESIGN.md "The CNI plugin")::
+Keys podwall reads (docs/design.md "The CNI plugin")::
 
     type                  "podwall" (required)
     name                  network name (required, non-empty string)

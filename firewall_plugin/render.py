@@ -132,7 +132,7 @@ def render_restore(
     order, among its new ones is not flushed: the missing rules are inserted
     at their places (``insert_lines``).  Same end state, but the transaction
     then deletes nothing, and with nf_tables every transaction that deletes
-    waits ~10 ms for an RCU grace period (FACTS.md).  A chain whose new rules
+    waits ~10 ms for an RCU grace period (docs/facts.md).  A chain whose new rules
     all appear, in order, among its current ones loses only the others, each
     deleted by its spec (``delete_lines``): on a loaded node, deleting one
     pod's two dispatch rules costs half of rewriting ~200.  A rule deleted by

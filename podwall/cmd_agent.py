@@ -66,6 +66,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="remove every podwall chain and set of this node, then exit",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _logging(parser)
+
+
+def _logging(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("logs")
+    group.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="the agent's own log lines"
+    )
+    group.add_argument(
+        "--traffic-log",
+        default="-",
+        metavar="PATH",
+        help="where the denied-traffic JSON lines go: - (stdout, default), a file, or off",
+    )
+    group.add_argument(
+        "--nflog-group",
+        type=int,
+        default=0x5057,
+        metavar="N",
+        help="the NFLOG group podwall's log rules use (default 20567, 'PW')",
+    )
+    group.add_argument(
+        "--log-denied",
+        action="store_true",
+        help="log every packet podwall drops on this node (else: policies that ask for it)",
+    )
+    group.add_argument(
+        "--log-rate",
+        default="10/minute",
+        metavar="N/UNIT",
+        help="per pod, at most this many logged packets (second, minute, hour; default 10/minute)",
+    )
+    group.add_argument(
+        "--log-burst", type=int, default=5, metavar="N", help="above the rate (default 5)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

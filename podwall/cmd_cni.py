@@ -108,12 +108,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _settings(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("plugin settings (left out: the plugin's default)")
-    group.add_argument("--backend", choices=config.BACKENDS)
-    group.add_argument("--pod-default", choices=config.POD_DEFAULTS)
-    group.add_argument("--deny-action", choices=config.DENY_ACTIONS)
-    group.add_argument("--state-dir", metavar="PATH")
-    group.add_argument("--run-dir", metavar="PATH")
-    group.add_argument("--agent-timeout-ms", type=int, metavar="MS")
+    group.add_argument("--backend", choices=config.BACKENDS, help="netfilter backend")
+    group.add_argument(
+        "--pod-default", choices=config.POD_DEFAULTS, help="a new pod until programmed"
+    )
+    group.add_argument("--deny-action", choices=config.DENY_ACTIONS, help="what denied packets get")
+    group.add_argument("--state-dir", metavar="PATH", help="endpoint records")
+    group.add_argument("--run-dir", metavar="PATH", help="lock, agent socket")
+    group.add_argument(
+        "--agent-timeout-ms", type=int, metavar="MS", help="how long ADD waits for the agent"
+    )
     group.add_argument(
         "--no-ensure-bridge-netfilter",
         dest="ensure_bridge_netfilter",
@@ -121,7 +125,7 @@ def _settings(parser: argparse.ArgumentParser) -> None:
         const=False,
         help="do not set net.bridge.bridge-nf-call-ip(6)tables at ADD",
     )
-    group.add_argument("--mark-bit", type=int, metavar="0..31")
+    group.add_argument("--mark-bit", type=int, metavar="0..31", help="reserved packet-mark bit")
 
 
 def run(args: argparse.Namespace) -> int:

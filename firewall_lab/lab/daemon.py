@@ -31,7 +31,7 @@ import traceback
 
 from firewall_lab import netns
 from firewall_lab.apiserver import write_kubeconfig
-from firewall_lab.lab import objects, state, topology
+from firewall_lab.lab import objects, state, topology, trafficlogs
 from firewall_lab.lab.apiserve import LabApiServer
 from firewall_lab.lab.kubelet import Kubelet
 from firewall_lab.lab.layout import API_IP, Layout, Node
@@ -53,6 +53,7 @@ def agent_argv(kind: str, layout: Layout, node: Node) -> list[str]:
     if kind == "podwall":
         tail = ["-m", "podwall", "agent", "--node", node.name, "--kubeconfig", kubeconfig]
         tail += ["--cni-conf-dir", conf_dir, "--metrics-port", "0", "--health-port", "0"]
+        tail += ["--traffic-log", trafficlogs.path(layout, node.name)]
     else:
         tail = ["-m", "firewall_lab.lab.programmer", "--node", node.name]
         tail += ["--kubeconfig", kubeconfig, "--cni-conf-dir", conf_dir]

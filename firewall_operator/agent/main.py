@@ -22,8 +22,20 @@ from typing import Any, cast
 
 import kopf
 
+from firewall_operator import logtags
 from firewall_operator.agent import config as agent_config
-from firewall_operator.agent import handlers, memories, node, reconcile, relist, sockserver, status
+from firewall_operator.agent import (
+    counters,
+    handlers,
+    logformat,
+    memories,
+    node,
+    reconcile,
+    relist,
+    sockserver,
+    status,
+    trafficlog,
+)
 from firewall_operator.agent.cache import ClusterCache, Key, Kind
 from firewall_operator.agent.errors import AgentError
 from firewall_operator.agent.kubeapi import KubeApi
@@ -53,6 +65,13 @@ class Agent:
         self.backend_name = node.backend_name(cfg.backend, cfg.run_dir)
         self.metrics = Metrics(node=cfg.node)
         self.metrics.record_backend(self.backend_name)
+        self.traffic: trafficlog.TrafficLog | None = None
+        if cfg.traffic_log != "off":
+            output = trafficlog.open_output(cfg.traffic_log)
+            self.traffic = trafficlog.TrafficLog(
+                group=cfg.nflog_group, node=cfg.node, output=output
+            )
+            self.metrics.watch_traffic_log(self.traffic)
         writer = reconcile.Writer(
             applier=node.make_applier(
                 self.backend_name, run_dir=cfg.run_dir, state_dir=cfg.state_dir
@@ -61,6 +80,9 @@ class Agent:
             deny_action=cast(dataplane.DenyAction, cfg.deny_action),
             pod_default=cast(dataplane.PodDefault, cfg.pod_default),
         )
+        self.log_resolver: logtags.Resolver = logtags.no_tags
+        if isinstance(writer.applier, counters.CounterSource):  # drop counters
+            self.metrics.watch_drops(writer.applier, lambda: self.log_resolver)
         self.reconciler = reconcile.Reconciler(
             self.cache,
             writer,
@@ -110,6 +132,7 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         self.drift.start()
         await self.socket.start()
+        self._start_traffic_log()
         self.metrics.serve(self.cfg.metrics_port, address=self.cfg.listen_address)
         # prime before kopf starts its watches: one big LIST at a time, and the
         # first sync does not wait behind kopf's own handling of every object
@@ -118,10 +141,21 @@ class Agent:
             self._tasks.append(asyncio.create_task(self._guard(job)))
         log.info("agent for node %s started (backend %s)", self.cfg.node, self.backend_name)
 
+    def _start_traffic_log(self) -> None:
+        if self.traffic is None:
+            return
+        try:
+            self.traffic.start()
+        except OSError as exc:
+            log.warning("no traffic log: NFLOG group %d: %s", self.cfg.nflog_group, exc)
+            self.traffic = None
+
     async def stop(self) -> None:
         """Leave the kernel as it is; stop serving and working."""
         self.drift.stop()
         await self.socket.stop()
+        if self.traffic is not None:
+            self.traffic.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -164,6 +198,11 @@ class Agent:
 
     def _on_report(self, report: reconcile.SyncReport) -> None:
         self.metrics.record_sync(report, self.cache.counts())
+        if report.ok:
+            self.log_resolver = logtags.resolver(report.log_tags)
+        if self.traffic is not None and report.ok:
+            self.traffic.set_pods(self.cache.snapshot().pods)
+            self.traffic.set_resolver(self.log_resolver)
         if self.status is not None:
             self.status.report(report)
         level = logging.INFO if report.ok else logging.WARNING
@@ -189,7 +228,7 @@ class Agent:
 
 
 def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
-    """kopf settings of a per-node agent (see module doc and FACTS.md)."""
+    """kopf settings of a per-node agent (see module doc and docs/facts.md)."""
     settings.peering.standalone = True
     settings.posting.enabled = False
     settings.posting.reporting_component = "podwall-agent"
@@ -215,11 +254,7 @@ def run(args: argparse.Namespace) -> int:
     """``podwall agent``: run until SIGTERM/SIGINT; 0 on a clean stop."""
     try:
         cfg = agent_config.from_args(args)
-        logging.basicConfig(
-            level=logging.DEBUG if cfg.verbose else logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logformat.setup(cfg.log_format, verbose=cfg.verbose)
         if not cfg.verbose:  # kopf logs every handled event at INFO: 100k lines per list
             logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         if cfg.cleanup:

@@ -26,13 +26,14 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from firewall_operator import applier as applier_mod
 from firewall_operator import cluster, compiler
 from firewall_operator.agent import node
 from firewall_operator.agent.cache import ClusterCache
+from firewall_operator.logtags import LogTag
 from firewall_operator.problems import Problem
 from firewall_plugin import dataplane, endpoints
 from firewall_plugin.errors import PodwallError
@@ -101,6 +102,8 @@ class SyncReport:
     problems: tuple[Problem, ...] = ()
     unmatched: tuple[str, ...] = ()
     generations: dict[str, int] = field(default_factory=dict)
+    policy_generations: dict[str, int] = field(default_factory=dict)  # NetworkPolicy ns/name
+    log_tags: Mapping[str, LogTag] = field(default_factory=dict)  # the compiled rules' tags
     stats: applier_mod.ApplyStats | None = None
     #: things the sync had to repair on the node itself (bridge netfilter)
     warnings: tuple[str, ...] = ()
@@ -153,6 +156,7 @@ def compile_and_apply(
             problems=compiled.problems,
             unmatched=compiled.unmatched,
             generations={rule.name: rule.generation for rule in snapshot.firewall_rules},
+            policy_generations={p.key: p.generation for p in snapshot.policies},
             stats=stats,
         )
     raise applier_mod.StaleEndpointsError("endpoint records kept changing during the sync")

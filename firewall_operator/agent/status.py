@@ -15,6 +15,13 @@
   that ``test``s the resourceVersion.  One node wins; the losers get 409/422
   and write nothing else.  Only the winner posts the Warning event for an
   invalid rule: one event per rule generation, not one per node.
+* NetworkPolicies with problems get one Warning event per generation too
+  (``policy_events``: the event's name is the compare-and-set).
+* Realization: ``programmedGenerations`` (FirewallRule name → generation) and
+  ``programmedPolicies`` (NetworkPolicy ``ns/name`` → generation) say what the
+  node's kernel holds; ``podwall status`` adds them up over the nodes.  No
+  object gets an "N/M nodes" write: that would be N writes per change (or a
+  leader watching every NodeFirewall); the reader aggregates instead.
 
 Never touches the kernel.  ``desired_rule_status`` is pure.
 """
@@ -30,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from firewall_operator import fwrule
+from firewall_operator.agent import policy_events
 from firewall_operator.agent.cache import ClusterCache, RuleMeta
 from firewall_operator.agent.errors import KubeApiError
 from firewall_operator.agent.kubeapi import KubeApi
@@ -40,6 +48,7 @@ GROUP_PATH = "/apis/podwall.io/v1alpha1"
 EVENTS_PATH = "/api/v1/namespaces/default/events"
 JSON_PATCH = "application/json-patch+json"
 MAX_PROBLEMS = 100
+MAX_PROGRAMMED = 20_000  # programmedPolicies entries (~40 bytes each) in one status
 
 
 def now_iso() -> str:
@@ -95,8 +104,13 @@ def node_status(report: SyncReport, *, backend: str, last_ok: SyncReport | None)
                 "%Y-%m-%dT%H:%M:%SZ"
             ),
             problems=[str(p) for p in good.problems][:MAX_PROBLEMS],
+            problemCount=len(good.problems),
             programmedGenerations=dict(sorted(good.generations.items())),
+            programmedPolicies=dict(sorted(good.policy_generations.items())[:MAX_PROGRAMMED]),
+            programmedCount=len(good.generations) + len(good.policy_generations),
         )
+        if len(good.policy_generations) > MAX_PROGRAMMED:
+            status["programmedPoliciesTruncated"] = True
     return status
 
 
@@ -127,6 +141,9 @@ class StatusWriter:
         self._attempted: dict[str, tuple[str, str, str, int]] = {}
         self._wake = asyncio.Event()
         self._rules_wake = asyncio.Event()
+        self.policy_warnings = policy_events.PolicyWarnings(
+            api, node=node, jitter=lambda name: jitter(node, name, spread)
+        )
 
     def report(self, report: SyncReport) -> None:
         self.latest = report
@@ -157,7 +174,16 @@ class StatusWriter:
             await self._rules_wake.wait()
             self._rules_wake.clear()
             await self.write_rules()
+            await self.warn_policies()
             await asyncio.sleep(self.min_interval)
+
+    async def warn_policies(self) -> None:
+        """Post the NetworkPolicy Warning events the last good sync calls for."""
+        if self.last_ok is None:
+            return
+        cached = {key: value for key, (_, value) in self.cache.entries["networkpolicies"].items()}
+        pending = policy_events.warnings(self.last_ok.problems, cached)
+        await self.policy_warnings.post(pending, now=now_iso())
 
     async def write_node(self, report: SyncReport) -> None:
         status = node_status(report, backend=self.backend, last_ok=self.last_ok)

@@ -6,7 +6,7 @@ transaction: the rules are built from the model first, then, holding
 table is refreshed, changed and committed with autocommit off; a commit that
 fails with EAGAIN (another writer changed the table meanwhile) is retried on a
 fresh snapshot, because libiptc would otherwise lose one of the updates
-silently (FACTS.md).  ``read`` runs ``iptables-legacy-save``: the same text,
+silently (docs/facts.md).  ``read`` runs ``iptables-legacy-save``: the same text,
 and the same parser, as the restore backends.
 
 ``iptc`` is imported on first use only (never by importing this module), with

@@ -105,7 +105,16 @@ def test_kubectl_shows_columns(node: AgentNode, kubectl: Any) -> None:
     assert table[1].split()[:6] == ["base", "Baseline", "7", "1", "0", "True"]
     wait_until(lambda: node.node_status().get("endpoints") == 1, what="NodeFirewall")
     table = kubectl("get", "nodefirewalls").splitlines()
-    assert table[0].split() == ["NAME", "BACKEND", "ENDPOINTS", "RULES", "LAST-SYNC", "AGE"]
+    assert table[0].split() == [
+        "NAME",
+        "BACKEND",
+        "ENDPOINTS",
+        "RULES",
+        "PROGRAMMED",
+        "PROBLEMS",
+        "LAST-SYNC",
+        "AGE",
+    ]
     row = table[1].split()
     assert row[:3] == [node.node, "iptables-nft", "1"] and int(row[3]) > 0
     node.kube.delete("FirewallRule", "base")

@@ -1,4 +1,4 @@
-"""NetworkPolicy semantics, one table row per trap (FACTS.md, Kubernetes docs).
+"""NetworkPolicy semantics, one table row per trap (docs/facts.md, Kubernetes docs).
 
 Each row: policies added to the basic fixture cluster, then a list of
 (from, to, port[/protocol], expected) checks against ``evaluate``.
