@@ -252,9 +252,10 @@ def _head(spec: Mapping[str, Any], flavor: Flavor) -> tuple[fwrule.Tier, int]:
     return tier, priority
 
 
-def parse(doc: Mapping[str, Any]) -> FirewallRule:
-    """The typed policy of one upstream object (its ``kind`` must be in ``KINDS``)."""
-    flavor = KINDS[str(doc.get("kind"))]
+def parse(doc: Mapping[str, Any], kind: str | None = None) -> FirewallRule:
+    """The typed policy of one upstream object: ``kind`` (default: the
+    object's own, which must be in ``KINDS``; list items may lack it)."""
+    flavor = KINDS[kind or str(doc.get("kind"))]
     meta = doc.get("metadata") or {}
     spec = doc.get("spec") or {}
     generation = meta.get("generation")

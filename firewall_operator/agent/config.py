@@ -33,6 +33,7 @@ class AgentConfig:
     health_port: int = 0
     cleanup: bool = False
     verbose: bool = False
+    upstream_policy: bool = False  # also read the policy.networking.k8s.io kinds
 
 
 def read_plugin_config(conf_dir: str) -> plugin_config.PluginConfig | None:
@@ -76,4 +77,5 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         health_port=int(args.health_port),
         cleanup=bool(args.cleanup),
         verbose=bool(args.verbose),
+        upstream_policy=bool(getattr(args, "upstream_policy", False)),
     )

@@ -139,7 +139,7 @@ def compile_and_apply(
             set_entries=sum(len(ipset.entries) for ipset in sets.values()),
             problems=compiled.problems,
             unmatched=compiled.unmatched,
-            generations={rule.name: rule.generation for rule in snapshot.firewall_rules},
+            generations={rule.key: rule.generation for rule in snapshot.tiered},
             stats=stats,
         )
     raise applier_mod.StaleEndpointsError("endpoint records kept changing during the sync")
