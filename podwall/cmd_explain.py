@@ -4,8 +4,10 @@
     podwall explain -f FILE... --matrix --port P --protocol TCP|UDP|SCTP [-o json|table]
 
 Answers from the same semantics as the compiler (``firewall_operator``),
-offline.  Problems found in the input go to stderr as warnings.  Exit status:
-0 answered, 1 input files unreadable, 2 bad arguments (unknown pod, bad port).
+offline, for NetworkPolicy, FirewallRule and the upstream cluster policies
+alike (Node objects give ``nodes`` peers their addresses).  Problems found in
+the input go to stderr as warnings.  Exit status: 0 answered, 1 input files
+unreadable, 2 bad arguments (unknown pod, bad port).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="FILE",
-        help="YAML/JSON files or folders (Namespace, Pod, NetworkPolicy, FirewallRule)",
+        help="YAML/JSON files or folders (Namespace, Pod, Node, NetworkPolicy, FirewallRule, "
+        "ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy)",
     )
     parser.add_argument("--from", dest="source", metavar="NS/POD", help="the sending pod")
     parser.add_argument("--to", dest="destination", metavar="NS/POD", help="the receiving pod")
