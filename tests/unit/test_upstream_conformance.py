@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import pathlib
+import re
 from typing import Any
 
 import pytest
+import yaml
 
 from firewall_lab.lab import objects
 from firewall_lab.lab.layout import Layout
@@ -94,3 +98,31 @@ def test_a_wrong_expectation_is_caught() -> None:
         case.release, case.id, case.source, case.manifests, (uc.Step(step.it, (), (flipped,)),)
     )
     assert len(play(broken)) == 1
+
+
+HEADER = re.compile(
+    r"\A# Vendored unmodified \(below this header\) from\n"
+    r"#   https://github\.com/kubernetes-sigs/network-policy-api\n"
+    r"#   release (?P<tag>v[0-9.]+), commit (?P<commit>[0-9a-f]{40}),\n"
+    r"#   file conformance/base/(?P<file>[a-z_/.-]+)\n"
+    r"#   sha256 (?P<sha>[0-9a-f]{64})\n"
+    r"# Copyright The Kubernetes Authors; Apache License 2\.0 \(crds/upstream/LICENSE\)\.\n"
+)
+VENDORED = sorted(path for release in uc.RELEASES for path in (uc.DATA / release).rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", VENDORED, ids=lambda p: str(p.relative_to(uc.DATA)))
+def test_vendored_manifest_is_an_unmodified_copy(path: pathlib.Path) -> None:
+    raw = path.read_text()
+    found = HEADER.match(raw)
+    assert found, "provenance header missing or changed"
+    release = path.relative_to(uc.DATA).parts[0]
+    data = yaml.safe_load((uc.DATA / f"cases-{release}.yaml").read_text())
+    assert (found["tag"], found["commit"]) == (release, data["commit"])
+    assert found["file"] == str(path.relative_to(uc.DATA / release))
+    assert hashlib.sha256(raw[found.end() :].encode()).hexdigest() == found["sha"]
+
+
+def test_every_vendored_manifest_is_used() -> None:
+    used = {f"{c.release}/{name}" for c in CASES for name in c.manifests}
+    assert used == {str(p.relative_to(uc.DATA)) for p in VENDORED}
