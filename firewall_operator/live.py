@@ -27,8 +27,30 @@ PATHS: dict[str, tuple[str, str]] = {
     "NetworkPolicy": ("/apis/networking.k8s.io/v1/networkpolicies", ""),
     "FirewallRule": ("/apis/podwall.io/v1alpha1/firewallrules", "firewallrules.podwall.io"),
     "NodeFirewall": ("/apis/podwall.io/v1alpha1/nodefirewalls", "nodefirewalls.podwall.io"),
+    "Node": ("/api/v1/nodes", ""),
+    "ClusterNetworkPolicy": (
+        "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies",
+        "clusternetworkpolicies.policy.networking.k8s.io",
+    ),
+    "AdminNetworkPolicy": (
+        "/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies",
+        "adminnetworkpolicies.policy.networking.k8s.io",
+    ),
+    "BaselineAdminNetworkPolicy": (
+        "/apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies",
+        "baselineadminnetworkpolicies.policy.networking.k8s.io",
+    ),
 }
-POLICY_KINDS = ("Namespace", "Pod", "NetworkPolicy", "FirewallRule")
+POLICY_KINDS = (
+    "Namespace",
+    "Pod",
+    "Node",
+    "NetworkPolicy",
+    "FirewallRule",
+    "ClusterNetworkPolicy",
+    "AdminNetworkPolicy",
+    "BaselineAdminNetworkPolicy",
+)
 
 
 async def _list(api: KubeApi, kind: str, notes: list[str]) -> list[Json]:

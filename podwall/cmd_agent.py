@@ -61,6 +61,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "127.0.0.1 keeps them off the network; $PODWALL_LISTEN_ADDRESS)",
     )
     parser.add_argument(
+        "--upstream-policy",
+        action="store_true",
+        default=env("PODWALL_UPSTREAM_POLICY", "") in ("1", "true"),
+        help="also enforce ClusterNetworkPolicy, AdminNetworkPolicy and "
+        "BaselineAdminNetworkPolicy (policy.networking.k8s.io; needs their CRDs "
+        "and RBAC: deploy/components/upstream-policy) (default: $PODWALL_UPSTREAM_POLICY)",
+    )
+    parser.add_argument(
         "--cleanup",
         action="store_true",
         help="remove every podwall chain and set of this node, then exit",

@@ -8,9 +8,11 @@ ENDPOINT is a pod (NS/NAME), an IP address or a CIDR.  Without ``-f`` the
 objects come from the cluster of the kubeconfig (``--kubeconfig``,
 ``$KUBECONFIG``, ``~/.kube/config``, or in-cluster), so ``--kubeconfig
 DIR/kubeconfig`` explains a lab.  Answers from the same semantics as the
-compiler (``firewall_operator``).  Problems found in the input go to stderr.
-Exit status (like ``kubectl auth can-i``): 0 allowed (every family; a
-matrix: answered), 1 denied, 2 usage errors and input that cannot be read.
+compiler (``firewall_operator``), for NetworkPolicy, FirewallRule and the
+upstream cluster policies alike (Node objects give ``nodes`` peers their
+addresses).  Problems found in the input go to stderr.  Exit status (like
+``kubectl auth can-i``): 0 allowed (every family; a matrix: answered), 1
+denied, 2 usage errors and input that cannot be read.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[],
         metavar="FILE",
-        help="YAML/JSON files or folders (Namespace, Pod, NetworkPolicy, FirewallRule); "
+        help="YAML/JSON files or folders (Namespace, Pod, Node, NetworkPolicy, FirewallRule, "
+        "ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy); "
         "- reads standard input; without -f the live cluster is read",
     )
     parser.add_argument("--kubeconfig", help="kubeconfig of the cluster (default $KUBECONFIG)")

@@ -47,13 +47,14 @@ def agent_kind(wanted: str) -> str:
     return "podwall" if found else "programmer"
 
 
-def agent_argv(kind: str, layout: Layout, node: Node) -> list[str]:
+def agent_argv(kind: str, layout: Layout, node: Node, *, upstream: bool = False) -> list[str]:
     kubeconfig = layout.node_dir(node, "kubeconfig")
     conf_dir = layout.node_dir(node, "net.d")
     if kind == "podwall":
         tail = ["-m", "podwall", "agent", "--node", node.name, "--kubeconfig", kubeconfig]
         tail += ["--cni-conf-dir", conf_dir, "--metrics-port", "0", "--health-port", "0"]
         tail += ["--traffic-log", trafficlogs.path(layout, node.name)]
+        tail += ["--upstream-policy"] if upstream else []
     else:
         tail = ["-m", "firewall_lab.lab.programmer", "--node", node.name]
         tail += ["--kubeconfig", kubeconfig, "--cni-conf-dir", conf_dir]
@@ -87,7 +88,7 @@ class Lab:
         for node in layout.node_list():
             url = f"http://{API_IP}:{self.server.port}"
             write_kubeconfig(layout.node_dir(node, "kubeconfig"), url)
-        objects.seed(self.server, layout)
+        objects.seed(self.server, layout, upstream=recorder.state.upstream_policy_crds)
         self.start_agents()
         self.kubelet = Kubelet(layout, self.server, recorder)
         self.kubelet.start()
@@ -102,7 +103,9 @@ class Lab:
         for node in self.layout.node_list():
             logfile = open(self.layout.node_dir(node, "agent.log"), "ab")  # noqa: SIM115
             process = subprocess.Popen(
-                agent_argv(self.kind, self.layout, node),
+                agent_argv(
+                    self.kind, self.layout, node, upstream=self.recorder.state.upstream_policy_crds
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,

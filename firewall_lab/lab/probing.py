@@ -20,14 +20,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from firewall_lab import netns, probe, probe_agent
-from firewall_lab.lab.client import Client
+from firewall_lab.lab.client import Client, items_of
 from firewall_lab.lab.errors import LabError
 from firewall_lab.lab.layout import Layout
-from firewall_lab.lab.ops import running_pods
+from firewall_lab.lab.ops import WATCHED, running_pods
 
 Json = dict[str, Any]
 MAX_THREADS = 256
-WATCHED = ("Namespace", "Pod", "NetworkPolicy", "FirewallRule")
 
 
 def _ip(ips: list[str], family: str) -> str | None:
@@ -92,7 +91,7 @@ def kernel_matrix(
 
 
 def lab_documents(client: Client) -> list[Json]:
-    return [item for kind in WATCHED for item in client.list(kind).get("items") or []]
+    return items_of(client, WATCHED)
 
 
 def model_matrix(client: Client, *, port: int, protocol: str, family: str = "ipv4") -> Json:

@@ -27,19 +27,25 @@ import sys
 import threading
 from typing import Any
 
-from firewall_lab.lab.client import ApiFailure, Client, url_from_kubeconfig
+from firewall_lab.lab.client import POLICY_KINDS, ApiFailure, Client, url_from_kubeconfig
 from firewall_lab.lab.errors import LabError
 
 log = logging.getLogger("podwall.lab.programmer")
-WATCHED = ("Namespace", "Pod", "NetworkPolicy", "FirewallRule")
+WATCHED = ("Namespace", "Pod", "Node", *POLICY_KINDS)
 
 
 def read_cluster(client: Client) -> tuple[list[Any], int]:
-    """Every watched object and the smallest list resourceVersion."""
+    """Every watched object and the smallest list resourceVersion (kinds
+    without a CRD count as empty)."""
     docs: list[Any] = []
     versions = []
     for kind in WATCHED:
-        answer = client.list(kind)
+        try:
+            answer = client.list(kind)
+        except ApiFailure as exc:
+            if exc.code != 404:
+                raise
+            continue
         docs += answer.get("items") or []
         versions.append(int((answer.get("metadata") or {}).get("resourceVersion") or 0))
     return docs, min(versions)

@@ -43,6 +43,7 @@ class AgentConfig:
     log_denied: bool = False  # log every drop podwall causes on this node (the compiler's)
     log_rate: str = "10/minute"  # DEFAULT_LOG_RATE: per pod, in the kernel (the compiler's)
     log_burst: int = 5
+    upstream_policy: bool = False  # also read the policy.networking.k8s.io kinds
 
 
 def read_plugin_config(conf_dir: str) -> plugin_config.PluginConfig | None:
@@ -88,6 +89,7 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         cleanup=bool(args.cleanup),
         verbose=bool(args.verbose),
         **_logging(args),
+        upstream_policy=bool(getattr(args, "upstream_policy", False)),
     )
 
 

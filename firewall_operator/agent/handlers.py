@@ -12,22 +12,34 @@ stream with one field selector, so "local pods by ``spec.nodeName`` + remote
 pods in a slim cache" cannot be two pod watches.  One cluster-wide watch into
 slim entries is the smaller design: every remote pod is needed anyway (peer
 ipsets), and local pods are the cached pods whose endpoint records exist.
+
+``build_registry`` registers the kinds it is given: ``cache.BASE_KINDS``
+(Nodes included, for ``nodes`` peers), plus ``cache.UPSTREAM_KINDS`` when the
+agent runs with ``--upstream-policy``.  A kind whose CRD is missing is left
+unwatched by kopf (with its own warning).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
 import kopf
 
-from firewall_operator.agent.cache import ClusterCache, Kind
+from firewall_operator.agent.cache import BASE_KINDS, ClusterCache, Kind
 
 RESOURCES: dict[Kind, tuple[str, str]] = {
     "namespaces": ("v1", "namespaces"),
     "pods": ("v1", "pods"),
     "networkpolicies": ("networking.k8s.io/v1", "networkpolicies"),
     "firewallrules": ("podwall.io/v1alpha1", "firewallrules"),
+    "nodes": ("v1", "nodes"),
+    "clusternetworkpolicies": ("policy.networking.k8s.io/v1alpha2", "clusternetworkpolicies"),
+    "adminnetworkpolicies": ("policy.networking.k8s.io/v1alpha1", "adminnetworkpolicies"),
+    "baselineadminnetworkpolicies": (
+        "policy.networking.k8s.io/v1alpha1",
+        "baselineadminnetworkpolicies",
+    ),
 }
 
 
@@ -57,10 +69,12 @@ def _event_handler(agent: AgentLike, kind: Kind) -> Callable[..., Awaitable[None
     return on_event
 
 
-def build_registry(agent: AgentLike) -> kopf.OperatorRegistry:
-    """A registry with the agent's handlers only."""
+def build_registry(agent: AgentLike, kinds: Collection[Kind] = BASE_KINDS) -> kopf.OperatorRegistry:
+    """A registry with the agent's handlers only, watching ``kinds``."""
     registry = kopf.OperatorRegistry()
     for kind, (api_version, plural) in RESOURCES.items():
+        if kind not in kinds:
+            continue
         kopf.on.event(api_version, plural, registry=registry, id=f"cache-{kind}")(
             _event_handler(agent, kind)
         )

@@ -2,7 +2,8 @@
 metrics), kopf settings, and ``run(args)`` for ``podwall agent``.
 
 kopf runs standalone (no peering), cluster-wide, with the handlers of
-``handlers.build_registry`` only; kopf posts no events of its own
+``handlers.build_registry`` only (the upstream policy kinds, and their
+status writer, only with ``--upstream-policy``); kopf posts no events of its own
 (``settings.posting.enabled = False``: the status writer posts the few that
 matter).  On stop the kernel is left as it is (pods stay protected) and the
 socket is removed; ``--cleanup`` removes every podwall chain and set instead.
@@ -35,8 +36,9 @@ from firewall_operator.agent import (
     sockserver,
     status,
     trafficlog,
+    upstream_status,
 )
-from firewall_operator.agent.cache import ClusterCache, Key, Kind
+from firewall_operator.agent.cache import BASE_KINDS, KINDS, ClusterCache, Key, Kind
 from firewall_operator.agent.errors import AgentError
 from firewall_operator.agent.kubeapi import KubeApi
 from firewall_operator.agent.metrics import Metrics
@@ -97,6 +99,8 @@ class Agent:
         self.api: KubeApi | None = None
         self.relister: relist.Relister | None = None
         self.status: status.StatusWriter | None = None
+        self.kinds = KINDS if cfg.upstream_policy else BASE_KINDS
+        self.upstream_status: upstream_status.UpstreamStatusWriter | None = None
         self.started_at = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -120,7 +124,7 @@ class Agent:
             raise kopf.PermanentError("no kubeconfig and no service account to log in with")
         self.api = KubeApi(info)
         self.relister = relist.Relister(
-            self.api, self.cache, on_change=self.changed, on_swept=self._on_swept
+            self.api, self.cache, on_change=self.changed, on_swept=self._on_swept, kinds=self.kinds
         )
         self.status = status.StatusWriter(
             self.api, self.cache, node=self.cfg.node, backend=self.backend_name
@@ -137,7 +141,13 @@ class Agent:
         # prime before kopf starts its watches: one big LIST at a time, and the
         # first sync does not wait behind kopf's own handling of every object
         await self._prime()
-        for job in (self.reconciler.run(), self.relister.run(), self.status.run()):
+        jobs = [self.reconciler.run(), self.relister.run(), self.status.run()]
+        if self.cfg.upstream_policy:
+            self.upstream_status = upstream_status.UpstreamStatusWriter(
+                self.api, self.cache, node=self.cfg.node
+            )
+            jobs.append(self.upstream_status.run())
+        for job in jobs:
             self._tasks.append(asyncio.create_task(self._guard(job)))
         log.info("agent for node %s started (backend %s)", self.cfg.node, self.backend_name)
 
@@ -205,6 +215,8 @@ class Agent:
             self.traffic.set_resolver(self.log_resolver)
         if self.status is not None:
             self.status.report(report)
+        if self.upstream_status is not None:
+            self.upstream_status.wake()
         level = logging.INFO if report.ok else logging.WARNING
         log.log(
             level,
@@ -266,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     host = f"[{cfg.listen_address}]" if ":" in cfg.listen_address else cfg.listen_address
     liveness = f"http://{host}:{cfg.health_port}/healthz" if cfg.health_port else None
     kopf.run(
-        registry=handlers.build_registry(agent),
+        registry=handlers.build_registry(agent, agent.kinds),
         memories=memories.UnkeptMemories(),
         standalone=True,
         clusterwide=True,

@@ -155,7 +155,7 @@ def compile_and_apply(
             set_entries=sum(len(ipset.entries) for ipset in sets.values()),
             problems=compiled.problems,
             unmatched=compiled.unmatched,
-            generations={rule.name: rule.generation for rule in snapshot.firewall_rules},
+            generations={rule.key: rule.generation for rule in snapshot.tiered},
             policy_generations={p.key: p.generation for p in snapshot.policies},
             stats=stats,
         )

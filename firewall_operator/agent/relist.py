@@ -2,7 +2,9 @@
 
 ``Relister.prime()`` lists every watched kind once at start (pages of
 ``page`` objects, slim entries only) and then sets ``reconciler.ready``: the
-first sync compiles a complete cluster, never a half-filled cache.
+first sync compiles a complete cluster, never a half-filled cache.  The
+upstream kinds (``OPTIONAL``) may have no CRD: a 404 lists them as empty
+(which also sweeps what a deleted CRD left behind), with one warning.
 
 kopf re-lists a resource after its watch gets 410 Gone (and at start); the
 objects of a list reach handlers as events of type ``None``, but kopf never
@@ -24,9 +26,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from firewall_operator.agent.cache import KINDS, ClusterCache, Key, Kind
+from firewall_operator.agent.cache import (
+    BASE_KINDS,
+    KINDS,
+    UPSTREAM_KINDS,
+    ClusterCache,
+    Key,
+    Kind,
+)
 from firewall_operator.agent.errors import KubeApiError
 from firewall_operator.agent.kubeapi import KubeApi
 
@@ -36,7 +45,15 @@ PATHS: dict[Kind, str] = {
     "pods": "/api/v1/pods",
     "networkpolicies": "/apis/networking.k8s.io/v1/networkpolicies",
     "firewallrules": "/apis/podwall.io/v1alpha1/firewallrules",
+    "nodes": "/api/v1/nodes",
+    "clusternetworkpolicies": "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies",
+    "adminnetworkpolicies": "/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies",
+    "baselineadminnetworkpolicies": (
+        "/apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies"
+    ),
 }
+#: kinds whose CRD may be missing: listed as empty then
+OPTIONAL: frozenset[Kind] = frozenset(UPSTREAM_KINDS)
 
 
 WATCH_LOGGER = "kopf._cogs.clients.watching"
@@ -79,8 +96,11 @@ class Relister:
         page: int = 500,
         quiet: float = 2.0,
         every: float = 600.0,
+        kinds: Sequence[Kind] = BASE_KINDS,
     ) -> None:
         self.api, self.cache, self.page, self.quiet, self.every = api, cache, page, quiet, every
+        self.kinds = tuple(kinds)
+        self.missing: set[Kind] = set()  # optional kinds whose CRD was not there
         self.on_change, self.on_swept = on_change, on_swept
         self.listing_first: dict[Kind, float] = {}  # first None event since our last LIST
         self.listing_last: dict[Kind, float] = {}
@@ -100,11 +120,21 @@ class Relister:
         started = time.monotonic()
         present: set[Key] = set()
         version, changed = "", False
-        async for items, page_version in self.api.list_pages(PATHS[kind], limit=self.page):
-            version = page_version
-            for obj in items:
-                changed = self.cache.relist_item(kind, obj, present) or changed
-            await asyncio.sleep(0)  # let the watches breathe between pages
+        try:
+            async for items, page_version in self.api.list_pages(PATHS[kind], limit=self.page):
+                version = page_version
+                for obj in items:
+                    changed = self.cache.relist_item(kind, obj, present) or changed
+                await asyncio.sleep(0)  # let the watches breathe between pages
+        except KubeApiError as exc:
+            if kind not in OPTIONAL or exc.status != 404:
+                raise
+            if kind not in self.missing:
+                log.warning("no %s in this cluster (is its CRD installed?): none enforced", kind)
+            self.missing.add(kind)
+            version = ""  # an empty list: sweep everything
+        else:
+            self.missing.discard(kind)
         swept = self.cache.relist_finish(kind, present, version)
         self.listed_at[kind] = started
         self.relists += 1
@@ -117,7 +147,7 @@ class Relister:
 
     async def prime(self) -> None:
         """List every kind until it works (the API may not be up yet)."""
-        for kind in KINDS:
+        for kind in self.kinds:
             delay = 0.5
             while True:
                 try:

@@ -7,10 +7,12 @@ sort, so priming 100k pods is not 100k list moves), and hands out one tuple
 of the values that is reused until the next change.
 ``SnapshotParts`` assembles a ``cluster.Snapshot`` equal to what
 ``cluster.Snapshot.build`` makes of the same objects, but from the kinds'
-tuples: a kind that did not change gives the *same* tuple object as in the
-previous snapshot, so the incremental compiler (``Planner.update``) sees at
-once that nothing changed there, and unchanged objects keep their identity.
-Nothing is parsed or sorted again per sync.
+tuples (the three upstream kinds concatenated into ``cluster_policies``, in
+``Snapshot.build``'s kind-then-name order): a kind that did not change gives
+the *same* tuple object as in the previous snapshot, so the incremental
+compiler (``Planner.update``) sees at once that nothing changed there, and
+unchanged objects keep their identity.  Nothing is parsed or sorted again
+per sync.
 
 Pure: no I/O; the cache calls it from one thread.
 """
@@ -96,6 +98,17 @@ class SnapshotParts:
         self.pods = Ordered()
         self.policies = Ordered()
         self.rules = Ordered()  # FirewallRules (their RuleMeta stays in the cache)
+        self.nodes = Ordered()
+        # upstream cluster policies by plural; keys (namespace "", name) collide across kinds
+        self.upstream: dict[str, Ordered] = {
+            plural: Ordered()
+            for plural in (
+                "adminnetworkpolicies",
+                "baselineadminnetworkpolicies",
+                "clusternetworkpolicies",
+            )
+        }
+        self._upstream: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
         self.pod_namespaces: dict[str, int] = {}  # namespace → pods in it
         self._namespace_map: dict[str, cluster.Namespace] | None = None
         self._namespace_inputs: tuple[object, ...] = ()
@@ -126,6 +139,15 @@ class SnapshotParts:
         self._namespace_inputs = inputs
         return self._namespace_map
 
+    def _cluster_policies(self) -> tuple[Any, ...]:
+        """The upstream kinds' values as one tuple (the same object until one changes)."""
+        parts = tuple(self.upstream[plural].values() for plural in sorted(self.upstream))
+        if len(parts) != len(self._upstream[0]) or any(
+            a is not b for a, b in zip(parts, self._upstream[0], strict=True)
+        ):
+            self._upstream = (parts, tuple(item for part in parts for item in part))
+        return self._upstream[1]
+
     def snapshot(self) -> cluster.Snapshot:
         """The snapshot of the current values (the previous one if nothing changed)."""
         policies = self.policies.values()
@@ -134,18 +156,32 @@ class SnapshotParts:
             self.pods.values(),
             policies,
             self.rules.values(),
+            self._cluster_policies(),
+            self.nodes.values(),
         )
         last = self._last
         if last is not None and all(
             new is old
             for new, old in zip(
                 parts,
-                (last.namespaces, last.pods, last.policies, last.firewall_rules),
+                (
+                    last.namespaces,
+                    last.pods,
+                    last.policies,
+                    last.firewall_rules,
+                    last.cluster_policies,
+                    last.nodes,
+                ),
                 strict=True,
             )
         ):
             return last
         self._last = cluster.Snapshot(
-            namespaces=parts[0], pods=parts[1], policies=parts[2], firewall_rules=parts[3]
+            namespaces=parts[0],
+            pods=parts[1],
+            policies=parts[2],
+            firewall_rules=parts[3],
+            cluster_policies=parts[4],
+            nodes=parts[5],
         )
         return self._last

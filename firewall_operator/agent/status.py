@@ -4,7 +4,8 @@
   is replaced after syncs with the last report (backend, endpoints, chains,
   rules, sets, set entries, last sync, ``observedResourceVersion`` (the
   cache's highest resourceVersion when the last good sync began: the lab
-  waits for it), last error, problems, programmed FirewallRule generations),
+  waits for it), last error, problems, programmed generations of FirewallRules
+  (by name) and of the upstream cluster policies (by ``Kind/name``)),
   at most once per ``min_interval``; the latest report always gets written
   (a burst of syncs ends with a write of its last one, within
   ``min_interval``), and FirewallRule writes run beside it, never delaying it.

@@ -126,6 +126,10 @@ BASE = (
     "{tier: Admin, priority: 5, subject: {namespaces: {}}, ingress: [{name: r, action: Deny,"
     " from: [{namespaces: {}}]}]}"
 )
+EGRESS_NODES = (
+    "{tier: Admin, priority: 5, subject: {namespaces: {}}, egress: [{name: r, action: Deny,"
+    " to: [{nodes: {}}]}]}"
+)
 BAD = {
     "priority": BASE.replace("5", "1001"),
     "tier": BASE.replace("Admin", "Top"),
@@ -151,6 +155,10 @@ BAD = {
     "duplicate-names": BASE.replace(
         "}]}]}", "}]}, {name: r, action: Allow, from: [{namespaces: {}}]}]}"
     ),
+    "ingress-nodes-peer": BASE.replace("[{namespaces: {}}]}", "[{nodes: {}}]}"),
+    "egress-nodes-and-networks": EGRESS_NODES.replace(
+        "[{nodes: {}}]", "[{nodes: {}, networks: [10.0.0.0/8]}]"
+    ),
 }
 
 
@@ -160,7 +168,9 @@ def spec_schema() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "doc", [*fixture_rules(), fwr("base", BASE)], ids=lambda d: d["metadata"]["name"]
+    "doc",
+    [*fixture_rules(), fwr("base", BASE), fwr("nodes", EGRESS_NODES)],
+    ids=lambda d: d["metadata"]["name"],
 )
 def test_valid_examples_pass_crd_and_validator(doc: dict[str, Any]) -> None:
     assert schema_errors(spec_schema(), doc) == []
