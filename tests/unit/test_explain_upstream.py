@@ -33,7 +33,8 @@ def explain(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
             "x/a",
             "80/TCP",
             "ALLOWED",
-            "ingress of x/a: allowed: AdminNetworkPolicy y-web allows y/a (rule from-y, Admin tier)",
+            "ingress of x/a: allowed: AdminNetworkPolicy y-web allows y/a "
+            "(rule from-y, Admin tier)",
         ),
         (
             "z/c",

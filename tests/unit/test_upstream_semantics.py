@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
-from firewall_operator import explain, evaluate, upstream
+from firewall_operator import evaluate, explain, upstream
 from tests.unit.pw_policy import fwr, netpol, reachable, snapshot
 
 X = "{namespaces: {matchLabels: {team: x}}}"
