@@ -13,8 +13,10 @@ there (after a reboot that kept the state folder, after another tool flushed
 the table, after a plugin died between writing its record and its rules) gets
 its identity chains and the ``podDefault`` policy chains in the same
 transaction: fail-closed until the agent programs it.  A record whose
-dispatch is there proves its chains exist (iptables refuses a rule that
-jumps to a missing chain) and is left alone.
+dispatch is all there (the jumps to its F, N and ingress chains: ``intact``)
+proves those chains exist (iptables refuses a rule that jumps to a missing
+chain) and is left alone; one whose ingress chain was deleted by hand with
+its jump is repaired, not left to make the rebuilt PODWALL-TO jump nowhere.
 
 Families are written in parallel threads (each apply is one subprocess-bound
 transaction of its own table); the ``iptc`` backend runs them one after the
@@ -153,6 +155,21 @@ def anchored(table: KernelTable, endpoint: model.Endpoint) -> bool:
     return any(spec.endswith(f"-g {target}") for spec in forward)
 
 
+def intact(table: KernelTable, endpoint: model.Endpoint) -> bool:
+    """Whether every chain of ``endpoint`` that the rebuilt dispatch jumps
+    to exists: PODWALL-FORWARD leads to its F chain, PODWALL-INPUT to its N
+    chain and PODWALL-TO to its ingress chain (each proves its target)."""
+    container_id, ifname = endpoint.container_id, endpoint.ifname
+    wanted = (
+        (names.FORWARD_CHAIN, f"-g {names.from_chain(container_id, ifname)}"),
+        (names.INPUT_CHAIN, f"-g {names.node_chain(container_id, ifname)}"),
+        (names.TO_CHAIN, f"-j {names.ingress_chain(container_id, ifname)}"),
+    )
+    return all(
+        any(spec.endswith(jump) for spec in table.chains.get(chain, ())) for chain, jump in wanted
+    )
+
+
 def write_family(
     backend: Backend,
     config: PluginConfig,
@@ -180,7 +197,7 @@ def write_family(
             endpoint = record.endpoint()
             if not endpoint.sources(family):
                 continue
-            if record.key in renewed or not anchored(current, endpoint):
+            if record.key in renewed or not intact(current, endpoint):
                 replace += [
                     xtables.from_chain(endpoint, family),
                     xtables.node_chain(endpoint, family),
@@ -239,7 +256,8 @@ def detach(
     *,
     families: Sequence[model.Family] | None = None,
 ) -> None:
-    """DEL: remove the record, its dispatch and its chains.  Without
+    """DEL: remove the record, its dispatch and its chains (tier chains
+    included).  Without
     ``families``: those of the record, or both when there is no record.
     Succeeds whatever is left of the pod's own state."""
     try:
@@ -250,7 +268,8 @@ def detach(
     if families is None:
         families = families_of(record.ips) if record and record.ips else list(model.FAMILIES)
     records = list(endpoints.read_all(config.state_dir))
-    chains = owned_chains(container_id, ifname)
+    tiers = names.tier_chains(endpoints.record_stem(container_id, ifname))
+    chains = [*owned_chains(container_id, ifname), *tiers]  # the agent's tier chains too
 
     def write(family: model.Family) -> None:
         write_family(backend, config, family, records, delete=chains)

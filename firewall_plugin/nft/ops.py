@@ -11,8 +11,9 @@ Never wedged by other endpoints' kernel state: when the table is missing
 was written by another layout version, ADD and DEL rebuild the skeleton and
 give every record the default chains (fail-closed until the agent programs
 it) in the same transaction; when the table is there, records whose
-dispatch the kernel lacks (a plugin that died between its record and its
-write) are repaired the same way.  The table's comment names the node's
+dispatch the kernel lacks, egress or ingress (a plugin that died between its
+record and its write; a chain deleted by hand with its map element), are
+repaired the same way.  The table's comment names the node's
 state folder: a second podwall entry with another ``stateDir`` is refused.
 
 Callers hold ``locking.podwall_lock``.
@@ -92,9 +93,9 @@ def write_chain(batch: nl.Batch, chain: model.Chain, family: model.Family, *, fr
 
 
 def _anchored(sock: nl.Netlink) -> set[str]:
-    """The chains the kernel's egress maps lead to."""
+    """The chains the kernel's egress and ingress maps lead to."""
     found = set()
-    for set_name in ("from4", "from6"):
+    for set_name in ("from4", "from6", "to4", "to6"):
         for element in kernel.elements(sock, layout.INET, set_name):
             if element.verdict is not None:
                 found.add(element.verdict[1])
@@ -109,9 +110,10 @@ def _lacking(
     for record in records:
         endpoint = record.endpoint()
         wanted = [
-            layout.chain_name(record.egressChain, family)
+            layout.chain_name(chain, family)
             for family in model.FAMILIES
             if endpoint.sources(family)
+            for chain in (record.egressChain, record.ingressChain)
         ]
         if wanted and not present.issuperset(wanted):
             lacking.append(record)
