@@ -135,6 +135,7 @@ class AgentNode:
     pods: dict[str, Pod] = field(default_factory=dict)
     agent: subprocess.Popen[bytes] | None = None
     runs: int = 0
+    backend: str = "iptables-nft"
 
     def dir(self, sub: str) -> str:
         path = self.root / sub
@@ -164,7 +165,7 @@ class AgentNode:
                 },
                 {
                     "type": "podwall",
-                    "backend": "iptables-nft",
+                    "backend": self.backend,
                     "podDefault": "deny",
                     "stateDir": self.dir("state"),
                     "runDir": self.dir("run"),
@@ -184,7 +185,8 @@ class AgentNode:
 
     # --- the agent -----------------------------------------------------------
 
-    def start_agent(self, *extra: str) -> None:
+    def start_agent(self, *extra: str, wait: bool = True) -> None:
+        """Run ``podwall agent`` in the node; ``wait``: until its socket exists."""
         self.runs += 1
         log = open(self.root / f"agent-{self.runs}.log", "wb")  # noqa: SIM115 - owned by Popen
         argv = [
@@ -214,6 +216,8 @@ class AgentNode:
 
         write_kubeconfig(str(self.root / "kubeconfig"), self.kube.url)
         self.agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        if not wait:
+            return
         wait_until(
             lambda: os.path.exists(os.path.join(self.dir("run"), "agent.sock")),
             what="agent.sock",

@@ -40,14 +40,20 @@ IPTABLES = ("iptables", "ip6tables")
 
 def reboot(node: Node) -> None:
     """Wipe the node's netfilter as a reboot does; keep every file."""
-    node.run(["nft", "flush", "ruleset"])
+    wipe_netfilter(node.name)
+
+
+def wipe_netfilter(name: str) -> None:
+    """Every nf_tables table, legacy iptables rule and chain, ipset and
+    conntrack entry of netns ``name`` gone."""
+    netns.run(name, ["nft", "flush", "ruleset"])
     for tool in IPTABLES:
-        tables = node.run([f"{tool}-legacy-save"], check=False)
+        tables = netns.run(name, [f"{tool}-legacy-save"], check=False).stdout
         for table in (line[1:] for line in tables.splitlines() if line.startswith("*")):
-            node.run([f"{tool}-legacy", "-t", table, "-F"])
-            node.run([f"{tool}-legacy", "-t", table, "-X"])
-    node.run(["ipset", "destroy"], check=False)
-    node.run(["conntrack", "-F"], check=False)
+            netns.run(name, [f"{tool}-legacy", "-t", table, "-F"])
+            netns.run(name, [f"{tool}-legacy", "-t", table, "-X"])
+    netns.run(name, ["ipset", "destroy"], check=False)
+    netns.run(name, ["conntrack", "-F"], check=False)
 
 
 def flush_filter(node: Node, backend: str) -> None:
