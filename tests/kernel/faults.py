@@ -241,3 +241,115 @@ def reach(
                 items[(src, dst, family)] = probe.Probe(pods[src].netns, target)
     found = probe.probe_many(items.values())
     return {key: found[item] for key, item in items.items()}
+
+
+# --- whole-state comparisons -----------------------------------------------------
+
+
+def canonical(name: str, backend: str) -> dict[str, list[str]]:
+    """podwall's kernel state of ``backend`` in netns ``name``, whatever order
+    it was written in: each chain with its rules (in order), each set or map
+    with its type and its members (sorted), the hook jumps."""
+    if backend == "nftables":
+        return _canonical_nft(name)
+    variant = "nft" if backend == "iptables-nft" else "legacy"
+    state: dict[str, list[str]] = {}
+    for tool in IPTABLES:
+        text = netns.run(name, [f"{tool}-{variant}-save", "-t", "filter"]).stdout
+        for line in text.splitlines():
+            if line.startswith(":PODWALL"):
+                state.setdefault(f"{tool} {line[1:].split()[0]}", [])
+            elif line.startswith("-A ") and "PODWALL" in line:
+                _, chain, spec = line.split(" ", 2)
+                state.setdefault(f"{tool} {chain}", []).append(spec)
+    members: dict[str, list[str]] = {}
+    for line in netns.run(name, ["ipset", "save"]).stdout.splitlines():
+        verb, set_name, rest = ([*line.split(" ", 2), ""])[:3]
+        if set_name.startswith("PODWALL"):
+            if verb == "create":  # without the hash seed (random at every create)
+                state[f"ipset {set_name}"] = [rest.split(" initval ")[0]]
+            else:
+                members.setdefault(set_name, []).append(rest)
+    for set_name, found in members.items():
+        state.setdefault(f"ipset {set_name}", [""]).extend(sorted(found))
+    return state
+
+
+def _nft_items(name: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(table family, kind, body) of every object of podwall's nft tables."""
+    found = []
+    for family in ("inet", "bridge"):
+        done = netns.run(name, ["nft", "-j", "list", "table", family, "podwall"], check=False)
+        if done.returncode == 0:
+            for item in json.loads(done.stdout)["nftables"]:
+                kind, body = next(iter(item.items()))
+                found.append((family, kind, body))
+    return found
+
+
+def _canonical_nft(name: str) -> dict[str, list[str]]:
+    state: dict[str, list[str]] = {}
+    for family, kind, body in _nft_items(name):
+        if kind == "chain":
+            head = {key: body.get(key) for key in ("type", "hook", "prio", "policy")}
+            state[f"{family} chain {body['name']}"] = [json.dumps(head, sort_keys=True)]
+        elif kind == "rule":
+            rule = {key: body.get(key) for key in ("expr", "comment")}
+            state[f"{family} chain {body['chain']}"].append(json.dumps(rule, sort_keys=True))
+        elif kind in ("set", "map"):
+            head = {key: value for key, value in body.items() if key not in ("handle", "elem")}
+            elements = sorted(json.dumps(e, sort_keys=True) for e in body.get("elem", []))
+            state[f"{family} {kind} {body['name']}"] = [json.dumps(head, sort_keys=True), *elements]
+        elif kind == "table":
+            state[f"{family} table"] = [str(body.get("comment", ""))]
+    return state
+
+
+def _references(value: Any, found: set[str]) -> set[str]:
+    """Every chain a verdict names and every ``@set`` in a JSON value."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key in ("jump", "goto") and isinstance(inner, dict):
+                found.add(str(inner.get("target")))
+            _references(inner, found)
+    elif isinstance(value, list):
+        for inner in value:
+            _references(inner, found)
+    elif isinstance(value, str) and value.startswith("@"):
+        found.add(value[1:])
+    return found
+
+
+def orphans(name: str, backend: str) -> list[str]:
+    """podwall chains and sets nothing refers to (base chains aside): what a
+    write that died half-way could leave behind."""
+    if backend == "nftables":
+        named: set[str] = set()
+        used: set[str] = set()
+        for family, kind, body in _nft_items(name):
+            if (kind == "chain" and "hook" not in body) or kind in ("set", "map"):
+                named.add(f"{family} {body['name']}")
+            if kind in ("rule", "map"):
+                used |= {f"{family} {ref}" for ref in _references(body, set())}
+        return sorted(named - used)
+    variant = "nft" if backend == "iptables-nft" else "legacy"
+    chains: set[str] = set()
+    targets: set[str] = set()
+    sets_used: set[str] = set()
+    for tool in IPTABLES:
+        text = netns.run(name, [f"{tool}-{variant}-save", "-t", "filter"]).stdout
+        for line in text.splitlines():
+            if line.startswith(":PODWALL"):
+                chains.add(f"{tool} {line[1:].split()[0]}")
+            words = line.split()
+            for flag, value in itertools.pairwise(words):
+                if flag in ("-j", "-g"):
+                    targets.add(f"{tool} {value}")
+                elif flag == "--match-set":
+                    sets_used.add(value)
+    sets = {
+        line
+        for line in netns.run(name, ["ipset", "list", "-n"]).stdout.split()
+        if "PODWALL" in line
+    }
+    return sorted((chains - targets) | {f"ipset {s}" for s in sets - sets_used})
