@@ -1,0 +1,111 @@
+"""ADD of an attachment that exists already, with another identity; writes
+that fail change nothing.  (Found by the fuzzer: ``test_plugin_fuzz.py``.)
+
+* A second ADD of an attachment with other addresses, another host
+  interface, one family fewer, replaces the first one's identity in the
+  kernel: nothing of the old one is left to make a later DEL fail ("Device or
+  resource busy": a map element or a chain of the dropped family still
+  jumping to the pod's chains).
+* A DEL whose kernel write fails keeps the record (the runtime retries DEL).
+* An ADD whose kernel write fails over an existing attachment puts the
+  previous record and state back instead of removing the pod.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from firewall_lab import netns
+from firewall_plugin import names
+from tests.kernel import plugin_cli as cli
+
+OTHER = ("10.41.0.4/24", "fd00:41::4/64")
+FIRST = ("10.41.0.5/24", "fd00:41::5/64")
+SECOND = ("10.41.0.6/24",)
+BACKENDS = ("nftables", "iptables-nft", "iptables-legacy", "iptc")
+
+
+def add(node: str, tmp: Path, ips: tuple[str, ...], backend: str, container: str) -> cli.Outcome:
+    config = cli.conf(tmp, cli.prev_result(node, *ips), backend=backend, agentTimeoutMs=0)
+    return cli.invoke(node, "ADD", config, container_id=container)
+
+
+def delete(node: str, tmp: Path, backend: str, container: str) -> cli.Outcome:
+    return cli.invoke(node, "DEL", cli.conf(tmp, backend=backend), container_id=container)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_add_with_other_identity_replaces_the_first(
+    node_ns: str, tmp_path: Path, backend: str
+) -> None:
+    node = cli.prime(node_ns)
+    assert add(node, tmp_path, OTHER, backend, "c0").status == 0
+    assert add(node, tmp_path, FIRST, backend, "c1").status == 0
+    again = add(node, tmp_path, SECOND, backend, "c1")  # other IP and veth, no IPv6
+    assert again.status == 0, again.output
+    text = cli.kernel_text(node, backend)
+    assert "10.41.0.6" in text
+    assert "10.41.0.5" not in text and "fd00:41::5" not in text, text
+    for container in ("c1", "c0"):
+        gone = delete(node, tmp_path, backend, container)
+        assert gone.status == 0, gone.output
+    assert cli.podwall_lines(node) == []
+
+
+def foreign_jump(node: str, backend: str, chain: str) -> list[str]:
+    """A rule of another tool that jumps to ``chain`` (so it cannot be
+    deleted); returns the command that removes it again."""
+    if backend == "nftables":
+        rule = ["inet", "podwall", "input", "meta", "mark", "0x99", "jump", f"{chain}-4"]
+        netns.run(node, ["nft", "add", "rule", *rule])
+        handle = netns.run(node, ["nft", "-a", "list", "chain", "inet", "podwall", "input"])
+        number = next(line for line in handle.stdout.splitlines() if "0x00000099" in line)
+        return ["nft", "delete", "rule", "inet", "podwall", "input", "handle", number.split()[-1]]
+    spec = ["FORWARD", "-m", "mark", "--mark", "0x99", "-j", chain]
+    netns.run(node, ["iptables-nft", "-A", *spec])
+    return ["iptables-nft", "-D", *spec]
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables-nft"])
+def test_failed_del_keeps_the_record(node_ns: str, tmp_path: Path, backend: str) -> None:
+    node = cli.prime(node_ns)
+    assert add(node, tmp_path, OTHER[:1], backend, "c0").status == 0
+    assert add(node, tmp_path, SECOND, backend, "c1").status == 0
+    undo = foreign_jump(node, backend, names.ingress_chain("c1", "eth0"))
+    before = cli.snapshot(node, tmp_path / "state")
+    failed = delete(node, tmp_path, backend, "c1")
+    assert failed.status == 1, failed.output
+    assert cli.snapshot(node, tmp_path / "state") == before, "a failed DEL changed the node"
+    netns.run(node, undo)
+    assert delete(node, tmp_path, backend, "c1").status == 0
+    assert delete(node, tmp_path, backend, "c0").status == 0
+    assert cli.podwall_lines(node) == []
+
+
+def break_next_write(node: str, backend: str) -> None:
+    """Make the kernel refuse the next ADD of ``FIRST`` over ``SECOND``:
+    nftables: another tool's element holds the new (interface . address)
+    key; iptables-nft: an ``ip6 filter`` FORWARD chain that iptables-nft
+    cannot use (so only the IPv6 half fails)."""
+    if backend == "nftables":
+        host = cli.default_host(FIRST)[0]
+        element = ["{", f'"{host}"', ".", FIRST[0].split("/")[0], ":", "jump", "guard", "}"]
+        netns.run(node, ["nft", "add", "element", "inet", "podwall", "from4", *element])
+    else:
+        netns.run(node, ["nft", "add", "table", "ip6", "filter"])
+        hook = "{ type filter hook input priority 0; }"
+        netns.run(node, ["nft", "add", "chain", "ip6", "filter", "FORWARD", hook])
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables-nft"])
+def test_failed_second_add_keeps_the_first(node_ns: str, tmp_path: Path, backend: str) -> None:
+    node = node_ns  # not primed: no ip6 filter table of iptables-nft here
+    assert add(node, tmp_path, SECOND, backend, "c1").status == 0
+    cli.prev_result(node, *FIRST)  # its veth exists before the snapshot
+    break_next_write(node, backend)
+    before = cli.snapshot(node, tmp_path / "state")
+    failed = add(node, tmp_path, FIRST, backend, "c1")
+    assert failed.status == 1, failed.output
+    assert cli.snapshot(node, tmp_path / "state") == before, "a failed ADD changed the node"
