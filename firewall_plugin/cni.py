@@ -51,6 +51,13 @@ def _error(version: str, exc: BaseException) -> dict[str, Any]:
     }
 
 
+def one_line(text: str) -> str:
+    """``text`` with every unprintable character (line breaks, escapes,
+    direction overrides: the caller's variables and names end up in error
+    messages) written as a Python escape, so that a log line stays one line."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def run(
     environ: Mapping[str, str], stdin_text: str, *, unreadable: str = ""
 ) -> tuple[int, dict[str, Any] | None]:
@@ -81,7 +88,8 @@ def run(
         body = _error(version, exc)
         where = f" {env.container_id}/{env.ifname}" if env and env.container_id else ""
         command = env.command if env else environ.get("CNI_COMMAND", "?")
-        print(f"podwall: {command}{where}: error {body['code']}: {body['msg']}", file=sys.stderr)
+        line = f"podwall: {command}{where}: error {body['code']}: {body['msg']}"
+        print(one_line(line), file=sys.stderr)
         return 1, body
 
 

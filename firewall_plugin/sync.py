@@ -214,21 +214,53 @@ def write_family(
     backend.apply(family, replace=replace, delete=gone, current=current)
 
 
+def all_chains(container_id: str, ifname: str) -> list[str]:
+    """Every chain of an attachment: the plugin's and the agent's tier chains."""
+    tiers = names.tier_chains(endpoints.record_stem(container_id, ifname))
+    return [*owned_chains(container_id, ifname), *tiers]
+
+
+def _read(config: PluginConfig, container_id: str, ifname: str) -> endpoints.EndpointRecord | None:
+    try:
+        return endpoints.read(config.state_dir, container_id, ifname)
+    except StateError:
+        return None
+
+
+def _install(
+    backend: Backend,
+    config: PluginConfig,
+    record: endpoints.EndpointRecord,
+    families: Sequence[model.Family],
+) -> None:
+    """Write ``record`` and give it its chains in its families; delete the
+    attachment's chains in the other ``families`` (a family it no longer has)."""
+    endpoints.write(config.state_dir, record)
+    records = list(endpoints.read_all(config.state_dir))
+    present = families_of(record.ips)
+    chains = all_chains(record.containerID, record.ifName)
+
+    def write(family: model.Family) -> None:
+        if family in present:
+            write_family(backend, config, family, records, fresh=[record])
+        else:
+            write_family(backend, config, family, records, delete=chains)
+
+    for_families(backend, families, write)
+
+
 def attach(backend: Backend, config: PluginConfig, record: endpoints.EndpointRecord) -> None:
     """ADD: write ``record``, rebuild dispatch, give the pod its default
-    chains (and repair any record the kernel lacks).  On any failure, undo
-    (record, dispatch, chains) and re-raise."""
-    families = families_of(record.ips)
-    endpoints.write(config.state_dir, record)
+    chains (and repair any record the kernel lacks); a second ADD of the
+    attachment also deletes its chains of a family it no longer has.  On any
+    failure, undo (the previous record and its state back, or record,
+    dispatch and chains gone) and re-raise."""
+    previous = _read(config, record.containerID, record.ifName)
+    families = families_of([*record.ips, *(previous.ips if previous else ())])
     try:
-        records = list(endpoints.read_all(config.state_dir))
-
-        def write(family: model.Family) -> None:
-            write_family(backend, config, family, records, fresh=[record])
-
-        for_families(backend, families, write)
+        _install(backend, config, record, families)
     except BaseException as exc:
-        undo = _rollback(backend, config, record, families)
+        undo = _rollback(backend, config, record, previous, families)
         if undo and isinstance(exc, PodwallError):
             exc.args = (f"{exc}; rollback also failed: {undo}",)
         raise
@@ -238,11 +270,16 @@ def _rollback(
     backend: Backend,
     config: PluginConfig,
     record: endpoints.EndpointRecord,
+    previous: endpoints.EndpointRecord | None,
     families: Sequence[model.Family],
 ) -> str:
     """Best effort undo of a failed ``attach``; returns what could not be undone."""
     try:
-        detach(backend, config, record.containerID, record.ifName, families=families)
+        if previous is None:  # the record first: it must go even if the kernel refuses
+            endpoints.remove(config.state_dir, record.containerID, record.ifName)
+            detach(backend, config, record.containerID, record.ifName, families=families)
+        else:
+            _install(backend, config, previous, families)
     except PodwallError as exc:
         return str(exc)
     return ""
@@ -256,25 +293,22 @@ def detach(
     *,
     families: Sequence[model.Family] | None = None,
 ) -> None:
-    """DEL: remove the record, its dispatch and its chains (tier chains
-    included).  Without
-    ``families``: those of the record, or both when there is no record.
-    Succeeds whatever is left of the pod's own state."""
-    try:
-        record = endpoints.read(config.state_dir, container_id, ifname)
-    except StateError:
-        record = None
-    endpoints.remove(config.state_dir, container_id, ifname)
+    """DEL: remove the attachment's dispatch and chains (tier chains
+    included), then its record (a DEL whose kernel write fails keeps it, for
+    the retry).  Without ``families``: those of the record, or both when
+    there is no record.  Succeeds whatever is left of the pod's own state."""
+    record = _read(config, container_id, ifname)
     if families is None:
         families = families_of(record.ips) if record and record.ips else list(model.FAMILIES)
-    records = list(endpoints.read_all(config.state_dir))
-    tiers = names.tier_chains(endpoints.record_stem(container_id, ifname))
-    chains = [*owned_chains(container_id, ifname), *tiers]  # the agent's tier chains too
+    key = endpoints.record_stem(container_id, ifname)
+    records = [other for other in endpoints.read_all(config.state_dir) if other.key != key]
+    chains = all_chains(container_id, ifname)
 
     def write(family: model.Family) -> None:
         write_family(backend, config, family, records, delete=chains)
 
     for_families(backend, families, write)
+    endpoints.remove(config.state_dir, container_id, ifname)
 
 
 def prune_records(

@@ -62,3 +62,22 @@ def test_nesting_json_accepts_is_not_refused(monkeypatch: pytest.MonkeyPatch) ->
     deep = b'{"cniVersion": "1.0.0", "x": ' + b"[" * 500 + b"]" * 500 + b"}"
     status, body = run_main(monkeypatch, ENV, deep)
     assert (status, body["code"]) == (1, protocol.CODE_CONFIG), body
+
+
+@pytest.mark.parametrize("value", ["²³", "9" * 5000, "1e3", "-5", " 5", "1234567890"])
+def test_lock_timeout_that_is_not_a_number_is_code_4(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    status, body = run_main(monkeypatch, {**ENV, protocol.LOCK_TIMEOUT_VARIABLE: value}, b"{}")
+    assert (status, body["code"], body["details"]) == (1, protocol.CODE_ENV, ""), body
+
+
+def test_error_line_on_stderr_stays_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = "\x1b[31m\r\n-A FORWARD -j ACCEPT\nCOMMIT\u202e"
+    status, body = run_main(monkeypatch, {**ENV, "CNI_COMMAND": command}, b"{}")
+    assert (status, body["code"]) == (1, protocol.CODE_ENV)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert "\\x1b[31m\\r\\n-A FORWARD" in err and "\\u202e" in err
