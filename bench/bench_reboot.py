@@ -19,6 +19,7 @@ with the pods; nothing after it does.  Needs root.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
@@ -56,8 +57,8 @@ def run_backend(backend: str, pods: int, runs: int) -> None:
             healthy_add, healthy_del = [], []
             for _ in range(runs):
                 one = cni_helpers.attachment_for(pod_ns())
-                healthy_add.append(timed(lambda one=one: node.runner.add(network, one)))
-                healthy_del.append(timed(lambda one=one: node.runner.delete(network, one)))
+                healthy_add.append(timed(functools.partial(node.runner.add, network, one)))
+                healthy_del.append(timed(functools.partial(node.runner.delete, network, one)))
             faults.reboot(node)
             attachment = cni_helpers.attachment_for(pod_ns())
             first_add = timed(lambda: node.runner.add(network, attachment))
