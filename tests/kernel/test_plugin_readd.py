@@ -109,3 +109,19 @@ def test_failed_second_add_keeps_the_first(node_ns: str, tmp_path: Path, backend
     failed = add(node, tmp_path, FIRST, backend, "c1")
     assert failed.status == 1, failed.output
     assert cli.snapshot(node, tmp_path / "state") == before, "a failed ADD changed the node"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_last_del_also_removes_chains_without_a_record(
+    node_ns: str, tmp_path: Path, backend: str
+) -> None:
+    """A pod's record deleted by hand leaves its chains hanging on the
+    dispatch; when the last pod goes, they go too (they would keep
+    PODWALL-TO busy and fail that DEL)."""
+    node = cli.prime(node_ns)
+    assert add(node, tmp_path, OTHER, backend, "c0").status == 0
+    assert add(node, tmp_path, FIRST, backend, "c1").status == 0
+    (tmp_path / "state/endpoints/c1_eth0.json").unlink()
+    gone = delete(node, tmp_path, backend, "c0")
+    assert gone.status == 0, gone.output
+    assert cli.podwall_lines(node) == []
