@@ -179,9 +179,10 @@ def write_family(
     fresh: Sequence[endpoints.EndpointRecord] = (),
     delete: Sequence[str] = (),
 ) -> None:
-    """One transaction: the dispatch of ``records`` (or its removal when none
-    has an address of ``family``), identity and default chains for ``fresh``
-    records and for every record the kernel's dispatch lacks, ``delete``."""
+    """One transaction: the dispatch of ``records`` (or its removal, with
+    every per-pod chain left, when none has an address of ``family``),
+    identity and default chains for ``fresh`` records and for every record
+    the kernel's dispatch lacks, ``delete``."""
     current = backend.read_chains(family, DISPATCH)
     owner = xtables.owner(current.chains.get(names.FORWARD_CHAIN, ()))
     if owner and owner != config.state_dir:
@@ -208,7 +209,13 @@ def write_family(
                         deny_action=config.deny_action,  # type: ignore[arg-type]
                     ),
                 ]
-    gone = list(delete) + [name for name in DISPATCH if not replace]
+    gone = list(delete)
+    if not replace and any(name in current.chains for name in DISPATCH):
+        # the family's last pod: every per-pod chain goes with the dispatch, also
+        # those whose record is gone (their F chain would keep PODWALL-TO busy)
+        current = backend.read(family)
+        gone += [n for n in current.chains if n.startswith(POD_CHAIN_PREFIXES) and n not in gone]
+    gone += [name for name in DISPATCH if not replace]
     for name in delete:  # the record's own chains: declare them, absent or not
         current.chains.setdefault(name, [])
     backend.apply(family, replace=replace, delete=gone, current=current)
