@@ -125,3 +125,25 @@ def test_last_del_also_removes_chains_without_a_record(
     gone = delete(node, tmp_path, backend, "c0")
     assert gone.status == 0, gone.output
     assert cli.podwall_lines(node) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_add_reusing_the_address_of_a_pod_without_record(
+    node_ns: str, tmp_path: Path, backend: str
+) -> None:
+    """A pod's record deleted by hand leaves its dispatch in the kernel; a
+    new pod with the same address and interface (an IP reused) is added,
+    and its dispatch leads to its own chains."""
+    node = cli.prime(node_ns)
+    assert add(node, tmp_path, OTHER, backend, "c0").status == 0
+    assert add(node, tmp_path, FIRST, backend, "c1").status == 0
+    (tmp_path / "state/endpoints/c1_eth0.json").unlink()
+    again = add(node, tmp_path, FIRST, backend, "c2")
+    assert again.status == 0, again.output
+    text = cli.kernel_text(node, backend)
+    mine, old = names.ingress_chain("c2", "eth0"), names.ingress_chain("c1", "eth0")
+    dispatch = [line for line in text.splitlines() if "10.41.0.5" in line and "PODWALL-I-" in line]
+    assert dispatch and all(mine in line and old not in line for line in dispatch), dispatch
+    for container in ("c2", "c0"):
+        assert delete(node, tmp_path, backend, container).status == 0
+    assert cli.podwall_lines(node) == []
