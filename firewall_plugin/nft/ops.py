@@ -167,7 +167,12 @@ def attach(
         if previous is not None:
             _replace_identity(batch, previous, record)
         add_default_chains(batch, record, config)
-        layout.add_items(batch, layout.endpoint_items(record.endpoint()))
+        items = layout.endpoint_items(record.endpoint())
+        # a map element with one of the pod's keys can only be stale (no other
+        # record holds its addresses): one of a pod whose record is gone would
+        # refuse this ADD (EEXIST), so it goes first
+        layout.remove_items(batch, [item for item in items if item[3] is not None])
+        layout.add_items(batch, items)
         sock.commit(batch)
 
 

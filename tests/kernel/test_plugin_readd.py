@@ -85,14 +85,14 @@ def test_failed_del_keeps_the_record(node_ns: str, tmp_path: Path, backend: str)
 
 
 def break_next_write(node: str, backend: str) -> None:
-    """Make the kernel refuse the next ADD of ``FIRST`` over ``SECOND``:
-    nftables: another tool's element holds the new (interface . address)
-    key; iptables-nft: an ``ip6 filter`` FORWARD chain that iptables-nft
-    cannot use (so only the IPv6 half fails)."""
+    """Make the kernel refuse the second ADD (see the test): nftables: a rule
+    of another tool jumps to the IPv6 chain the second ADD deletes;
+    iptables-nft: an ``ip6 filter`` FORWARD chain that iptables-nft cannot
+    use (so only the IPv6 half of the second ADD fails)."""
     if backend == "nftables":
-        host = cli.default_host(FIRST)[0]
-        element = ["{", f'"{host}"', ".", FIRST[0].split("/")[0], ":", "jump", "guard", "}"]
-        netns.run(node, ["nft", "add", "element", "inet", "podwall", "from4", *element])
+        chain = f"{names.ingress_chain('c1', 'eth0')}-6"
+        rule = ["inet", "podwall", "input", "meta", "mark", "0x99", "jump", chain]
+        netns.run(node, ["nft", "add", "rule", *rule])
     else:
         netns.run(node, ["nft", "add", "table", "ip6", "filter"])
         hook = "{ type filter hook input priority 0; }"
@@ -102,11 +102,12 @@ def break_next_write(node: str, backend: str) -> None:
 @pytest.mark.parametrize("backend", ["nftables", "iptables-nft"])
 def test_failed_second_add_keeps_the_first(node_ns: str, tmp_path: Path, backend: str) -> None:
     node = node_ns  # not primed: no ip6 filter table of iptables-nft here
-    assert add(node, tmp_path, SECOND, backend, "c1").status == 0
-    cli.prev_result(node, *FIRST)  # its veth exists before the snapshot
+    first, second = (FIRST, SECOND) if backend == "nftables" else (SECOND, FIRST)
+    assert add(node, tmp_path, first, backend, "c1").status == 0
+    cli.prev_result(node, *second)  # its veth exists before the snapshot
     break_next_write(node, backend)
     before = cli.snapshot(node, tmp_path / "state")
-    failed = add(node, tmp_path, FIRST, backend, "c1")
+    failed = add(node, tmp_path, second, backend, "c1")
     assert failed.status == 1, failed.output
     assert cli.snapshot(node, tmp_path / "state") == before, "a failed ADD changed the node"
 
