@@ -95,6 +95,15 @@ def write_chain(batch: nl.Batch, chain: model.Chain, family: model.Family, *, fr
         )  # fmt: skip
 
 
+def put_items(batch: nl.Batch, items: Sequence[layout.Item]) -> None:
+    """Add a record's identity elements.  A verdict-map element with one of
+    its keys can only be stale (no other record holds its addresses: ADD
+    refuses duplicates), one of a pod whose record is gone; it would refuse
+    the write (EEXIST), so it is taken out first."""
+    layout.remove_items(batch, [item for item in items if item[3] is not None])
+    layout.add_items(batch, items)
+
+
 def _anchored(sock: nl.Netlink) -> set[str]:
     """The chains the kernel's egress and ingress maps lead to."""
     found = set()
@@ -140,7 +149,7 @@ def _prepare(
         lacking = _lacking(sock, others)
     for record in lacking:
         add_default_chains(batch, record, config)
-        layout.add_items(batch, layout.endpoint_items(record.endpoint()))
+        put_items(batch, layout.endpoint_items(record.endpoint()))
 
 
 def repair(config: PluginConfig, records: Sequence[endpoints.EndpointRecord]) -> None:
@@ -167,12 +176,7 @@ def attach(
         if previous is not None:
             _replace_identity(batch, previous, record)
         add_default_chains(batch, record, config)
-        items = layout.endpoint_items(record.endpoint())
-        # a map element with one of the pod's keys can only be stale (no other
-        # record holds its addresses): one of a pod whose record is gone would
-        # refuse this ADD (EEXIST), so it goes first
-        layout.remove_items(batch, [item for item in items if item[3] is not None])
-        layout.add_items(batch, items)
+        put_items(batch, layout.endpoint_items(record.endpoint()))
         sock.commit(batch)
 
 

@@ -374,5 +374,5 @@ def problems(report: Report) -> list[str]:
         if len(report.stderr.strip().splitlines()) != 1:
             found.append(f"stderr: {report.stderr[-500:]!r}")
         if report.changed:
-            found.append(f"failed but changed {report.changed}")
+            found.append(f"failed but changed {report.changed}: {report.stdout[:600]}")
     return found

@@ -13,6 +13,7 @@ that fail change nothing.  (Found by the fuzzer: ``test_plugin_fuzz.py``.)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,21 @@ def test_add_reusing_the_address_of_a_pod_without_record(
     for container in ("c2", "c0"):
         assert delete(node, tmp_path, backend, container).status == 0
     assert cli.podwall_lines(node) == []
+
+
+def test_repair_of_a_record_whose_key_a_stale_element_holds(node_ns: str, tmp_path: Path) -> None:
+    """nftables: pod c1's record is gone and its address reused by c2, whose
+    plugin died before its kernel write (its record alone); the next ADD
+    repairs c2 although c1's stale element holds the same key."""
+    node = cli.prime(node_ns)
+    assert add(node, tmp_path, FIRST, "nftables", "c1").status == 0
+    folder = tmp_path / "state/endpoints"
+    record = json.loads((folder / "c1_eth0.json").read_text())
+    record["containerID"] = "c2"
+    (folder / "c2_eth0.json").write_text(json.dumps(record))
+    (folder / "c1_eth0.json").unlink()
+    done = add(node, tmp_path, OTHER, "nftables", "c0")
+    assert done.status == 0, done.output
+    text = cli.kernel_text(node, "nftables")
+    mine = names.ingress_chain("c2", "eth0")
+    assert f"10.41.0.5 : jump {mine}-4" in text, text
