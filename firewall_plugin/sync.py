@@ -170,6 +170,25 @@ def intact(table: KernelTable, endpoint: model.Endpoint) -> bool:
     )
 
 
+def strays(table: KernelTable, records: Sequence[endpoints.EndpointRecord]) -> list[str]:
+    """The F, N, ingress and egress chains of the pods the kernel's dispatch
+    leads to but no record names (a record deleted by hand, or by a DEL
+    through another backend).  The rebuilt dispatch no longer leads to them;
+    left behind, their F chain's jump to PODWALL-TO would make deleting that
+    chain fail when the family's last pod goes."""
+    known = {names.endpoint_hash(record.containerID, record.ifName) for record in records}
+    kinds = (names.FROM_KIND, names.NODE_KIND, names.INGRESS_KIND)
+    found: set[str] = set()
+    for chain in DISPATCH:
+        for spec in table.chains.get(chain, ()):
+            target = spec.rsplit(" ", 1)[-1]
+            kind, _, digest = target.removeprefix(f"{names.PREFIX}-").partition("-")
+            if target.startswith(names.PREFIX) and kind in kinds and digest not in known:
+                found.add(digest)
+    every = (*kinds, names.EGRESS_KIND)
+    return [f"{names.PREFIX}-{kind}-{digest}" for digest in sorted(found) for kind in every]
+
+
 def write_family(
     backend: Backend,
     config: PluginConfig,
@@ -179,10 +198,10 @@ def write_family(
     fresh: Sequence[endpoints.EndpointRecord] = (),
     delete: Sequence[str] = (),
 ) -> None:
-    """One transaction: the dispatch of ``records`` (or its removal, with
-    every per-pod chain left, when none has an address of ``family``),
-    identity and default chains for ``fresh`` records and for every record
-    the kernel's dispatch lacks, ``delete``."""
+    """One transaction: the dispatch of ``records`` (or its removal when none
+    has an address of ``family``), identity and default chains for ``fresh``
+    records and for every record the kernel's dispatch lacks, ``delete``,
+    and the ``strays`` of the dispatch it replaces."""
     current = backend.read_chains(family, DISPATCH)
     owner = xtables.owner(current.chains.get(names.FORWARD_CHAIN, ()))
     if owner and owner != config.state_dir:
@@ -209,14 +228,9 @@ def write_family(
                         deny_action=config.deny_action,  # type: ignore[arg-type]
                     ),
                 ]
-    gone = list(delete)
-    if not replace and any(name in current.chains for name in DISPATCH):
-        # the family's last pod: every per-pod chain goes with the dispatch, also
-        # those whose record is gone (their F chain would keep PODWALL-TO busy)
-        current = backend.read(family)
-        gone += [n for n in current.chains if n.startswith(POD_CHAIN_PREFIXES) and n not in gone]
-    gone += [name for name in DISPATCH if not replace]
-    for name in delete:  # the record's own chains: declare them, absent or not
+    stray = [name for name in strays(current, records) if name not in delete]
+    gone = [*delete, *stray, *(name for name in DISPATCH if not replace)]
+    for name in [*delete, *stray]:  # declare them (strays exist: a jump leads there)
         current.chains.setdefault(name, [])
     backend.apply(family, replace=replace, delete=gone, current=current)
 
