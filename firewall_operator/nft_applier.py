@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from firewall_operator import chains
 from firewall_operator.applier import (
     ApplyStats,
     Fingerprint,
@@ -157,6 +158,17 @@ class NftApplier:
         with locking.podwall_lock(self.run_dir, timeout=self.lock_timeout):
             self._known = None
             ops.remove_all()
+
+    def read_counters(self) -> dict[str, tuple[int, int]]:
+        """Packets and bytes per tag of the counting rules (drop metrics)."""
+        totals: dict[str, tuple[int, int]] = {}
+        with nl.Netlink() as sock:
+            for comment, packets, size in kernel.rule_counters(sock):
+                tag = chains.tag_of_comment(comment)
+                if tag:
+                    before = totals.get(tag, (0, 0))
+                    totals[tag] = (before[0] + packets, before[1] + size)
+        return totals
 
     def forget(self) -> None:
         """Drop the memory: the next apply rebuilds."""

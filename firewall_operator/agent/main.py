@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import kopf
 
-from firewall_operator import logtags
+from firewall_operator import chains, logtags
 from firewall_operator.agent import config as agent_config
 from firewall_operator.agent import (
     counters,
@@ -81,6 +81,12 @@ class Agent:
             state_dir=cfg.state_dir,
             deny_action=cast(dataplane.DenyAction, cfg.deny_action),
             pod_default=cast(dataplane.PodDefault, cfg.pod_default),
+            logging=chains.Logging(
+                group=cfg.nflog_group,
+                rate=cfg.log_rate,
+                burst=cfg.log_burst,
+                denied=cfg.log_denied,
+            ),
         )
         self.log_resolver: logtags.Resolver = logtags.no_tags
         if isinstance(writer.applier, counters.CounterSource):  # drop counters

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from firewall_operator import applier as applier_mod
-from firewall_operator import cluster, compiler
+from firewall_operator import chains, cluster, compiler
 from firewall_operator.agent import node
 from firewall_operator.agent.cache import ClusterCache
 from firewall_operator.logtags import LogTag
@@ -117,10 +117,13 @@ class Writer:
     state_dir: str
     deny_action: dataplane.DenyAction = "drop"
     pod_default: dataplane.PodDefault = "deny"
+    logging: chains.Logging = field(default_factory=chains.Logging)
 
 
 def new_compiler(writer: Writer) -> compiler.Compiler:
-    return compiler.Compiler(deny_action=writer.deny_action, unknown_pod=writer.pod_default)
+    return compiler.Compiler(
+        deny_action=writer.deny_action, unknown_pod=writer.pod_default, logging=writer.logging
+    )
 
 
 def compile_and_apply(
@@ -158,6 +161,7 @@ def compile_and_apply(
             generations={rule.key: rule.generation for rule in snapshot.tiered},
             policy_generations={p.key: p.generation for p in snapshot.policies},
             stats=stats,
+            log_tags=compiled.log_tags,
         )
     raise applier_mod.StaleEndpointsError("endpoint records kept changing during the sync")
 
