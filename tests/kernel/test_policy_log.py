@@ -95,7 +95,9 @@ def lab(request: pytest.FixtureRequest, node_ns: str, tmp_path: Any, make_ns: An
     added = node.add_many(net, [make_ns("pwlgs"), make_ns("pwlgc")])
     pods = {"server": added[0], "client": added[1]}
     records = list(endpoints.read_all(node.dir("state")))
-    for record, name in zip(sorted(records, key=lambda r: r.containerID), ("server", "client")):
+    by_netns = {pod.attachment.container_id: name for name, pod in pods.items()}
+    for record in records:
+        name = by_netns[record.containerID]
         renamed = record.replace(podNamespace="x", podName=name, podUID=f"uid-{record.containerID}")
         endpoints.write(node.dir("state"), renamed)
     logging = chains.Logging(group=GROUP, rate="10/minute", burst=BURST)
