@@ -301,11 +301,16 @@ def sweep(config: PluginConfig, kept: Iterable[endpoints.EndpointRecord]) -> lis
 
 
 def ready() -> str:
-    """'' when this node can run the nftables backend, else why not."""
+    """'' when this node can run the nftables backend, else why not: netlink
+    answers, the inet and bridge families exist, and the kernel knows the
+    DESTROY messages (Linux 6.3+; DEL and GC rely on them)."""
     try:
         with nl.Netlink() as sock:
             sock.generation()
             table_state(sock)
+            probe = nl.Batch()
+            obj.destroy_table(probe, layout.BRIDGE, "podwall-probe-absent")
+            sock.commit(probe)
     except errors.PodwallError as exc:
         return str(exc)
     return ""
