@@ -185,6 +185,9 @@ class Agent:
         last = self.reconciler.last_ok
         if any(task.done() for task in self._tasks):
             raise RuntimeError("an agent task stopped")
+        latest = self.reconciler.last
+        if latest is not None and not latest.ok and latest.error.startswith(reconcile.UNENFORCED):
+            raise RuntimeError(latest.error)  # never healthy while pods are unfiltered
         if last is None:
             if time.monotonic() - self.started_at > limit * 2:
                 raise RuntimeError("no successful sync since the agent started")

@@ -40,6 +40,7 @@ from firewall_plugin.errors import PodwallError
 
 log = logging.getLogger(__name__)
 STALE_RETRIES = 5
+UNENFORCED = "bridged pod traffic is not filtered"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
@@ -171,7 +172,7 @@ def _bridge_netfilter(records: list[endpoints.EndpointRecord]) -> tuple[tuple[st
     try:
         fixed = node.ensure_bridge_netfilter(records)
     except PodwallError as exc:
-        return (), f"bridged pod traffic is not filtered: {exc}"
+        return (), f"{UNENFORCED}: {exc}"
     return tuple(f"{name} was 0: set it to 1" for name in fixed), ""
 
 

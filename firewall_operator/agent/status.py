@@ -42,13 +42,14 @@ from firewall_operator.agent import policy_events
 from firewall_operator.agent.cache import ClusterCache, RuleMeta
 from firewall_operator.agent.errors import KubeApiError
 from firewall_operator.agent.kubeapi import KubeApi
-from firewall_operator.agent.reconcile import SyncReport
+from firewall_operator.agent.reconcile import UNENFORCED, SyncReport
 
 log = logging.getLogger(__name__)
 GROUP_PATH = "/apis/podwall.io/v1alpha1"
 EVENTS_PATH = "/api/v1/namespaces/default/events"
 JSON_PATCH = "application/json-patch+json"
 MAX_PROBLEMS = 100
+
 MAX_PROGRAMMED = 20_000  # programmedPolicies entries (~40 bytes each) in one status
 
 
@@ -142,6 +143,7 @@ class StatusWriter:
         self._attempted: dict[str, tuple[str, str, str, int]] = {}
         self._wake = asyncio.Event()
         self._rules_wake = asyncio.Event()
+        self._node_warned: set[tuple[str, str]] = set()
         self.policy_warnings = policy_events.PolicyWarnings(
             api, node=node, jitter=lambda name: jitter(node, name, spread)
         )
@@ -168,7 +170,24 @@ class StatusWriter:
             except KubeApiError as exc:
                 log.warning("cannot write NodeFirewall %s: %s", self.node, exc)
                 self._wake.set()  # try again after the pause
+            await self.warn_node(report)
             await asyncio.sleep(self.min_interval)
+
+    async def warn_node(self, report: SyncReport) -> None:
+        """One Warning event on the NodeFirewall for each repair the sync had to
+        make on the node (bridge netfilter turned back on) and for a sync that
+        left bridged traffic unfiltered; the same message is posted once."""
+        found = [("BridgeNetfilterRepaired", text) for text in report.warnings]
+        if not report.ok and report.error.startswith(UNENFORCED):
+            found.append(("BridgedTrafficUnfiltered", report.error))
+        for reason, message in found:
+            if (reason, message) in self._node_warned:
+                continue
+            self._node_warned.add((reason, message))
+            await self._post_event(
+                kind="NodeFirewall", name=self.node, uid="", version="", reason=reason,
+                message=message,
+            )  # fmt: skip
 
     async def _run_rules(self) -> None:
         while True:
@@ -263,21 +282,30 @@ class StatusWriter:
             await self._warn(name, meta, condition)
 
     async def _warn(self, name: str, meta: RuleMeta, condition: Mapping[str, Any]) -> None:
+        await self._post_event(
+            kind="FirewallRule",
+            name=name,
+            uid=meta.uid,
+            version=meta.resource_version,
+            reason="InvalidFirewallRule",
+            message=f"generation {meta.generation}: {condition['message']}",
+        )
+
+    async def _post_event(
+        self, *, kind: str, name: str, uid: str, version: str, reason: str, message: str
+    ) -> None:
         stamp = now_iso()
+        involved = {"apiVersion": "podwall.io/v1alpha1", "kind": kind, "name": name}
+        if uid:
+            involved |= {"uid": uid, "resourceVersion": version}
         event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": "default"},
-            "involvedObject": {
-                "apiVersion": "podwall.io/v1alpha1",
-                "kind": "FirewallRule",
-                "name": name,
-                "uid": meta.uid,
-                "resourceVersion": meta.resource_version,
-            },
+            "involvedObject": involved,
             "type": "Warning",
-            "reason": "InvalidFirewallRule",
-            "message": f"generation {meta.generation}: {condition['message']}"[:1024],
+            "reason": reason,
+            "message": message[:1024],
             "source": {"component": "podwall-agent", "host": self.node},
             "reportingComponent": "podwall-agent",
             "reportingInstance": self.node,
@@ -289,4 +317,4 @@ class StatusWriter:
             await self.api.request("POST", EVENTS_PATH, body=event)
             self.events_posted += 1
         except KubeApiError as exc:
-            log.warning("cannot post the event for FirewallRule %s: %s", name, exc)
+            log.warning("cannot post the event for %s %s: %s", kind, name, exc)
