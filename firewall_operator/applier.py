@@ -151,7 +151,9 @@ class Applier:
         run_dir: str,
         state_dir: str | None = None,
         lock_timeout: float = 30.0,
+        log: model.LogSpec | None = None,
     ) -> None:
+        self.log = log  # log the identity drops too (the agent's --log-denied)
         self.backend = backend
         self.run_dir = run_dir
         self.state_dir = state_dir
@@ -232,7 +234,9 @@ class Applier:
         """``desired`` plus the identity and dispatch chains of ``endpoints``."""
         merged: dict[model.Family, model.FamilyState] = dict(desired)
         for family in model.FAMILIES:
-            extra = xtables.dispatch_chains(endpoints, family, state_dir=self.state_dir or "")
+            extra = xtables.dispatch_chains(
+                endpoints, family, state_dir=self.state_dir or "", log=self.log
+            )
             if not extra:
                 continue
             state = merged.get(family, model.FamilyState(family))

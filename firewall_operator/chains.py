@@ -29,8 +29,6 @@ from firewall_plugin import dataplane, model, names
 from firewall_plugin.endpoints import EndpointRecord
 
 DEFAULT_NFLOG_GROUP = 0x5057
-RATE_UNITS = {"second": "sec", "minute": "min", "hour": "hour", "day": "day"}
-NFLOG_SIZE = "128"  # the agent's traffic log reads this much of each packet
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,28 +42,15 @@ class Logging:
     burst: int = 5
     denied: bool = False
 
-    def limit(self) -> model.Match:
-        """The ``limit`` match, spelled as iptables-save prints it."""
+    def spec(self) -> model.LogSpec:
+        """The settings as the data planes render them."""
         number, _, unit = self.rate.partition("/")
-        options: tuple[model.Option, ...] = (("limit", f"{number}/{RATE_UNITS[unit]}"),)
-        if self.burst != 5:  # iptables-save leaves the default out
-            options += (("limit-burst", str(self.burst)),)
-        return model.Match("limit", options)
+        seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[unit]
+        return model.LogSpec(self.group, int(number), seconds, self.burst)
 
     def rule(self, base: model.Rule, tag: str, note: str) -> model.Rule:
         """An NFLOG rule with ``base``'s matches, rate-limited, prefixed ``tag``."""
-        options = (
-            ("nflog-prefix", tag),
-            ("nflog-group", str(self.group)),
-            ("nflog-size", NFLOG_SIZE),
-        )
-        return base.replace(
-            target="NFLOG",
-            comment=note,
-            matches=(*base.matches, self.limit()),
-            target_options=options,
-            goto=False,
-        )
+        return dataplane.log_rule(base, tag, note, self.spec())
 
 
 def tagged_note(tag: str, text: str) -> str:

@@ -56,8 +56,9 @@ from firewall_operator.logtags import LogTag
 from firewall_operator.plan import DIRECTIONS
 from firewall_operator.planner import Planner
 from firewall_operator.problems import Problem
-from firewall_plugin import dataplane, model
+from firewall_plugin import dataplane, model, xtables
 from firewall_plugin.endpoints import EndpointRecord
+from firewall_plugin.nft import layout
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class Compiler:
         self._names: dict[model.Family, SetNames] = {}
         self._contents: dict[model.Family, SetContents] = {}
         self._endpoints: dict[tuple[str, model.Family], _Endpoint] = {}
+        self._identity_cache: tuple[tuple[model.Endpoint, ...], dict[str, LogTag]] | None = None
         self._reset()
 
     @property
@@ -192,7 +194,18 @@ class Compiler:
         identities = tuple(
             record.endpoint(ingress_open=open_ingress.get(record.key, False)) for record in records
         )
+        tags.update(self._identity_tags(identities))
         return CompiledNode(families, tuple(planner.problems()), unmatched, identities, tags)
+
+    def _identity_tags(self, identities: tuple[model.Endpoint, ...]) -> dict[str, LogTag]:
+        """The tags of the drops the data planes add for identity (anti-spoofing,
+        multicast isolation): the same for every sync with the same endpoints."""
+        if self._identity_cache is None or self._identity_cache[0] != identities:
+            fields = xtables.identity_tags(identities)
+            layout.skeleton_rules(None, tags=fields)
+            found = {tag: LogTag(*value) for tag, value in fields.items()}  # type: ignore[arg-type]
+            self._identity_cache = (identities, found)
+        return self._identity_cache[1]
 
     def _build(
         self, planner: Planner, record: EndpointRecord, pod_id: int | None, family: model.Family

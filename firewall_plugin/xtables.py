@@ -73,7 +73,7 @@ def _spoofed_elsewhere(endpoints: list[model.Endpoint], family: model.Family) ->
     return [
         model.Rule(
             "DROP",
-            names.comment(f"spoofed {address} of {endpoint.pod} from elsewhere"),
+            names.comment(f"spoofed address: {address} of {endpoint.pod} from elsewhere"),
             source=address,
         )
         for endpoint in endpoints
@@ -87,9 +87,9 @@ def _neighbour_rules(endpoint: model.Endpoint, *, forward: bool) -> list[model.R
     (bridged); multicast listener reports only on the link."""
     pod = endpoint.pod
     rules = [
-        model.Rule("DROP", names.comment(f"router advertisement from {pod}"), protocol=ICMP6,
+        model.Rule("DROP", names.comment(f"router advertisement: from {pod}"), protocol=ICMP6,
                    matches=(_icmp6(RA),)),
-        model.Rule("DROP", names.comment(f"redirect from {pod}"), protocol=ICMP6,
+        model.Rule("DROP", names.comment(f"redirect: from {pod}"), protocol=ICMP6,
                    matches=(_icmp6(REDIRECT),)),
     ]  # fmt: skip
     link = (BRIDGED,) if forward else ()
@@ -110,13 +110,37 @@ def _neighbour_rules(endpoint: model.Endpoint, *, forward: bool) -> list[model.R
             )  # fmt: skip
     for kind in (NS, NA):
         rules.append(
-            model.Rule("DROP", names.comment(f"neighbour discovery of {pod} off the link"),
+            model.Rule("DROP", names.comment(f"neighbour discovery off the link: {pod}"),
                        protocol=ICMP6, matches=(_icmp6(kind),))
         )  # fmt: skip
     return rules
 
 
-def from_chain(endpoint: model.Endpoint, family: model.Family) -> model.Chain:
+def _tagged(
+    rules: list[model.Rule],
+    endpoint: model.Endpoint | None,
+    log: model.LogSpec | None,
+    tags: dict[str, tuple[str, ...]] | None = None,
+) -> tuple[model.Rule, ...]:
+    """Every drop of an identity chain tagged (counted as anti-spoofing, or
+    multicast isolation) and, with ``log``, logged first."""
+    pod = endpoint.pod if endpoint is not None else ""
+    out: list[model.Rule] = []
+    for rule in rules:
+        tier = "isolation" if rule.comment.startswith("podwall: multicast") else "spoofing"
+        direction = "ingress" if tier == "isolation" else "egress"
+        out += dataplane.tag_drops(
+            [rule], direction=direction, tier=tier, pod=pod, log=log, tags=tags
+        )
+    return tuple(out)
+
+
+def from_chain(
+    endpoint: model.Endpoint,
+    family: model.Family,
+    log: model.LogSpec | None = None,
+    tags: dict[str, tuple[str, ...]] | None = None,
+) -> model.Chain:
     """``PODWALL-F-X``: what ``endpoint`` forwards."""
     rules = _neighbour_rules(endpoint, forward=True) if family == "ipv6" else []
     egress = names.egress_chain(endpoint.container_id, endpoint.ifname)
@@ -125,11 +149,17 @@ def from_chain(endpoint: model.Endpoint, family: model.Family) -> model.Chain:
         rules.append(
             model.Rule(names.TO_CHAIN, names.comment("ingress dispatch"), source=source, goto=True)
         )
-    rules.append(model.Rule("DROP", names.comment(f"spoofed source from {endpoint.pod}")))
-    return model.Chain(names.from_chain(endpoint.container_id, endpoint.ifname), tuple(rules))
+    rules.append(model.Rule("DROP", names.comment(f"spoofed source: from {endpoint.pod}")))
+    name = names.from_chain(endpoint.container_id, endpoint.ifname)
+    return model.Chain(name, _tagged(rules, endpoint, log, tags))
 
 
-def node_chain(endpoint: model.Endpoint, family: model.Family) -> model.Chain:
+def node_chain(
+    endpoint: model.Endpoint,
+    family: model.Family,
+    log: model.LogSpec | None = None,
+    tags: dict[str, tuple[str, ...]] | None = None,
+) -> model.Chain:
     """``PODWALL-N-X``: what ``endpoint`` sends to its own node."""
     rules = _neighbour_rules(endpoint, forward=False) if family == "ipv6" else []
     egress = names.egress_chain(endpoint.container_id, endpoint.ifname)
@@ -138,11 +168,17 @@ def node_chain(endpoint: model.Endpoint, family: model.Family) -> model.Chain:
             model.Rule(egress, names.comment(f"egress {endpoint.pod} to its node"), source=source,
                        goto=True)
         )  # fmt: skip
-    rules.append(model.Rule("DROP", names.comment(f"spoofed source from {endpoint.pod}")))
-    return model.Chain(names.node_chain(endpoint.container_id, endpoint.ifname), tuple(rules))
+    rules.append(model.Rule("DROP", names.comment(f"spoofed source: from {endpoint.pod}")))
+    name = names.node_chain(endpoint.container_id, endpoint.ifname)
+    return model.Chain(name, _tagged(rules, endpoint, log, tags))
 
 
-def to_chain(endpoints: list[model.Endpoint], family: model.Family) -> model.Chain:
+def to_chain(
+    endpoints: list[model.Endpoint],
+    family: model.Family,
+    log: model.LogSpec | None = None,
+    tags: dict[str, tuple[str, ...]] | None = None,
+) -> model.Chain:
     """``PODWALL-TO``: the ingress dispatch."""
     rules = []
     for endpoint in endpoints:
@@ -157,10 +193,10 @@ def to_chain(endpoints: list[model.Endpoint], family: model.Family) -> model.Cha
             port = (("physdev-out", endpoint.interface), ("physdev-is-bridged", ""))
             for flooded in FLOODED:
                 rules.append(
-                    model.Rule("DROP", names.comment(f"multicast to isolated {endpoint.pod}"),
+                    model.Rule("DROP", names.comment(f"multicast to isolated: {endpoint.pod}"),
                                matches=(model.Match("physdev", port), flooded))
                 )  # fmt: skip
-    return model.Chain(names.TO_CHAIN, tuple(rules))
+    return model.Chain(names.TO_CHAIN, _tagged(rules, None, log, tags))
 
 
 def replies_comment(state_dir: str) -> str:
@@ -182,19 +218,34 @@ def owner(forward: Iterable[str]) -> str:
 
 
 def dispatch_chains(
-    endpoints: Iterable[model.Endpoint], family: model.Family, *, state_dir: str
+    endpoints: Iterable[model.Endpoint],
+    family: model.Family,
+    *,
+    state_dir: str,
+    log: model.LogSpec | None = None,
+    tags: dict[str, tuple[str, ...]] | None = None,
 ) -> list[model.Chain]:
     """Every identity and dispatch chain of ``family``; none when no endpoint
-    has an address of ``family`` (a node without pods carries no trace)."""
+    has an address of ``family`` (a node without pods carries no trace).
+    ``log``: log the drops (the agent's setting; the plugin never logs);
+    ``tags`` collects what the drops' tags stand for."""
     present = _present(endpoints, family)
-    chains = shared_chains(present, family, state_dir=state_dir)
+    chains = shared_chains(present, family, state_dir=state_dir, log=log, tags=tags)
     for endpoint in present:
-        chains += [from_chain(endpoint, family), node_chain(endpoint, family)]
+        chains += [
+            from_chain(endpoint, family, log, tags),
+            node_chain(endpoint, family, log, tags),
+        ]
     return chains
 
 
 def shared_chains(
-    endpoints: Iterable[model.Endpoint], family: model.Family, *, state_dir: str
+    endpoints: Iterable[model.Endpoint],
+    family: model.Family,
+    *,
+    state_dir: str,
+    log: model.LogSpec | None = None,
+    tags: dict[str, tuple[str, ...]] | None = None,
 ) -> list[model.Chain]:
     """PODWALL-FORWARD, PODWALL-INPUT and PODWALL-TO of ``family`` (the chains
     every endpoint's dispatch goes through); none without an endpoint."""
@@ -209,7 +260,7 @@ def shared_chains(
         forward.append(_from(endpoint, target, names.comment(f"from {endpoint.pod}"), goto=True))
         target = names.node_chain(endpoint.container_id, endpoint.ifname)
         node.append(_from(endpoint, target, names.comment(f"from {endpoint.pod}"), goto=True))
-    spoofed = _spoofed_elsewhere(present, family)
+    spoofed = list(_tagged(_spoofed_elsewhere(present, family), None, log, tags))
     forward += spoofed
     node += spoofed
     forward.append(
@@ -219,10 +270,18 @@ def shared_chains(
     return [
         model.Chain(names.FORWARD_CHAIN, tuple(forward)),
         model.Chain(names.INPUT_CHAIN, tuple(node)),
-        to_chain(present, family),
+        to_chain(present, family, log, tags),
     ]
 
 
 def endpoint_chain_names(container_id: str, ifname: str) -> list[str]:
     """The identity chains one attachment owns (its policy chains aside)."""
     return [names.from_chain(container_id, ifname), names.node_chain(container_id, ifname)]
+
+
+def identity_tags(endpoints: Iterable[model.Endpoint]) -> dict[str, tuple[str, ...]]:
+    """What the tags of every identity drop of ``endpoints`` stand for."""
+    tags: dict[str, tuple[str, ...]] = {}
+    for family in model.FAMILIES:
+        dispatch_chains(endpoints, family, state_dir="", tags=tags)
+    return tags

@@ -74,19 +74,20 @@ class Agent:
                 group=cfg.nflog_group, node=cfg.node, output=output
             )
             self.metrics.watch_traffic_log(self.traffic)
+        logging = chains.Logging(
+            group=cfg.nflog_group, rate=cfg.log_rate, burst=cfg.log_burst, denied=cfg.log_denied
+        )
         writer = reconcile.Writer(
             applier=node.make_applier(
-                self.backend_name, run_dir=cfg.run_dir, state_dir=cfg.state_dir
+                self.backend_name,
+                run_dir=cfg.run_dir,
+                state_dir=cfg.state_dir,
+                log=logging.spec() if cfg.log_denied else None,
             ),
             state_dir=cfg.state_dir,
             deny_action=cast(dataplane.DenyAction, cfg.deny_action),
             pod_default=cast(dataplane.PodDefault, cfg.pod_default),
-            logging=chains.Logging(
-                group=cfg.nflog_group,
-                rate=cfg.log_rate,
-                burst=cfg.log_burst,
-                denied=cfg.log_denied,
-            ),
+            logging=logging,
         )
         self.log_resolver: logtags.Resolver = logtags.no_tags
         if isinstance(writer.applier, counters.CounterSource):  # drop counters

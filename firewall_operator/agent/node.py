@@ -48,10 +48,14 @@ def backend_name(backend: str, run_dir: str) -> str:
     return sync.resolve(backend, run_dir, remember=True)
 
 
-def make_applier(name: str, *, run_dir: str, state_dir: str | None) -> applier_mod.NodeApplier:
+def make_applier(
+    name: str, *, run_dir: str, state_dir: str | None, log: model.LogSpec | None = None
+) -> applier_mod.NodeApplier:
+    """The writer of backend ``name`` (``log``: log the identity drops too)."""
     if name == backends.NFTABLES:
-        return NftApplier(run_dir=run_dir, state_dir=state_dir)
-    return applier_mod.Applier(backends.get_backend(name), run_dir=run_dir, state_dir=state_dir)
+        return NftApplier(run_dir=run_dir, state_dir=state_dir, log=log)
+    chosen = backends.get_backend(name)
+    return applier_mod.Applier(chosen, run_dir=run_dir, state_dir=state_dir, log=log)
 
 
 # --- drift -------------------------------------------------------------------------

@@ -40,7 +40,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from firewall_plugin import model, names
+from firewall_plugin import dataplane, model, names
 from firewall_plugin.nft import expr, keys
 from firewall_plugin.nft import netlink as nl
 from firewall_plugin.nft import objects as obj
@@ -342,6 +342,51 @@ def rule_digest(expressions: bytes) -> bytes:
     return names.short_digest(expressions)
 
 
+def _tag_drops(
+    rules: list[Rule], log: model.LogSpec | None, tags: dict[str, tuple[str, ...]] | None = None
+) -> list[Rule]:
+    """Every drop counted under a tag (its comment starts with it) and, with
+    ``log``, logged first by a rate-limited rule of the same matches."""
+    out: list[Rule] = []
+    for expressions, note in rules:
+        if not expressions.endswith(DROP):
+            out.append((expressions, note))
+            continue
+        matches = expressions[: -len(DROP)]
+        isolation = note.startswith("multicast")
+        tier = "isolation" if isolation else "spoofing"
+        policy = "multicast isolation" if isolation else "anti-spoofing"
+        direction = "ingress" if isolation else "egress"
+        fields = (direction, "deny", tier, policy, note, "")
+        tag = names.log_tag(*fields)
+        if tags is not None:
+            tags[tag] = fields
+        tagged = f"{tag} {note}"
+        if log is not None:
+            limit = expr.limit(rate=log.rate, per_seconds=log.per_seconds, burst=log.burst)
+            logging = expr.log(group=log.group, prefix=tag, snaplen=int(dataplane.NFLOG_SIZE))
+            out.append((matches + limit + logging, tagged))
+        out.append((matches + expr.counter() + DROP, tagged))
+    return out
+
+
+def skeleton_rules(
+    log: model.LogSpec | None = None, tags: dict[str, tuple[str, ...]] | None = None
+) -> dict[tuple[int, str], list[Rule]]:
+    """The rules of every skeleton chain, as written ((table family, chain) →
+    rules): ``skeleton`` writes them, the agent's ``verify`` compares with them."""
+    chains = {
+        (INET, "guard"): inet_guard(),
+        (INET, "prerouting"): inet_prerouting(),
+        (INET, "forward"): inet_forward(),
+        (INET, "input"): inet_input(),
+        (BRIDGE, "guard"): bridge_guard(),
+        (BRIDGE, "prerouting"): bridge_prerouting(),
+        (BRIDGE, "forward"): bridge_forward(),
+    }
+    return {key: _tag_drops(rules, log, tags) for key, rules in chains.items()}
+
+
 def _fill(batch: nl.Batch, family: int, chain: str, rules: Iterable[Rule]) -> None:
     for expressions, note in rules:
         obj.add_rule(
@@ -350,9 +395,10 @@ def _fill(batch: nl.Batch, family: int, chain: str, rules: Iterable[Rule]) -> No
         )  # fmt: skip
 
 
-def skeleton(batch: nl.Batch, *, state_dir: str) -> None:
+def skeleton(batch: nl.Batch, *, state_dir: str, log: model.LogSpec | None = None) -> None:
     """Both tables from scratch (any old ones destroyed first), with their
-    sets empty: one part of one transaction."""
+    sets empty: one part of one transaction.  ``log``: log the drops (the
+    agent's setting; the plugin never logs)."""
     comment = table_comment(state_dir)
     for family, sets in ((INET, INET_SETS), (BRIDGE, BRIDGE_SETS)):
         obj.destroy_table(batch, family, TABLE)
@@ -363,16 +409,11 @@ def skeleton(batch: nl.Batch, *, state_dir: str) -> None:
     obj.add_chain(batch, INET, TABLE, "prerouting", hook=(HOOK_PREROUTING, PRIORITY_RAW))
     obj.add_chain(batch, INET, TABLE, "forward", hook=(HOOK_FORWARD, PRIORITY_FILTER))
     obj.add_chain(batch, INET, TABLE, "input", hook=(HOOK_INPUT, PRIORITY_FILTER))
-    _fill(batch, INET, "guard", inet_guard())
-    _fill(batch, INET, "prerouting", inet_prerouting())
-    _fill(batch, INET, "forward", inet_forward())
-    _fill(batch, INET, "input", inet_input())
     obj.add_chain(batch, BRIDGE, TABLE, "guard")
     obj.add_chain(batch, BRIDGE, TABLE, "prerouting", hook=(HOOK_PREROUTING, PRIORITY_BRIDGE))
     obj.add_chain(batch, BRIDGE, TABLE, "forward", hook=(HOOK_FORWARD, PRIORITY_BRIDGE))
-    _fill(batch, BRIDGE, "guard", bridge_guard())
-    _fill(batch, BRIDGE, "prerouting", bridge_prerouting())
-    _fill(batch, BRIDGE, "forward", bridge_forward())
+    for (family, chain), rules in skeleton_rules(log).items():
+        _fill(batch, family, chain, rules)
 
 
 # --- endpoints: their set elements -----------------------------------------------

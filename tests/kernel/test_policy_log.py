@@ -94,16 +94,20 @@ def lab(request: pytest.FixtureRequest, node_ns: str, tmp_path: Any, make_ns: An
     net = conflist([node.bridge(["10.88.0.0/24"]), node.podwall(backend=backend)])
     added = node.add_many(net, [make_ns("pwlgs"), make_ns("pwlgc")])
     pods = {"server": added[0], "client": added[1]}
+    for pod in added:  # IPv4-only pods: no IPv6 link-local chatter (it would count as spoofed)
+        netns.run(pod.netns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
     records = list(endpoints.read_all(node.dir("state")))
     by_netns = {pod.attachment.container_id: name for name, pod in pods.items()}
     for record in records:
         name = by_netns[record.containerID]
         renamed = record.replace(podNamespace="x", podName=name, podUID=f"uid-{record.containerID}")
         endpoints.write(node.dir("state"), renamed)
-    logging = chains.Logging(group=GROUP, rate="10/minute", burst=BURST)
+    logging = chains.Logging(group=GROUP, rate="10/minute", burst=BURST, denied=True)
     snap = cluster.Snapshot.from_documents(documents(pods))
     compiled = compiler.compile_node(snap, endpoints.read_all(node.dir("state")), logging=logging)
-    applier = agent_node.make_applier(backend, run_dir=node.dir("run"), state_dir=node.dir("state"))
+    applier = agent_node.make_applier(
+        backend, run_dir=node.dir("run"), state_dir=node.dir("state"), log=logging.spec()
+    )
     in_netns(node_ns, lambda: applier.apply(compiled.families, endpoints=compiled.endpoints))
     out = io.StringIO()
     log = trafficlog.TrafficLog(
@@ -150,7 +154,7 @@ def test_a_denied_connection_is_logged_once_and_counted(lab: Any) -> None:
     server_ip = pods["server"].ip()
     before = _drops(node_ns, applier, compiled)
     assert not probe.probe(pods["client"].netns, server_ip, 80, "TCP", timeout=0.5, retries=0)
-    lines = _lines(log, out, 1)
+    lines = [entry for entry in _lines(log, out, 1) if entry["tier"] == "netpol"]
     assert len(lines) == 1, lines
     line = lines[0]
     assert line["verdict"] == "deny" and line["direction"] == "ingress", line
@@ -164,3 +168,40 @@ def test_a_denied_connection_is_logged_once_and_counted(lab: Any) -> None:
     assert _drops(node_ns, applier, compiled) - counted == 20
     flood = [entry for entry in _lines(log, out, 2) if entry.get("protocol") == "UDP"]
     assert 1 <= len(flood) <= BURST, flood
+
+
+def _forged_udp(pod: Pod, source: str, target: str, count: int) -> None:
+    """UDP datagrams with a forged IPv4 source, from a raw socket in ``pod``."""
+
+    def send() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+            for number in range(count):
+                payload = b"forged"
+                udp = (40000 + number).to_bytes(2, "big") + (53).to_bytes(2, "big")
+                udp += (8 + len(payload)).to_bytes(2, "big") + b"\0\0" + payload
+                header = bytes([0x45, 0]) + (20 + len(udp)).to_bytes(2, "big") + bytes(4)
+                header += bytes([64, 17]) + b"\0\0" + socket.inet_aton(source)
+                header += socket.inet_aton(target)
+                sock.sendto(header + udp, (target, 0))
+
+    in_netns(pod.netns, send)
+
+
+def _spoofing_drops(node_ns: str, applier: Any, compiled: compiler.CompiledNode) -> int:
+    readings = in_netns(node_ns, applier.read_counters)
+    return sum(
+        packets
+        for tag, (packets, _) in readings.items()
+        if tag in compiled.log_tags and compiled.log_tags[tag].tier == "spoofing"
+    )
+
+
+def test_forged_sources_are_dropped_counted_and_logged(lab: Any) -> None:
+    node_ns, pods, applier, log, out, compiled = lab
+    before = _spoofing_drops(node_ns, applier, compiled)
+    _forged_udp(pods["client"], "10.88.0.250", pods["server"].ip(), 4)
+    time.sleep(0.3)
+    assert _spoofing_drops(node_ns, applier, compiled) - before == 4
+    lines = [entry for entry in _lines(log, out, 1) if entry["tier"] == "spoofing"]
+    assert 1 <= len(lines) <= BURST, lines
+    assert lines[0]["policy"] == "anti-spoofing" and lines[0]["source"]["ip"] == "10.88.0.250"
