@@ -83,7 +83,7 @@ class UpstreamLab:
         found = probing.probe_pairs(
             pairs, timeout=probe.DEFAULT_TIMEOUT, retries=probe.DEFAULT_RETRIES
         )
-        return [found[(str(number), poke.server)] for number, poke in enumerate(pokes)]
+        return [found[(str(number), poke.server)] == "open" for number, poke in enumerate(pokes)]
 
     def run_case(self, case: uc.Case) -> list[str]:
         """Play ``case``; the pokes where the kernel or explain differ from upstream."""
