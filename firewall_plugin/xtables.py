@@ -3,24 +3,30 @@
 Per family, jumped from rule 1 of the built-in chains::
 
     FORWARD ─1─> PODWALL-FORWARD
-        ESTABLISHED                                  → RETURN
         from X's interface (bridge: --physdev-in)    → goto PODWALL-F-X   (each endpoint)
         -s <a pod's IP> (not from its interface)     → DROP               (each pod IP)
+        ESTABLISHED                                  → RETURN
         RELATED (not from a pod)                     → RETURN
         → PODWALL-TO
     PODWALL-F-X   RA/redirect → DROP; ND/MLD with hop limit 255, bridged → RETURN;
-                  other ND → DROP; -s <X's source> → PODWALL-E-X then goto
-                  PODWALL-TO (each source); anything else → DROP (spoofed)
+                  other ND → DROP; -s <X's source> ESTABLISHED → RETURN, else
+                  → PODWALL-E-X then goto PODWALL-TO (each source); anything
+                  else → DROP (spoofed)
     PODWALL-TO    -o <X's bridge or interface> -d <X's address> → PODWALL-I-X;
                   bridged multicast/broadcast to an isolated X → DROP
     INPUT ─1─> PODWALL-INPUT
-        ESTABLISHED → RETURN; from X → goto PODWALL-N-X; -s <pod IP> → DROP
+        from X → goto PODWALL-N-X; -s <pod IP> → DROP
     PODWALL-N-X   RA/redirect → DROP; ND/RS/MLD → RETURN (ND only with hop limit
-                  255); -s <X's source> → goto PODWALL-E-X; else → DROP
+                  255); -s <X's source> ESTABLISHED → RETURN, else goto
+                  PODWALL-E-X; else → DROP
 
 A pod's egress chain is chosen by the interface its packets arrive on, never
 by the address they claim; its ingress chain by destination address and
-output interface.  What arrives from the node itself never passes FORWARD,
+output interface.  The source is checked before conntrack's state counts:
+a forged packet that matches an established flow (a pod claiming another's
+address and ports) is dropped like any other forgery, at the price of the
+per-endpoint rules for replies too (the nftables layout checks sources in a
+set lookup at prerouting instead).  What arrives from the node itself never passes FORWARD,
 and is never matched by a claimed source.  The policy chains (``PODWALL-I/E``)
 are ``dataplane``'s; these chains only route packets to them.
 
@@ -116,11 +122,20 @@ def _neighbour_rules(endpoint: model.Endpoint, *, forward: bool) -> list[model.R
     return rules
 
 
+def _established(endpoint: model.Endpoint, source: str) -> model.Rule:
+    """Replies and the rest of a flow, once the source is the pod's own."""
+    return model.Rule(
+        "RETURN", names.comment(f"established, {endpoint.pod}"), source=source,
+        matches=(dataplane.ESTABLISHED,),
+    )  # fmt: skip
+
+
 def from_chain(endpoint: model.Endpoint, family: model.Family) -> model.Chain:
     """``PODWALL-F-X``: what ``endpoint`` forwards."""
     rules = _neighbour_rules(endpoint, forward=True) if family == "ipv6" else []
     egress = names.egress_chain(endpoint.container_id, endpoint.ifname)
     for source in endpoint.sources(family):
+        rules.append(_established(endpoint, source))
         rules.append(model.Rule(egress, names.comment(f"egress {endpoint.pod}"), source=source))
         rules.append(
             model.Rule(names.TO_CHAIN, names.comment("ingress dispatch"), source=source, goto=True)
@@ -134,6 +149,7 @@ def node_chain(endpoint: model.Endpoint, family: model.Family) -> model.Chain:
     rules = _neighbour_rules(endpoint, forward=False) if family == "ipv6" else []
     egress = names.egress_chain(endpoint.container_id, endpoint.ifname)
     for source in endpoint.sources(family):
+        rules.append(_established(endpoint, source))
         rules.append(
             model.Rule(egress, names.comment(f"egress {endpoint.pod} to its node"), source=source,
                        goto=True)
@@ -164,18 +180,18 @@ def to_chain(endpoints: list[model.Endpoint], family: model.Family) -> model.Cha
 
 
 def replies_comment(state_dir: str) -> str:
-    """The comment of PODWALL-FORWARD's first rule: it names the node's state
+    """The comment of PODWALL-FORWARD's replies rule: it names the node's state
     folder, so that a second podwall entry with another one is refused."""
     return names.comment(f"replies; state {state_dir}")
 
 
 def owner(forward: Iterable[str]) -> str:
-    """The state folder PODWALL-FORWARD's first rule names ('' when none)."""
+    """The state folder PODWALL-FORWARD's replies rule names ('' when none)."""
+    marker = "replies; state "
     for spec in forward:
-        marker = "replies; state "
         start = spec.find(marker)
         if start < 0:
-            return ""
+            continue
         end = spec.find('"', start)
         return spec[start + len(marker) : end if end > 0 else None].strip()
     return ""
@@ -201,9 +217,8 @@ def shared_chains(
     present = _present(endpoints, family)
     if not present:
         return []
-    replies = model.Rule("RETURN", replies_comment(state_dir), matches=(dataplane.ESTABLISHED,))
-    forward = [replies]
-    node = list(forward)
+    forward: list[model.Rule] = []
+    node: list[model.Rule] = []
     for endpoint in present:
         target = names.from_chain(endpoint.container_id, endpoint.ifname)
         forward.append(_from(endpoint, target, names.comment(f"from {endpoint.pod}"), goto=True))
@@ -212,6 +227,9 @@ def shared_chains(
     spoofed = _spoofed_elsewhere(present, family)
     forward += spoofed
     node += spoofed
+    forward.append(
+        model.Rule("RETURN", replies_comment(state_dir), matches=(dataplane.ESTABLISHED,))
+    )
     forward.append(
         model.Rule("RETURN", names.comment("related, not from a pod"), matches=(dataplane.RELATED,))
     )
