@@ -45,8 +45,8 @@ from tests.kernel.inside import entered
 BACKENDS = ("nftables", "iptables-nft", "iptables-legacy", "iptc")
 NETWORKS = ("bridge", "ptp")
 NAMESPACE = "lab"
-PORT, FLOW_PORT, NODE_PORT = 9999, 4444, 10250
-OUTSIDE = "outside"
+PORT, FLOW_PORT, NODE_PORT, TCP_PORT = 9999, 4444, 10250, 80
+OUTSIDE, NODE = "outside", "node-1"
 UNDERLAY = {"ipv4": "192.168.77.{}", "ipv6": "fd00:77::{}"}
 OUTSIDE_INDEX = 100
 EXTERNAL = {"ipv4": "198.51.100.7", "ipv6": "2001:db8::7"}
@@ -78,7 +78,9 @@ def subnets(node: int, network: str) -> tuple[str, str]:
 def unused(network: str, family: model.Family) -> str:
     """A pod-range address of node-1 that no pod holds."""
     last = 99 if network == "bridge" else 199
-    return f"10.244.1.{last}" if family == "ipv4" else f"fd00:244:1:{NETWORKS.index(network) + 1}::99"
+    return (
+        f"10.244.1.{last}" if family == "ipv4" else f"fd00:244:1:{NETWORKS.index(network) + 1}::99"
+    )
 
 
 def underlay(index: int, family: model.Family) -> str:
@@ -106,18 +108,29 @@ PODS4, PODS6 = "10.244.0.0/16", "fd00:244::/32"
 POLICIES: list[dict[str, Any]] = [
     _policy(
         "victims-admit-trusted",
-        {"podSelector": _role("victim"), "ingress": [{"from": [{"podSelector": _role("trusted")}]}]},
+        {
+            "podSelector": _role("victim"),
+            "ingress": [{"from": [{"podSelector": _role("trusted")}]}],
+        },
     ),
     _policy(
         "attackers-reach-pods-only",
-        {"podSelector": _role("attacker"), "policyTypes": ["Egress"],
-         "egress": [{"to": _blocks(PODS4, PODS6)}]},
-    ),  # fmt: skip
+        {
+            "podSelector": _role("attacker"),
+            "policyTypes": ["Egress"],
+            "egress": [{"to": _blocks(PODS4, PODS6)}],
+        },
+    ),
     _policy(
         "trusted-reach-pods-nodes-outside",
-        {"podSelector": _role("trusted"), "policyTypes": ["Egress"],
-         "egress": [{"to": _blocks(PODS4, PODS6, "192.168.77.0/24", "fd00:77::/64")}]},
-    ),  # fmt: skip
+        {
+            "podSelector": _role("trusted"),
+            "policyTypes": ["Egress"],
+            "egress": [
+                {"to": _blocks(PODS4, PODS6, "192.168.77.0/24", "fd00:77::/64", "fe80::/10")}
+            ],
+        },
+    ),
     _policy("walled", {"podSelector": _role("walled"), "policyTypes": ["Egress"], "egress": []}),
     _policy("deny-all", {"podSelector": _role("denyall"), "ingress": []}),
     {
@@ -129,11 +142,14 @@ POLICIES: list[dict[str, Any]] = [
             "priority": 10,
             "subject": {"pods": {"namespaceSelector": {}, "podSelector": _role("victim")}},
             "ingress": [
-                {"name": "attackers", "action": "Deny",
-                 "from": [{"pods": {"namespaceSelector": {}, "podSelector": _role("attacker")}}]}
+                {
+                    "name": "attackers",
+                    "action": "Deny",
+                    "from": [{"pods": {"namespaceSelector": {}, "podSelector": _role("attacker")}}],
+                }
             ],
         },
-    },  # fmt: skip
+    },
 ]
 
 
@@ -197,12 +213,15 @@ class LabPod:
 
     def gateway(self, family: model.Family) -> str:
         flag = "-6" if family == "ipv6" else "-4"
-        routes = json.loads(netns.run(self.netns, ["ip", "-j", flag, "route", "show", "default"]).stdout)
+        routes = json.loads(
+            netns.run(self.netns, ["ip", "-j", flag, "route", "show", "default"]).stdout
+        )
         return str(routes[0]["gateway"])
 
     def link_local(self) -> str:
-        shown = netns.run(self.netns, ["ip", "-j", "-6", "addr", "show", "dev", "eth0", "scope", "link"])
-        return str(json.loads(shown.stdout)[0]["addr_info"][0]["local"])
+        shown = netns.run(self.netns, ["ip", "-j", "-6", "addr", "show", "dev", "eth0"])
+        found = json.loads(shown.stdout)[0]["addr_info"]
+        return next(str(a["local"]) for a in found if a.get("scope") == "link")
 
     def call(self, op: str, **args: Any) -> Any:
         assert self.station is not None
@@ -219,6 +238,7 @@ class AttackLab:
     pods: dict[str, LabPod] = field(default_factory=dict)
     outside: str = ""
     outside_station: Station | None = None
+    node_station: Station | None = None  #: in node-1
     appliers: dict[int, applier_mod.NodeApplier] = field(default_factory=dict)
     servers: list[probe.Server] = field(default_factory=list)
     docs: list[dict[str, Any]] = field(default_factory=list)
@@ -249,7 +269,10 @@ class AttackLab:
         self.add_pod(*jobs[0])  # the first ADD makes the bridge: alone
         cni_helpers.parallel(lambda job: self.add_pod(*job), jobs[1:], workers=4)
         self.outside_station = Station(self.outside)
+        self.node_station = Station(self.nodes[1].name)
         self.servers.append(probe.serve(self.nodes[1].name, tcp=(NODE_PORT,)))
+        for network in NETWORKS:
+            self.servers.append(probe.serve(self.pods[f"{network}-o1"].netns, tcp=(TCP_PORT,)))
         for index, node in self.nodes.items():
             with entered(node.name):
                 self.appliers[index] = make_applier(self.backend, node)
@@ -284,11 +307,17 @@ class AttackLab:
             [primary, node.podwall(backend=self.backend)], name=f"podnet-{network}"
         )
 
-    def add_pod(self, node: int, network: str, role: str, *, name: str = "") -> LabPod:
+    def add_pod(
+        self, node: int, network: str, role: str, *, name: str = "", ip: str = ""
+    ) -> LabPod:
+        """ADD a pod through the node's chain (``ip``: the IPv4 address to ask
+        host-local for)."""
         key = name or f"{network}-{role}{node}"
         pod_ns = self._netns("pwap", QUIET)
         container_id = f"c{next(self._ids):03d}{pod_ns.replace('-', '')}"
         args = {"K8S_POD_NAMESPACE": NAMESPACE, "K8S_POD_NAME": key, "K8S_POD_UID": f"uid-{key}"}
+        if ip:
+            args.update(IgnoreUnknown="1", IP=ip)
         attachment = Attachment(container_id, "eth0", netns.path(pod_ns), args)
         pod = LabPod(key, network, role, node, pod_ns, attachment)
         result = self.nodes[node].runner.add(self.networks[(node, network)], attachment)
@@ -308,7 +337,8 @@ class AttackLab:
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
-        stations = [p.station for p in self.pods.values()] + [self.outside_station]
+        stations = [p.station for p in self.pods.values()]
+        stations += [self.outside_station, self.node_station]
         for station in stations:
             if station is not None:
                 station.stop()
@@ -340,14 +370,16 @@ class AttackLab:
             compiled = compiler.compile_node(snapshot, records)
             assert not compiled.unmatched, compiled.unmatched
             with entered(node.name):
-                self.appliers[index].apply(compiled.families, endpoints=compiled.endpoints, full=full)
+                self.appliers[index].apply(
+                    compiled.families, endpoints=compiled.endpoints, full=full
+                )
 
     # --- probing ------------------------------------------------------------------
 
     def stations(self) -> dict[str, Station]:
         found = {key: pod.station for key, pod in self.pods.items() if pod.station is not None}
-        assert self.outside_station is not None
-        return {**found, OUTSIDE: self.outside_station}
+        assert self.outside_station is not None and self.node_station is not None
+        return {**found, OUTSIDE: self.outside_station, NODE: self.node_station}
 
     def received(self) -> dict[str, list[dict[str, Any]]]:
         """Every station's markers, and forget them."""
@@ -358,8 +390,8 @@ class AttackLab:
         return found
 
     def address(self, key: str, family: model.Family) -> str:
-        if key == OUTSIDE:
-            return underlay(OUTSIDE_INDEX, family)
+        if key in (OUTSIDE, NODE):
+            return underlay(OUTSIDE_INDEX if key == OUTSIDE else 1, family)
         return self.pods[key].ip(family)
 
     def station(self, key: str) -> Station:

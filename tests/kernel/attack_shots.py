@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from firewall_plugin import model
-from tests.kernel.attack_lab import FLOW_PORT, NETWORKS, OUTSIDE, PORT, AttackLab, unused, underlay
+from tests.kernel.attack_lab import FLOW_PORT, NETWORKS, OUTSIDE, PORT, AttackLab, underlay, unused
 
 _markers = itertools.count(1)
 SETTLE = 0.6
@@ -112,8 +112,14 @@ def forgeries(lab: AttackLab, network: str, family: model.Family) -> list[Shot]:
     attacker = f"{network}-m1"
     targets = (f"{network}-v1", f"{network}-v2", OUTSIDE)
     found = [
-        shot(f"{network} {family}: {attacker} claiming {what} ({source}) -> {target}",
-             attacker, target, family, False, source=source)  # fmt: skip
+        shot(
+            f"{network} {family}: {attacker} claiming {what} ({source}) -> {target}",
+            attacker,
+            target,
+            family,
+            False,
+            source=source,
+        )
         for what, source in forged_sources(lab, network, family).items()
         for target in targets
     ]

@@ -170,7 +170,9 @@ class Station:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(IFNAME))
+        sock.setsockopt(
+            socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(IFNAME)
+        )
         return sock
 
     def ns(self, to: str, data: str) -> bool:
@@ -192,6 +194,7 @@ class Station:
         ident = random.randrange(1, 0xFFFF)
         found: set[str] = set()
         with self._icmp6_socket() as sock:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)  # not ourselves
             sock.sendto(
                 struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, ident, 1) + b"pw-scan",
                 ("ff02::1", 0, 0, socket.if_nametoindex(IFNAME)),
