@@ -30,12 +30,18 @@ TARGET = 1.05
 
 
 def records(path: packet_path.Path, local: int) -> list[endpoints.EndpointRecord]:
-    """The workload's local records; pod-0 and pod-1 are the path's pods."""
+    """The workload's local records; pod-0 and pod-1 are the path's pods,
+    with container IDs that sort last: on the iptables backends, whose
+    dispatch is a list of rules, their packets pass every other pod's rules
+    first (the worst case)."""
     found = workload.records(local)
     for index, tag in ((0, "c"), (1, "s")):
         v4 = workload.pod_ips(index)[0]
         found[index] = found[index].replace(
-            hostInterface=path.interfaces[tag], bridge="br0", ips=(f"{v4}/9",)
+            containerID=f"zz-path-{tag}",
+            hostInterface=path.interfaces[tag],
+            bridge="br0",
+            ips=(f"{v4}/9",),
         )
     return found
 

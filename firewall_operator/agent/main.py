@@ -40,6 +40,7 @@ from firewall_operator.agent import (
 )
 from firewall_operator.agent.cache import BASE_KINDS, KINDS, ClusterCache, Key, Kind
 from firewall_operator.agent.errors import AgentError
+from firewall_operator.agent.flows import FlowCutter
 from firewall_operator.agent.kubeapi import KubeApi
 from firewall_operator.agent.metrics import Metrics
 from firewall_plugin import dataplane
@@ -81,6 +82,7 @@ class Agent:
             state_dir=cfg.state_dir,
             deny_action=cast(dataplane.DenyAction, cfg.deny_action),
             pod_default=cast(dataplane.PodDefault, cfg.pod_default),
+            flows=FlowCutter() if cfg.cut_denied_flows else None,
         )
         self.log_resolver: logtags.Resolver = logtags.no_tags
         if isinstance(writer.applier, counters.CounterSource):  # drop counters

@@ -33,6 +33,7 @@ from firewall_operator import applier as applier_mod
 from firewall_operator import cluster, compiler
 from firewall_operator.agent import node
 from firewall_operator.agent.cache import ClusterCache
+from firewall_operator.agent.flows import FlowCutter
 from firewall_operator.logtags import LogTag
 from firewall_operator.problems import Problem
 from firewall_plugin import dataplane, endpoints
@@ -117,6 +118,8 @@ class Writer:
     state_dir: str
     deny_action: dataplane.DenyAction = "drop"
     pod_default: dataplane.PodDefault = "deny"
+    #: --cut-denied-flows: forget the conntrack entries of pods whose rules changed
+    flows: FlowCutter | None = None
 
 
 def new_compiler(writer: Writer) -> compiler.Compiler:
@@ -141,6 +144,8 @@ def compile_and_apply(
             )
         except applier_mod.StaleEndpointsError:
             continue
+        if writer.flows is not None:
+            writer.flows.cut(compiled.families, records)
         sets = applier_mod.desired_sets(compiled.families)
         return SyncReport(
             sequence=0,

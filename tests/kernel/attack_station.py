@@ -20,6 +20,12 @@ line on stdout:
   sources that replied within ``S`` seconds.
 * ``{"op": "tcp", "to": IP, "port": P, "timeout": S}``: can a TCP connection
   be made (``fe80::`` addresses go out of eth0)?
+* ``{"op": "connect", "name": N, "to": IP, "port": P, "timeout": S}``: open a
+  TCP connection and keep it as ``N``; ``{"op": "echo", "name": N, "data": M,
+  "timeout": S}``: send ``M`` on it and answer whether it came back (an echo
+  server at the other end) within ``S`` seconds; ``{"op": "listen", "port":
+  P}``: such an echo server (both families), echoing for as long as each
+  connection lasts.
 * ``{"op": "report"}``: every marker received so far, with how it came;
   ``{"op": "clear"}`` forgets them.
 
@@ -109,6 +115,7 @@ class Station:
     def __init__(self, udp_ports: list[int]) -> None:
         self.lock = threading.Lock()
         self.received: list[dict[str, Any]] = []
+        self.connections: dict[str, socket.socket] = {}
         self.udp: dict[int, socket.socket] = {}
         for port in udp_ports:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -220,6 +227,54 @@ class Station:
                 return False
         return True
 
+    def connect(self, name: str, to: str, port: int, timeout: float) -> bool:
+        family = socket.AF_INET6 if _v6(to) else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(_address(to, port))
+        except OSError:
+            sock.close()
+            return False
+        self.connections[name] = sock
+        return True
+
+    def echo(self, name: str, data: str, timeout: float) -> bool:
+        sock = self.connections[name]
+        sock.settimeout(timeout)
+        wanted = data.encode()
+        try:
+            sock.sendall(wanted)
+            got = b""
+            while not got.endswith(wanted):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return False
+                got += chunk
+        except OSError:
+            return False
+        return True
+
+    def listen(self, port: int) -> bool:
+        server = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("::", port))
+        server.listen(64)
+
+        def echo(conn: socket.socket) -> None:
+            with conn:
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+
+        def accept() -> None:
+            while True:
+                conn, _ = server.accept()
+                threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return True
+
     def handle(self, command: dict[str, Any]) -> Any:
         op = command.pop("op")
         if op == "report":
@@ -237,6 +292,9 @@ class Station:
             "ra": self.ra,
             "scan6": self.scan6,
             "tcp": self.tcp,
+            "connect": self.connect,
+            "echo": self.echo,
+            "listen": self.listen,
         }[op]
         return action(**command)
 
