@@ -181,6 +181,9 @@ class Agent:
         last = self.reconciler.last_ok
         if any(task.done() for task in self._tasks):
             raise RuntimeError("an agent task stopped")
+        latest = self.reconciler.last
+        if latest is not None and latest.unenforced:
+            raise RuntimeError(latest.error)
         if last is None:
             if time.monotonic() - self.started_at > limit * 2:
                 raise RuntimeError("no successful sync since the agent started")
@@ -219,6 +222,8 @@ class Agent:
             self.status.report(report)
         if self.upstream_status is not None:
             self.upstream_status.wake()
+        for warning in report.warnings:
+            log.warning("bridge netfilter: %s", warning)
         level = logging.INFO if report.ok else logging.WARNING
         log.log(
             level,

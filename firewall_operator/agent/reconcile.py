@@ -108,6 +108,8 @@ class SyncReport:
     stats: applier_mod.ApplyStats | None = None
     #: things the sync had to repair on the node itself (bridge netfilter)
     warnings: tuple[str, ...] = ()
+    #: bridged pod traffic bypasses netfilter and the sync could not fix it
+    unenforced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ def compile_and_apply(
             ok=not unenforced,
             error=unenforced,
             warnings=warnings,
+            unenforced=bool(unenforced),
             full=full,
             endpoints=len(records),
             chains=sum(len(state.chains) for state in compiled.families.values()),

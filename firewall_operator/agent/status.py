@@ -139,6 +139,8 @@ class StatusWriter:
         self.last_ok: SyncReport | None = None
         self.written: tuple[Any, ...] | None = None
         self.events_posted = 0
+        self._unenforced_posted = ""  # the bridge-netfilter error last posted
+        self._repairs: tuple[str, ...] = ()  # what syncs repaired on the node, not yet posted
         self._attempted: dict[str, tuple[str, str, str, int]] = {}
         self._wake = asyncio.Event()
         self._rules_wake = asyncio.Event()
@@ -148,6 +150,7 @@ class StatusWriter:
 
     def report(self, report: SyncReport) -> None:
         self.latest = report
+        self._repairs += report.warnings  # kept until posted, whatever comes next
         if report.ok:
             self.last_ok = report
         self._wake.set()
@@ -165,6 +168,7 @@ class StatusWriter:
                 continue
             try:
                 await self.write_node(report)
+                await self.warn_node(report)
             except KubeApiError as exc:
                 log.warning("cannot write NodeFirewall %s: %s", self.node, exc)
                 self._wake.set()  # try again after the pause
@@ -194,6 +198,43 @@ class StatusWriter:
         path = f"{GROUP_PATH}/nodefirewalls/{self.node}/status"
         await self.api.request("PATCH", path, body=patch, content_type=JSON_PATCH)
         self.written = (report.sequence,)
+
+    async def warn_node(self, report: SyncReport) -> None:
+        """A Warning event on the NodeFirewall when the sync had to repair
+        the node (bridge netfilter switched off), and once per message while
+        bridged pod traffic goes unfiltered."""
+        if self._repairs:
+            reason, message = "BridgeNetfilterRepaired", "; ".join(dict.fromkeys(self._repairs))
+            self._repairs = ()
+        elif report.unenforced and report.error != self._unenforced_posted:
+            reason, message = "BridgeNetfilterOff", report.error
+            self._unenforced_posted = report.error
+        else:
+            if not report.unenforced:
+                self._unenforced_posted = ""
+            return
+        stamp = now_iso()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{self.node}.", "namespace": "default"},
+            "involvedObject": {
+                "apiVersion": "podwall.io/v1alpha1",
+                "kind": "NodeFirewall",
+                "name": self.node,
+            },
+            "type": "Warning",
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "podwall-agent", "host": self.node},
+            "reportingComponent": "podwall-agent",
+            "reportingInstance": self.node,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        await self.api.request("POST", EVENTS_PATH, body=event)
+        self.events_posted += 1
 
     async def _ensure_node_object(self) -> None:
         path = f"{GROUP_PATH}/nodefirewalls"

@@ -1,9 +1,13 @@
-"""Established flows and new policies: kept by default, cut with --cut-denied-flows.
+"""The agent guarding the node's packet path beyond policy chains.
 
-A server pod and two clients with open TCP connections to it; then a policy
-admits only one of the clients.  Without the flag both connections go on
-(conntrack accepts their packets before any policy); with it the denied
-client's connection stops and the admitted client's resumes (TCP pickup).
+* Established flows and new policies: kept by default, cut with
+  ``--cut-denied-flows``.  A server pod and two clients with open TCP
+  connections to it; then a policy admits only one of the clients.  Without
+  the flag both connections go on (conntrack accepts their packets before
+  any policy); with it the denied client's connection stops and the
+  admitted client's resumes (TCP pickup).
+* ``bridge-nf-call-iptables`` switched off on a running node is switched
+  back on by the next sync, and reported.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.agent_env import AgentNode, Kube, Pod, record_agent_calls, wait_until
+from tests.e2e.agent_env import AgentNode, Kube, Pod, deny_all, record_agent_calls, wait_until
 from tests.e2e.conftest import ApiServerHandle
 from tests.kernel.attack_lab import Station
 
@@ -105,3 +109,33 @@ def test_established_flows_are_kept_by_default_and_cut_on_request(nft_node: Agen
         assert "cut " in node.agent_log() and "established flows" in node.agent_log()
     finally:
         clients.stop()
+
+
+BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
+
+
+def test_bridge_netfilter_switched_off_is_switched_back_on_and_reported(node: AgentNode) -> None:
+    """Someone turns bridge-nf-call-iptables off on a running node (bridged
+    pod traffic would skip every rule): the next sync turns it back on, logs
+    it and posts a Warning event on the NodeFirewall; the policy holds."""
+    node.start_agent("--resync-seconds", "2")
+    a = node.add_pod("x", "a", {"app": "a"})
+    b = node.add_pod("y", "b", {"app": "b"})
+    node.kube.apply(deny_all("y"))
+    wait_until(lambda: not node.reach(a, b), what="a->b blocked")
+    node.run("sysctl", "-q", "-w", f"{BRIDGE_NF}=0")
+    wait_until(lambda: node.run("sysctl", "-n", BRIDGE_NF).strip() == "1", timeout=10,
+               what="bridge-nf-call-iptables back on")  # fmt: skip
+    assert not node.reach(a, b)
+    wait_until(lambda: f"{BRIDGE_NF} was 0: set it to 1" in node.agent_log(), what="the log line")
+
+    def event() -> Any:
+        found = node.kube.call("GET", "/api/v1/namespaces/default/events") or {}
+        return [e for e in found.get("items", []) if e.get("reason") == "BridgeNetfilterRepaired"]
+
+    (posted,) = wait_until(event, what="the Warning event")
+    assert posted["type"] == "Warning"
+    assert posted["involvedObject"]["kind"] == "NodeFirewall"
+    assert posted["involvedObject"]["name"] == node.node
+    assert BRIDGE_NF in posted["message"]
+    assert not node.node_status().get("lastError")
