@@ -16,6 +16,10 @@ line on stdout:
 * ``{"op": "ns", "to": IP, "data": M}``: a neighbour solicitation (hop
   limit 255) carrying a payload, to any address.
 * ``{"op": "ra"}``: a router advertisement (lifetime 1800 s) to ``ff02::1``.
+* ``{"op": "arp", "claim": IP, "to": IP, "mac": MAC}``: an ARP reply to
+  ``to`` (at ``mac``) saying that ``claim`` is at this pod's MAC address;
+  ``{"op": "na", "claim": IP, "to": IP}``: the IPv6 counterpart, an
+  unsolicited neighbour advertisement with the override flag.
 * ``{"op": "scan6", "wait": S}``: an echo request to ``ff02::1``; answers the
   sources that replied within ``S`` seconds.
 * ``{"op": "tcp", "to": IP, "port": P, "timeout": S}``: can a TCP connection
@@ -197,6 +201,29 @@ class Station:
                 time.sleep(0.05)
         return True
 
+    def _mac(self) -> bytes:
+        with open(f"/sys/class/net/{IFNAME}/address") as handle:
+            return bytes.fromhex(handle.read().strip().replace(":", ""))
+
+    def arp(self, claim: str, to: str, mac: str) -> bool:
+        own, peer = self._mac(), bytes.fromhex(mac.replace(":", ""))
+        body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2) + own + _packed(claim) + peer + _packed(to)
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+            sock.bind((IFNAME, 0))
+            for _ in range(3):
+                sock.send(peer + own + struct.pack("!H", 0x0806) + body)
+                time.sleep(0.05)
+        return True
+
+    def na(self, claim: str, to: str) -> bool:
+        option = struct.pack("!BB", 2, 1) + self._mac()  # target link-layer address
+        body = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + _packed(claim) + option
+        with self._icmp6_socket() as sock:
+            for _ in range(3):
+                sock.sendto(body, _address(to))
+                time.sleep(0.05)
+        return True
+
     def scan6(self, wait: float) -> list[str]:
         ident = random.randrange(1, 0xFFFF)
         found: set[str] = set()
@@ -290,6 +317,8 @@ class Station:
             "icmp-error": self.icmp_error,
             "ns": self.ns,
             "ra": self.ra,
+            "arp": self.arp,
+            "na": self.na,
             "scan6": self.scan6,
             "tcp": self.tcp,
             "connect": self.connect,

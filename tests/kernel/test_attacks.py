@@ -111,6 +111,10 @@ def _side_doors_open(lab: AttackLab) -> list[str]:
     attacker.call("ns", to=lab.address(OUTSIDE, "ipv6"), data=marker)
     if not _arrived(lab, OUTSIDE, marker, "arrived"):
         missing.append("an NS with a payload did not reach the outside host")
+    if not _poisoned(lab):
+        missing.append("ARP and NA claiming another pod's address changed nothing")
+    for pod in lab.pods.values():
+        netns.run(pod.netns, ["ip", "neigh", "flush", "all"])
     walled = lab.pods["bridge-e1"]
     if not walled.call("tcp", to=underlay(1, "ipv4"), port=NODE_PORT, timeout=1.0):
         missing.append("the walled pod did not reach its node")
@@ -185,6 +189,37 @@ def _arrived(lab: AttackLab, target: str, marker: str, what: str) -> list[str]:
     time.sleep(0.3)
     found = lab.station(target).call("report")
     return [what or "arrived"] if any(entry["data"] == marker for entry in found) else []
+
+
+def _mac(pod: LabPod) -> str:
+    return netns.run(pod.netns, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+
+
+def _poisoned(lab: AttackLab) -> list[str]:
+    """The attacker tells the victim that the trusted pod's addresses are at
+    its own MAC (an ARP reply, an unsolicited NA with override); the
+    victim's neighbour entries that now point at the attacker."""
+    attacker, victim, trusted = (lab.pods[f"bridge-{role}1"] for role in "mvt")
+    for family in FAMILIES:  # the victim knows the trusted pod: entries to override
+        victim.call("udp", sport=0, to=trusted.ip(family), dport=PORT, data="pw-neighbor")
+    time.sleep(1.1)  # past the ARP lock time
+    attacker.call("arp", claim=trusted.ip("ipv4"), to=victim.ip("ipv4"), mac=_mac(victim))
+    attacker.call("na", claim=trusted.ip("ipv6"), to=victim.ip("ipv6"))
+    time.sleep(0.3)
+    shown = [
+        netns.run(victim.netns, ["ip", "neigh", "show", trusted.ip(family)]).stdout.strip()
+        for family in FAMILIES
+    ]
+    return [entry for entry in shown if _mac(attacker) in entry]
+
+
+def test_neighbour_spoofing_on_the_bridge(lab: AttackLab) -> None:
+    """ARP and neighbour advertisements claiming another pod's address (to
+    intercept its traffic) are dropped at the bridge port."""
+    if lab.backend != "nftables":
+        pytest.skip("the iptables backends cannot check ARP and ND contents (README, Security)")
+    poisoned = _poisoned(lab)
+    assert not poisoned, f"the victim now sends to the attacker: {poisoned}"
 
 
 # --- the pod's own node ------------------------------------------------------------
