@@ -44,6 +44,7 @@ from tests.kernel.inside import entered
 
 BACKENDS = ("nftables", "iptables-nft", "iptables-legacy", "iptc")
 NETWORKS = ("bridge", "ptp")
+V4ONLY = "v4only"  #: on node-1 only: a bridge (cni4) whose pods have no IPv6 address
 NAMESPACE = "lab"
 PORT, FLOW_PORT, NODE_PORT, TCP_PORT = 9999, 4444, 10250, 80
 OUTSIDE, NODE = "outside", "node-1"
@@ -69,7 +70,9 @@ ROUTER = {**QUIET, "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def subnets(node: int, network: str) -> tuple[str, str]:
+def subnets(node: int, network: str) -> tuple[str, ...]:
+    if network == V4ONLY:
+        return (f"10.244.{node}1.0/24",)
     if network == "bridge":
         return f"10.244.{node}.0/25", f"fd00:244:{node}:1::/64"
     return f"10.244.{node}.128/25", f"fd00:244:{node}:2::/64"
@@ -265,13 +268,15 @@ class AttackLab:
         for index, node in self.nodes.items():
             for network in NETWORKS:
                 self.networks[(index, network)] = self._conflist(node, index, network)
+        self.networks[(1, V4ONLY)] = self._conflist(self.nodes[1], 1, V4ONLY)
         jobs = [(i, n, r) for i in (1, 2) for n in NETWORKS for r in ROLES[i]]
+        jobs += [(1, V4ONLY, role) for role in ("m", "o", "e")]
         self.add_pod(*jobs[0])  # the first ADD makes the bridge: alone
         cni_helpers.parallel(lambda job: self.add_pod(*job), jobs[1:], workers=4)
         self.outside_station = Station(self.outside)
         self.node_station = Station(self.nodes[1].name)
         self.servers.append(probe.serve(self.nodes[1].name, tcp=(NODE_PORT,)))
-        for network in NETWORKS:
+        for network in (*NETWORKS, V4ONLY):
             self.servers.append(probe.serve(self.pods[f"{network}-o1"].netns, tcp=(TCP_PORT,)))
         for index, node in self.nodes.items():
             with entered(node.name):
@@ -297,8 +302,9 @@ class AttackLab:
 
     def _conflist(self, node: cni_helpers.Node, index: int, network: str) -> dict[str, Any]:
         ipam = cni_helpers.host_local(node.dir(f"ipam-{network}"), subnets(index, network))
-        if network == "bridge":
-            primary = {"type": "bridge", "bridge": "cni0", "isGateway": True,
+        if network in ("bridge", V4ONLY):
+            name = "cni0" if network == "bridge" else "cni4"
+            primary = {"type": "bridge", "bridge": name, "isGateway": True,
                        "isDefaultGateway": True, "ipMasq": False, "ipam": ipam}  # fmt: skip
         else:
             ipam["routes"] = [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
@@ -393,6 +399,11 @@ class AttackLab:
         if key in (OUTSIDE, NODE):
             return underlay(OUTSIDE_INDEX if key == OUTSIDE else 1, family)
         return self.pods[key].ip(family)
+
+    def node_link_local(self, index: int, interface: str) -> str:
+        shown = self.nodes[index].run(["ip", "-j", "-6", "addr", "show", "dev", interface])
+        found = json.loads(shown)[0]["addr_info"]
+        return next(str(a["local"]) for a in found if a.get("scope") == "link")
 
     def station(self, key: str) -> Station:
         return self.stations()[key]

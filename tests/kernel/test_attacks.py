@@ -33,6 +33,7 @@ from tests.kernel.attack_lab import (
     OUTSIDE,
     PORT,
     TCP_PORT,
+    V4ONLY,
     AttackLab,
     LabPod,
     podwall_switched_off,
@@ -115,6 +116,8 @@ def _side_doors_open(lab: AttackLab) -> list[str]:
         missing.append("ARP and NA claiming another pod's address changed nothing")
     for pod in lab.pods.values():
         netns.run(pod.netns, ["ip", "neigh", "flush", "all"])
+    if len(_ipv6_without_address(lab)) < 3:
+        missing.append(f"{V4ONLY} pods did not reach their neighbours and node over IPv6")
     walled = lab.pods["bridge-e1"]
     if not walled.call("tcp", to=underlay(1, "ipv4"), port=NODE_PORT, timeout=1.0):
         missing.append("the walled pod did not reach its node")
@@ -220,6 +223,32 @@ def test_neighbour_spoofing_on_the_bridge(lab: AttackLab) -> None:
         pytest.skip("the iptables backends cannot check ARP and ND contents (README, Security)")
     poisoned = _poisoned(lab)
     assert not poisoned, f"the victim now sends to the attacker: {poisoned}"
+
+
+def _ipv6_without_address(lab: AttackLab) -> list[str]:
+    """What pods without an IPv6 address reach over IPv6 link-local: pods
+    (an ff02::1 scan, TCP to an open pod's fe80:: address) and, with
+    ``egress: []``, their node."""
+    attacker, open_pod, walled = (lab.pods[f"{V4ONLY}-{role}1"] for role in "moe")
+    reached = []
+    found = attacker.call("scan6", wait=0.8)
+    if found:
+        reached.append(f"{attacker.key}'s ff02::1 scan found {found}")
+    target = open_pod.link_local()
+    if attacker.call("tcp", to=target, port=TCP_PORT, timeout=0.5):
+        reached.append(f"{attacker.key} reached TCP {TCP_PORT} of {open_pod.key} at {target}")
+    node = lab.node_link_local(1, "cni4")
+    if walled.call("tcp", to=node, port=NODE_PORT, timeout=0.5):
+        reached.append(f"{walled.key} (egress: []) reached its node at {node}")
+    return reached
+
+
+def test_pods_without_ipv6_send_no_ipv6(lab: AttackLab) -> None:
+    """An IPv4-only pod (an IPv4-only cluster) holds a link-local IPv6
+    address all the same; it must not reach anyone past its policies with
+    it: it sends no IPv6 at all."""
+    reached = _ipv6_without_address(lab)
+    assert not reached, "\n".join(reached)
 
 
 # --- the pod's own node ------------------------------------------------------------
