@@ -4,6 +4,7 @@ Per family, jumped from rule 1 of the built-in chains::
 
     FORWARD ─1─> PODWALL-FORWARD
         from X's interface (bridge: --physdev-in)    → goto PODWALL-F-X   (each endpoint)
+          (X has no address of the family: → DROP)
         -s <a pod's IP> (not from its interface)     → DROP               (each pod IP)
         ESTABLISHED                                  → RETURN
         RELATED (not from a pod)                     → RETURN
@@ -15,7 +16,7 @@ Per family, jumped from rule 1 of the built-in chains::
     PODWALL-TO    -o <X's bridge or interface> -d <X's address> → PODWALL-I-X;
                   bridged multicast/broadcast to an isolated X → DROP
     INPUT ─1─> PODWALL-INPUT
-        from X → goto PODWALL-N-X; -s <pod IP> → DROP
+        from X → goto PODWALL-N-X (no address of the family: DROP); -s <pod IP> → DROP
     PODWALL-N-X   RA/redirect → DROP; ND/RS/MLD → RETURN (ND only with hop limit
                   255); -s <X's source> ESTABLISHED → RETURN, else goto
                   PODWALL-E-X; else → DROP
@@ -68,10 +69,14 @@ def _from(endpoint: model.Endpoint, target: str, note: str, *, goto: bool = Fals
     return model.Rule(target, note, in_interface=interface, matches=matches, goto=goto)
 
 
+def _attached(endpoints: Iterable[model.Endpoint]) -> list[model.Endpoint]:
+    """The endpoints with a host-side interface, in key order."""
+    return sorted((e for e in endpoints if e.interface), key=lambda endpoint: endpoint.key)
+
+
 def _present(endpoints: Iterable[model.Endpoint], family: model.Family) -> list[model.Endpoint]:
     """The endpoints with a source address in ``family``, in key order."""
-    found = [e for e in endpoints if e.interface and e.sources(family)]
-    return sorted(found, key=lambda endpoint: endpoint.key)
+    return [endpoint for endpoint in _attached(endpoints) if endpoint.sources(family)]
 
 
 def _spoofed_elsewhere(endpoints: list[model.Endpoint], family: model.Family) -> list[model.Rule]:
@@ -200,11 +205,10 @@ def owner(forward: Iterable[str]) -> str:
 def dispatch_chains(
     endpoints: Iterable[model.Endpoint], family: model.Family, *, state_dir: str
 ) -> list[model.Chain]:
-    """Every identity and dispatch chain of ``family``; none when no endpoint
-    has an address of ``family`` (a node without pods carries no trace)."""
-    present = _present(endpoints, family)
-    chains = shared_chains(present, family, state_dir=state_dir)
-    for endpoint in present:
+    """Every identity and dispatch chain of ``family``; none without an
+    endpoint (a node without pods carries no trace)."""
+    chains = shared_chains(endpoints, family, state_dir=state_dir)
+    for endpoint in _present(endpoints, family):
         chains += [from_chain(endpoint, family), node_chain(endpoint, family)]
     return chains
 
@@ -213,13 +217,21 @@ def shared_chains(
     endpoints: Iterable[model.Endpoint], family: model.Family, *, state_dir: str
 ) -> list[model.Chain]:
     """PODWALL-FORWARD, PODWALL-INPUT and PODWALL-TO of ``family`` (the chains
-    every endpoint's dispatch goes through); none without an endpoint."""
-    present = _present(endpoints, family)
-    if not present:
+    every endpoint's dispatch goes through); none without an endpoint.  An
+    endpoint without an address of ``family`` sends nothing of it (an
+    IPv4-only pod still has a link-local IPv6 address)."""
+    attached = _attached(endpoints)
+    if not attached:
         return []
+    present = [endpoint for endpoint in attached if endpoint.sources(family)]
     forward: list[model.Rule] = []
     node: list[model.Rule] = []
-    for endpoint in present:
+    for endpoint in attached:
+        if not endpoint.sources(family):
+            note = names.comment(f"{endpoint.pod} has no {family} address")
+            forward.append(_from(endpoint, "DROP", note))
+            node.append(_from(endpoint, "DROP", note))
+            continue
         target = names.from_chain(endpoint.container_id, endpoint.ifname)
         forward.append(_from(endpoint, target, names.comment(f"from {endpoint.pod}"), goto=True))
         target = names.node_chain(endpoint.container_id, endpoint.ifname)
