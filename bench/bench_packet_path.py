@@ -92,11 +92,15 @@ def measure(
 
 
 def report(backend: str, none: list[float], loaded: list[float], rounds: int) -> None:
+    """Medians and bests of each side, and the median of the per-round ratios
+    (each round's pair was measured back to back: the least drift)."""
     for name, pick in (("median", statistics.median), ("best", min)):
         base, with_rules = pick(none), pick(loaded)
         print(f"packet path {backend} ({name} of {rounds} rounds): connect+echo+close "
               f"{base * 1e6:.0f} us without podwall, {with_rules * 1e6:.0f} us with it (identity "
               f"checks on), ratio {with_rules / base:.3f} (target <= {TARGET})")  # fmt: skip
+    paired = statistics.median(b / a for a, b in zip(none, loaded, strict=True))
+    print(f"packet path {backend}: median of the per-round ratios {paired:.3f}")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
