@@ -20,6 +20,10 @@ line on stdout:
   ``to`` (at ``mac``) saying that ``claim`` is at this pod's MAC address;
   ``{"op": "na", "claim": IP, "to": IP}``: the IPv6 counterpart, an
   unsolicited neighbour advertisement with the override flag.
+* ``{"op": "tagged", "source": IP, "to": IP, "mac": MAC, "dport": P, "data": M}``:
+  the UDP datagram of ``forge`` in an 802.1Q frame with VLAN ID 0 (a
+  "priority tag", which receivers treat as untagged) to ``mac`` (``"tpid":
+  0x88a8`` for an 802.1ad tag).
 * ``{"op": "scan6", "wait": S}``: an echo request to ``ff02::1``; answers the
   sources that replied within ``S`` seconds.
 * ``{"op": "tcp", "to": IP, "port": P, "timeout": S}``: can a TCP connection
@@ -215,6 +219,20 @@ class Station:
                 time.sleep(0.05)
         return True
 
+    def tagged(
+        self, source: str, to: str, mac: str, dport: int, data: str, tpid: int = 0x8100
+    ) -> bool:
+        segment = udp_segment(source, to, 33333, dport, data.encode())
+        packet = ip_packet(source, to, UDP, segment)
+        ethertype = 0x86DD if _v6(to) else 0x0800
+        peer = bytes.fromhex(mac.replace(":", ""))
+        frame = peer + self._mac() + struct.pack("!HHH", tpid, 0, ethertype) + packet
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+            sock.bind((IFNAME, 0))
+            for _ in range(3):
+                sock.send(frame)
+        return True
+
     def na(self, claim: str, to: str) -> bool:
         option = struct.pack("!BB", 2, 1) + self._mac()  # target link-layer address
         body = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + _packed(claim) + option
@@ -319,6 +337,7 @@ class Station:
             "ra": self.ra,
             "arp": self.arp,
             "na": self.na,
+            "tagged": self.tagged,
             "scan6": self.scan6,
             "tcp": self.tcp,
             "connect": self.connect,

@@ -118,6 +118,8 @@ def _side_doors_open(lab: AttackLab) -> list[str]:
         netns.run(pod.netns, ["ip", "neigh", "flush", "all"])
     if len(_ipv6_without_address(lab)) < 3:
         missing.append(f"{V4ONLY} pods did not reach their neighbours and node over IPv6")
+    if len(_tagged_frames(lab)) < 8:
+        missing.append("priority-tagged frames did not reach the victim")
     walled = lab.pods["bridge-e1"]
     if not walled.call("tcp", to=underlay(1, "ipv4"), port=NODE_PORT, timeout=1.0):
         missing.append("the walled pod did not reach its node")
@@ -249,6 +251,33 @@ def test_pods_without_ipv6_send_no_ipv6(lab: AttackLab) -> None:
     it: it sends no IPv6 at all."""
     reached = _ipv6_without_address(lab)
     assert not reached, "\n".join(reached)
+
+
+def _tagged_frames(lab: AttackLab) -> list[str]:
+    """Datagrams to the victim in priority-tagged frames (VLAN ID 0, which a
+    receiver takes as untagged: 802.1Q and 802.1ad), from the attacker's own
+    and from a trusted pod's address: those that arrived."""
+    attacker, victim, trusted = (lab.pods[f"bridge-{role}1"] for role in "mvt")
+    sent = {}
+    for family in FAMILIES:
+        for tpid in (0x8100, 0x88A8):
+            for pod in (attacker, trusted):
+                what = f"{family} {tpid:#06x} tag, source {pod.key}"
+                marker = shots.shot(what, attacker.key, victim.key, family, False).marker
+                sent[marker] = what
+                attacker.call("tagged", source=pod.ip(family), to=victim.ip(family),
+                              mac=_mac(victim), dport=PORT, data=marker, tpid=tpid)  # fmt: skip
+    time.sleep(0.4)
+    found = {entry["data"] for entry in lab.station(victim.key).call("report")}
+    lab.station(victim.key).call("clear")
+    return [what for marker, what in sent.items() if marker in found]
+
+
+def test_priority_tagged_frames_are_filtered(lab: AttackLab) -> None:
+    """An 802.1Q/802.1ad frame with VLAN ID 0 crosses the bridge tagged and
+    the receiver takes it as untagged: it must meet the same checks."""
+    arrived = _tagged_frames(lab)
+    assert not arrived, "arrived at bridge-v1:\n" + "\n".join(arrived)
 
 
 # --- the pod's own node ------------------------------------------------------------
