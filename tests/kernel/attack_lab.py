@@ -16,7 +16,7 @@
 Every node and pod has ``rp_filter`` off: what is stopped, podwall stops.
 ``program()`` compiles the lab's policies (``POLICIES``) with
 ``firewall_operator.compiler`` for each node's endpoint records and applies
-them with that node's applier, as the agent does.  ``stop()`` deletes it all.
+them with that node's applier, as the agent does (``attack_policies``).  ``stop()`` deletes it all.
 
 Test support only.
 """
@@ -39,27 +39,18 @@ from firewall_operator import applier as applier_mod
 from firewall_operator import cluster, compiler
 from firewall_operator.nft_applier import NftApplier
 from firewall_plugin import backends, endpoints, model
-from tests.kernel import cni_helpers
+from tests.kernel import attack_policies, cni_helpers
 from tests.kernel.inside import entered
 
 BACKENDS = ("nftables", "iptables-nft", "iptables-legacy", "iptc")
 NETWORKS = ("bridge", "ptp")
 V4ONLY = "v4only"  #: on node-1 only: a bridge (cni4) whose pods have no IPv6 address
-NAMESPACE = "lab"
 PORT, FLOW_PORT, NODE_PORT, TCP_PORT = 9999, 4444, 10250, 80
 OUTSIDE, NODE = "outside", "node-1"
 UNDERLAY = {"ipv4": "192.168.77.{}", "ipv6": "fd00:77::{}"}
 OUTSIDE_INDEX = 100
 EXTERNAL = {"ipv4": "198.51.100.7", "ipv6": "2001:db8::7"}
 ROLES = {1: ("m", "v", "t", "o", "e"), 2: ("v", "t")}
-ROLE_LABEL = {
-    "m": "attacker",
-    "v": "victim",
-    "t": "trusted",
-    "o": "open",
-    "e": "walled",
-    "d": "denyall",
-}
 QUIET = {
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
@@ -88,72 +79,6 @@ def unused(network: str, family: model.Family) -> str:
 
 def underlay(index: int, family: model.Family) -> str:
     return UNDERLAY[family].format(index)
-
-
-def _policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"namespace": NAMESPACE, "name": name},
-        "spec": spec,
-    }
-
-
-def _role(role: str) -> dict[str, Any]:
-    return {"matchLabels": {"role": role}}
-
-
-def _blocks(*cidrs: str) -> list[dict[str, Any]]:
-    return [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
-
-
-PODS4, PODS6 = "10.244.0.0/16", "fd00:244::/32"
-POLICIES: list[dict[str, Any]] = [
-    _policy(
-        "victims-admit-trusted",
-        {
-            "podSelector": _role("victim"),
-            "ingress": [{"from": [{"podSelector": _role("trusted")}]}],
-        },
-    ),
-    _policy(
-        "attackers-reach-pods-only",
-        {
-            "podSelector": _role("attacker"),
-            "policyTypes": ["Egress"],
-            "egress": [{"to": _blocks(PODS4, PODS6)}],
-        },
-    ),
-    _policy(
-        "trusted-reach-pods-nodes-outside",
-        {
-            "podSelector": _role("trusted"),
-            "policyTypes": ["Egress"],
-            "egress": [
-                {"to": _blocks(PODS4, PODS6, "192.168.77.0/24", "fd00:77::/64", "fe80::/10")}
-            ],
-        },
-    ),
-    _policy("walled", {"podSelector": _role("walled"), "policyTypes": ["Egress"], "egress": []}),
-    _policy("deny-all", {"podSelector": _role("denyall"), "ingress": []}),
-    {
-        "apiVersion": "podwall.io/v1alpha1",
-        "kind": "FirewallRule",
-        "metadata": {"name": "victims-never-hear-attackers"},
-        "spec": {
-            "tier": "Admin",
-            "priority": 10,
-            "subject": {"pods": {"namespaceSelector": {}, "podSelector": _role("victim")}},
-            "ingress": [
-                {
-                    "name": "attackers",
-                    "action": "Deny",
-                    "from": [{"pods": {"namespaceSelector": {}, "podSelector": _role("attacker")}}],
-                }
-            ],
-        },
-    },
-]
 
 
 class Station:
@@ -321,7 +246,11 @@ class AttackLab:
         key = name or f"{network}-{role}{node}"
         pod_ns = self._netns("pwap", QUIET)
         container_id = f"c{next(self._ids):03d}{pod_ns.replace('-', '')}"
-        args = {"K8S_POD_NAMESPACE": NAMESPACE, "K8S_POD_NAME": key, "K8S_POD_UID": f"uid-{key}"}
+        args = {
+            "K8S_POD_NAMESPACE": attack_policies.NAMESPACE,
+            "K8S_POD_NAME": key,
+            "K8S_POD_UID": f"uid-{key}",
+        }
         if ip:
             args.update(IgnoreUnknown="1", IP=ip)
         attachment = Attachment(container_id, "eth0", netns.path(pod_ns), args)
@@ -354,19 +283,9 @@ class AttackLab:
     # --- policy -------------------------------------------------------------------
 
     def documents(self) -> list[dict[str, Any]]:
-        docs: list[dict[str, Any]] = [
-            {"kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": {"ns": NAMESPACE}}}
-        ]
-        for pod in self.pods.values():
-            labels = {"role": ROLE_LABEL[pod.role], "network": pod.network}
-            docs.append({
-                "kind": "Pod",
-                "metadata": {"namespace": NAMESPACE, "name": pod.key, "uid": f"uid-{pod.key}",
-                             "labels": labels},
-                "spec": {"nodeName": f"node-{pod.node}", "containers": [{"ports": []}]},
-                "status": {"phase": "Running", "podIPs": [{"ip": ip} for ip in pod.ips]},
-            })  # fmt: skip
-        return docs + POLICIES
+        """The lab's Namespace, Pods and policies (``attack_policies``)."""
+        pods = [(p.key, p.role, p.network, p.node, p.ips) for p in self.pods.values()]
+        return attack_policies.documents(pods)
 
     def program(self, *, full: bool = False) -> None:
         """Compile the lab's policies for each node and apply them."""
@@ -407,10 +326,6 @@ class AttackLab:
 
     def station(self, key: str) -> Station:
         return self.stations()[key]
-
-    def flush_conntrack(self) -> None:
-        for node in self.nodes.values():
-            node.run(["conntrack", "-F"], check=False)
 
 
 def make_applier(backend: str, node: cni_helpers.Node) -> applier_mod.NodeApplier:

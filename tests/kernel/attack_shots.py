@@ -21,7 +21,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from firewall_plugin import model
-from tests.kernel.attack_lab import FLOW_PORT, NETWORKS, OUTSIDE, PORT, AttackLab, underlay, unused
+from tests.kernel.attack_lab import (
+    EXTERNAL,
+    FLOW_PORT,
+    NETWORKS,
+    OUTSIDE,
+    PORT,
+    AttackLab,
+    underlay,
+    unused,
+)
 
 _markers = itertools.count(1)
 SETTLE = 0.6
@@ -91,7 +100,7 @@ def forged_sources(lab: AttackLab, network: str, family: model.Family) -> dict[s
         "the node's gateway": pods[f"{network}-m1"].gateway(family),
         "the node's underlay address": underlay(1, family),
         "an unused pod-range address": unused(network, family),
-        "an external address": {"ipv4": "198.51.100.7", "ipv6": "2001:db8::7"}[family],
+        "an external address": EXTERNAL[family],
     }
 
 
