@@ -7,6 +7,13 @@ Their endpoint records name their real bridge ports, so every packet between
 them passes podwall's identity (anti-spoofing) checks, dispatch and policy
 chains, with the other local pods' dispatch present too.
 
+The baseline node tracks connections (an nftables rule using conntrack, as
+kube-proxy's and every CNI's masquerade rules do on a real node), so the
+ratio is podwall's own cost, not conntrack's.  ``--position last`` (the
+default) gives the two pods container IDs that sort last: on the iptables
+backends, whose dispatch is a list of rules, their packets pass every other
+pod's rules first (the worst case); ``first`` the best case.
+
 For each backend of ``--backends`` (default ``nftables,iptables-nft``), in
 interleaved rounds (the machine is shared: drift hits both alike), the
 connect+echo+close latency with no podwall and with podwall's whole node
@@ -29,16 +36,24 @@ from firewall_plugin import backends, endpoints
 TARGET = 1.05
 
 
-def records(path: packet_path.Path, local: int) -> list[endpoints.EndpointRecord]:
+BASELINE = """
+table inet pwbench {
+    chain forward {
+        type filter hook forward priority 10; policy accept;
+        ct state established,related counter
+    }
+}
+"""
+
+
+def records(path: packet_path.Path, local: int, *, position: str) -> list[endpoints.EndpointRecord]:
     """The workload's local records; pod-0 and pod-1 are the path's pods,
-    with container IDs that sort last: on the iptables backends, whose
-    dispatch is a list of rules, their packets pass every other pod's rules
-    first (the worst case)."""
+    with container IDs that sort last (or first, see the module doc)."""
     found = workload.records(local)
     for index, tag in ((0, "c"), (1, "s")):
         v4 = workload.pod_ips(index)[0]
         found[index] = found[index].replace(
-            containerID=f"zz-path-{tag}",
+            containerID=f"{'zz' if position == 'last' else '00'}-path-{tag}",
             hostInterface=path.interfaces[tag],
             bridge="br0",
             ips=(f"{v4}/9",),
@@ -56,7 +71,7 @@ def compiled_node(path: packet_path.Path, args: argparse.Namespace) -> compiler.
         pods["pod-0"], pods["pod-1"], workload.BENCH_PORT, "TCP"
     )
     assert verdict.allowed, f"benchmark pair not allowed: {verdict}"
-    return compiler.compile_node(snapshot, records(path, args.local))
+    return compiler.compile_node(snapshot, records(path, args.local, position=args.position))
 
 
 def _writer(backend: str, workdir: str) -> applier.NodeApplier:
@@ -110,8 +125,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--local", type=int, default=100)
     parser.add_argument("--policies", type=int, default=500)
     parser.add_argument("--rules", type=int, default=50)
-    parser.add_argument("--connections", type=int, default=300)
+    parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--position", choices=("first", "last"), default="last")
     return parser.parse_args(list(argv))
 
 
@@ -124,10 +140,12 @@ def main(argv: Sequence[str]) -> int:
         return 2
     path = packet_path.Path.create(workload.pod_ips(0)[0], workload.pod_ips(1)[0])
     try:
+        netns.run(path.node, ["nft", "-f", "-"], input=BASELINE)
         node = compiled_node(path, args)
         rules = sum(len(c.rules) for s in node.families.values() for c in s.chains.values())
         print(f"node: {len(node.endpoints)} endpoints, {rules} policy rules "
-              f"({args.pods} cluster pods, {args.policies} policies)")  # fmt: skip
+              f"({args.pods} cluster pods, {args.policies} policies), measured pods "
+              f"{args.position}, {args.connections} connections a sample")  # fmt: skip
         for backend, (none, loaded) in measure(path, chosen, node, args).items():
             report(backend, none, loaded, args.rounds)
     finally:
