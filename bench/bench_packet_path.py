@@ -15,15 +15,23 @@ backends, whose dispatch is a list of rules, their packets pass every other
 pod's rules first (the worst case); ``first`` the best case.
 
 For each backend of ``--backends`` (default ``nftables,iptables-nft``), in
-interleaved rounds (the machine is shared: drift hits both alike), the
-connect+echo+close latency with no podwall and with podwall's whole node
-written; prints the median and best ratio (target <= 1.05).
+interleaved rounds (the machine is shared: drift hits both alike), with no
+podwall and with podwall's whole node written:
+
+* the connect+echo+close latency (``packet_path``): median and best ratio
+  (target <= 1.05), and the median of the per-round ratios;
+* the CPU time (client and server processes, user + system: the kernel
+  forwards a veth packet in the sender's context) per echo round trip on one
+  open TCP connection (``--round-trips``): the established path, and a
+  figure that other load on the machine disturbs far less than latency.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 
@@ -74,6 +82,60 @@ def compiled_node(path: packet_path.Path, args: argparse.Namespace) -> compiler.
     return compiler.compile_node(snapshot, records(path, args.local, position=args.position))
 
 
+CPU_SERVER = f"""
+import resource, socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {packet_path.PORT})); s.listen(8)
+def serve(c):
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while d := c.recv(64): c.sendall(d)
+def accept():
+    while True: threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+threading.Thread(target=accept, daemon=True).start()
+print("ready", flush=True)
+for _ in sys.stdin:
+    r = resource.getrusage(resource.RUSAGE_SELF); print(r.ru_utime + r.ru_stime, flush=True)
+"""
+CPU_CLIENT = f"""
+import resource, socket, sys
+n = int(sys.argv[2]); c = socket.create_connection((sys.argv[1], {packet_path.PORT}), timeout=2)
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+for _ in range(200): c.send(b"x"); c.recv(64)
+r0 = resource.getrusage(resource.RUSAGE_SELF)
+for _ in range(n): c.send(b"x"); c.recv(64)
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+print(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+"""
+
+
+def cpu_per_round_trip(path: packet_path.Path, round_trips: int) -> float:
+    """CPU seconds (client + server) per echo round trip on one connection."""
+    argv = ["ip", "netns", "exec", path.server, "taskset", "-c", "1", sys.executable, "-c"]
+    server = subprocess.Popen(
+        [*argv, CPU_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        server.stdout.readline()
+
+        def server_cpu() -> float:
+            assert server.stdin is not None and server.stdout is not None
+            server.stdin.write("\n")
+            server.stdin.flush()
+            return float(server.stdout.readline())
+
+        before = server_cpu()
+        client = ["taskset", "-c", "0", sys.executable, "-c", CPU_CLIENT, path.server_ip]
+        done = netns.run(path.client, [*client, str(round_trips)], timeout=600)
+        return (float(done.stdout) + server_cpu() - before) / round_trips
+    finally:
+        server.kill()
+        server.wait()
+        for stream in (server.stdin, server.stdout):
+            if stream is not None:
+                stream.close()
+
+
 def _writer(backend: str, workdir: str) -> applier.NodeApplier:
     if backend == backends.NFTABLES:
         return NftApplier(run_dir=workdir, state_dir=None)
@@ -88,34 +150,48 @@ def _unprogram(backend: str, workdir: str) -> None:
     _writer(backend, workdir).cleanup()
 
 
+#: per backend and metric ("latency", "cpu"): (without podwall, with podwall), one per round
+Samples = dict[str, dict[str, tuple[list[float], list[float]]]]
+
+
+def _sample(path: packet_path.Path, args: argparse.Namespace) -> dict[str, float]:
+    return {
+        "latency": path.measure(args.connections),
+        "cpu": cpu_per_round_trip(path, args.round_trips),
+    }
+
+
 def measure(
     path: packet_path.Path, chosen: list[str], node: compiler.CompiledNode, args: argparse.Namespace
-) -> dict[str, tuple[list[float], list[float]]]:
-    """Per backend (without podwall, with podwall) seconds per connection, one
-    pair per round; each round measures every backend, each against its own
-    baseline taken just before."""
-    found: dict[str, tuple[list[float], list[float]]] = {b: ([], []) for b in chosen}
+) -> Samples:
+    """Every metric with and without podwall, one pair per round; each round
+    measures every backend, each against its own baseline taken just before."""
+    found: Samples = {b: {m: ([], []) for m in ("latency", "cpu")} for b in chosen}
     with tempfile.TemporaryDirectory(prefix="pwbench-") as workdir:
         for _ in range(args.rounds):
             for backend in chosen:
-                none, loaded = found[backend]
-                none.append(path.measure(args.connections))
+                for metric, value in _sample(path, args).items():
+                    found[backend][metric][0].append(value)
                 netns.call(path.node, _program, backend, workdir, node)
-                loaded.append(path.measure(args.connections))
+                for metric, value in _sample(path, args).items():
+                    found[backend][metric][1].append(value)
                 netns.call(path.node, _unprogram, backend, workdir)
     return found
 
 
-def report(backend: str, none: list[float], loaded: list[float], rounds: int) -> None:
+def report(backend: str, samples: dict[str, tuple[list[float], list[float]]]) -> None:
     """Medians and bests of each side, and the median of the per-round ratios
     (each round's pair was measured back to back: the least drift)."""
-    for name, pick in (("median", statistics.median), ("best", min)):
-        base, with_rules = pick(none), pick(loaded)
-        print(f"packet path {backend} ({name} of {rounds} rounds): connect+echo+close "
-              f"{base * 1e6:.0f} us without podwall, {with_rules * 1e6:.0f} us with it (identity "
-              f"checks on), ratio {with_rules / base:.3f} (target <= {TARGET})")  # fmt: skip
-    paired = statistics.median(b / a for a, b in zip(none, loaded, strict=True))
-    print(f"packet path {backend}: median of the per-round ratios {paired:.3f}")
+    for metric, what in (("latency", "connect+echo+close"), ("cpu", "CPU per round trip")):
+        none, loaded = samples[metric]
+        paired = statistics.median(b / a for a, b in zip(none, loaded, strict=True))
+        line = ", ".join(
+            f"{name} {pick(none) * 1e6:.1f} -> {pick(loaded) * 1e6:.1f} us "
+            f"({pick(loaded) / pick(none):.3f})"
+            for name, pick in (("median", statistics.median), ("best", min))
+        )
+        print(f"{backend} {what} ({len(none)} rounds): {line}; median of per-round ratios "
+              f"{paired:.3f} (target <= {TARGET})")  # fmt: skip
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -126,6 +202,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--policies", type=int, default=500)
     parser.add_argument("--rules", type=int, default=50)
     parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--round-trips", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--position", choices=("first", "last"), default="last")
     return parser.parse_args(list(argv))
@@ -146,14 +223,12 @@ def main(argv: Sequence[str]) -> int:
         print(f"node: {len(node.endpoints)} endpoints, {rules} policy rules "
               f"({args.pods} cluster pods, {args.policies} policies), measured pods "
               f"{args.position}, {args.connections} connections a sample")  # fmt: skip
-        for backend, (none, loaded) in measure(path, chosen, node, args).items():
-            report(backend, none, loaded, args.rounds)
+        for backend, samples in measure(path, chosen, node, args).items():
+            report(backend, samples)
     finally:
         path.delete()
     return 0
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))
