@@ -24,6 +24,7 @@ from firewall_lab import netns
 from firewall_plugin.model import FAMILIES
 from tests.conftest import kernel_ready
 from tests.kernel import attack_shots as shots
+from tests.kernel import cni_helpers
 from tests.kernel.attack_lab import (
     BACKENDS,
     FLOW_PORT,
@@ -287,19 +288,25 @@ def test_egress_to_the_own_node(lab: AttackLab) -> None:
     """Pod -> its own node goes through the pod's egress chain: blocked under
     ``egress: []`` and for the attacker (pods only), allowed where a policy
     allows the node's address and where no policy selects the pod."""
-    problems = []
+    checks: dict[str, list[tuple[str, bool]]] = {}
     for network in NETWORKS:
         for family in FAMILIES:
             addresses = (underlay(1, family), lab.pods[f"{network}-m1"].gateway(family))
             cases = [("e1", addresses, False), ("m1", addresses[:1], False),
                      ("t1", addresses[:1], True), ("o1", addresses, True)]  # fmt: skip
             for role, targets, expected in cases:
-                pod = lab.pods[f"{network}-{role}"]
-                for address in targets:
-                    got = pod.call("tcp", to=address, port=NODE_PORT, timeout=0.5)
-                    if got != expected:
-                        problems.append(f"{pod.key} -> its node {address}:{NODE_PORT}: "
-                                        f"{'open' if got else 'blocked'}")  # fmt: skip
+                checks.setdefault(f"{network}-{role}", []).extend((a, expected) for a in targets)
+
+    def run(key: str) -> list[str]:  # one thread per pod: its station answers in turn
+        wrong = []
+        for address, expected in checks[key]:
+            got = lab.pods[key].call("tcp", to=address, port=NODE_PORT, timeout=0.4)
+            if got != expected:
+                wrong.append(f"{key} -> its node {address}:{NODE_PORT}: "
+                             f"{'open' if got else 'blocked'}")  # fmt: skip
+        return wrong
+
+    problems = [line for found in cni_helpers.parallel(run, list(checks)) for line in found]
     assert not problems, "\n".join(problems)
 
 
