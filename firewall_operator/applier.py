@@ -233,7 +233,7 @@ class Applier:
     ) -> dict[model.Family, model.FamilyState]:
         """``desired`` plus the identity and dispatch chains of ``endpoints``."""
         merged: dict[model.Family, model.FamilyState] = dict(desired)
-        for family in model.FAMILIES:
+        for family in sync.node_families():
             extra = xtables.dispatch_chains(
                 endpoints, family, state_dir=self.state_dir or "", log=self.log
             )

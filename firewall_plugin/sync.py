@@ -3,9 +3,11 @@
 The identity and dispatch chains (``xtables``: ``PODWALL-FORWARD``,
 ``PODWALL-INPUT``, ``PODWALL-TO``, each endpoint's ``PODWALL-F-/N-``) are
 rebuilt from ALL endpoint records at every ADD, DEL and GC (level-triggered,
-idempotent).  They exist in a family exactly when some record has an address
-of that family: the DEL of the last endpoint of a family removes them and the
-hook jumps too, so a node without pods carries no podwall trace.
+idempotent).  They exist in every family the kernel runs (IPv6 unless it is
+disabled) as long as there is a record: a pod without an address of a family
+gets a rule that drops what it sends in it.  The DEL of the last endpoint
+removes them and the hook jumps too, so a node without pods carries no
+podwall trace.
 
 Never wedged by other endpoints' kernel state: ADD and DEL read the three
 dispatch chains first (one listing), and every record whose dispatch is not
@@ -59,6 +61,12 @@ def families_of(ips: Iterable[str]) -> list[model.Family]:
     """The families of ``ips``, in FAMILIES order."""
     present = {model.family_of(ip) for ip in ips}
     return [family for family in model.FAMILIES if family in present]
+
+
+def node_families() -> list[model.Family]:
+    """The families this network namespace runs: IPv6 unless it is disabled
+    (then nothing can send it)."""
+    return [f for f in model.FAMILIES if f == "ipv4" or os.path.exists("/proc/net/if_inet6")]
 
 
 def resolve_name(config: PluginConfig, *, remember: bool) -> str:
@@ -172,7 +180,7 @@ def write_family(
             f"this node's podwall state lives in {owner}; a podwall entry with stateDir "
             f"{config.state_dir} would drop the pods of the other: use one stateDir per node"
         )
-    present = [record.endpoint() for record in records if dataplane.addresses(record, family)]
+    present = [record.endpoint() for record in records]
     replace = xtables.shared_chains(present, family, state_dir=config.state_dir)
     if replace:
         renewed = {record.key for record in fresh}
@@ -201,7 +209,7 @@ def attach(backend: Backend, config: PluginConfig, record: endpoints.EndpointRec
     """ADD: write ``record``, rebuild dispatch, give the pod its default
     chains (and repair any record the kernel lacks).  On any failure, undo
     (record, dispatch, chains) and re-raise."""
-    families = families_of(record.ips)
+    families = node_families()
     endpoints.write(config.state_dir, record)
     try:
         records = list(endpoints.read_all(config.state_dir))
@@ -239,16 +247,12 @@ def detach(
     *,
     families: Sequence[model.Family] | None = None,
 ) -> None:
-    """DEL: remove the record, its dispatch and its chains.  Without
-    ``families``: those of the record, or both when there is no record.
-    Succeeds whatever is left of the pod's own state."""
-    try:
-        record = endpoints.read(config.state_dir, container_id, ifname)
-    except StateError:
-        record = None
+    """DEL: remove the record, its dispatch and its chains (in ``families``,
+    by default every family of the node).  Succeeds whatever is left of the
+    pod's own state."""
     endpoints.remove(config.state_dir, container_id, ifname)
     if families is None:
-        families = families_of(record.ips) if record and record.ips else list(model.FAMILIES)
+        families = node_families()
     records = list(endpoints.read_all(config.state_dir))
     chains = owned_chains(container_id, ifname)
 

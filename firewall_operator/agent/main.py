@@ -40,6 +40,7 @@ from firewall_operator.agent import (
 )
 from firewall_operator.agent.cache import BASE_KINDS, KINDS, ClusterCache, Key, Kind
 from firewall_operator.agent.errors import AgentError
+from firewall_operator.agent.flows import FlowCutter
 from firewall_operator.agent.kubeapi import KubeApi
 from firewall_operator.agent.metrics import Metrics
 from firewall_plugin import dataplane
@@ -88,6 +89,7 @@ class Agent:
             deny_action=cast(dataplane.DenyAction, cfg.deny_action),
             pod_default=cast(dataplane.PodDefault, cfg.pod_default),
             logging=logging,
+            flows=FlowCutter() if cfg.cut_denied_flows else None,
         )
         self.log_resolver: logtags.Resolver = logtags.no_tags
         if isinstance(writer.applier, counters.CounterSource):  # drop counters
@@ -187,7 +189,7 @@ class Agent:
         if any(task.done() for task in self._tasks):
             raise RuntimeError("an agent task stopped")
         latest = self.reconciler.last
-        if latest is not None and not latest.ok and latest.error.startswith(reconcile.UNENFORCED):
+        if latest is not None and latest.unenforced:
             raise RuntimeError(latest.error)  # never healthy while pods are unfiltered
         if last is None:
             if time.monotonic() - self.started_at > limit * 2:
@@ -227,6 +229,8 @@ class Agent:
             self.status.report(report)
         if self.upstream_status is not None:
             self.upstream_status.wake()
+        for warning in report.warnings:
+            log.warning("bridge netfilter: %s", warning)
         level = logging.INFO if report.ok else logging.WARNING
         log.log(
             level,

@@ -246,7 +246,9 @@ class DriftWatch:
 
 
 def bridged_families(records: Sequence[endpoints.EndpointRecord]) -> list[model.Family]:
-    return sync.families_of(ip for record in records if record.bridge for ip in record.ips)
+    """Every family of the node when a pod is bridged (an IPv4-only pod's
+    link-local IPv6 must reach the rules that drop it), else none."""
+    return sync.node_families() if any(record.bridge for record in records) else []
 
 
 def ensure_bridge_netfilter(records: Sequence[endpoints.EndpointRecord]) -> list[str]:
@@ -284,7 +286,7 @@ def repair_records(backend: str, cfg: AgentConfig) -> None:
                 ops.repair(settings, records)
             else:
                 chosen = backends.get_backend(backend)
-                families = sync.families_of(ip for record in records for ip in record.ips)
+                families = sync.node_families() if records else []
                 for family in families:
                     sync.write_family(chosen, settings, family, records)
     except PodwallError as exc:

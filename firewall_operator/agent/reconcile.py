@@ -33,6 +33,7 @@ from firewall_operator import applier as applier_mod
 from firewall_operator import chains, cluster, compiler
 from firewall_operator.agent import node
 from firewall_operator.agent.cache import ClusterCache
+from firewall_operator.agent.flows import FlowCutter
 from firewall_operator.logtags import LogTag
 from firewall_operator.problems import Problem
 from firewall_plugin import dataplane, endpoints
@@ -108,6 +109,8 @@ class SyncReport:
     stats: applier_mod.ApplyStats | None = None
     #: things the sync had to repair on the node itself (bridge netfilter)
     warnings: tuple[str, ...] = ()
+    #: bridged pod traffic bypasses netfilter and the sync could not fix it
+    unenforced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,8 @@ class Writer:
     deny_action: dataplane.DenyAction = "drop"
     pod_default: dataplane.PodDefault = "deny"
     logging: chains.Logging = field(default_factory=chains.Logging)
+    #: --cut-denied-flows: forget the conntrack entries of pods whose rules changed
+    flows: FlowCutter | None = None
 
 
 def new_compiler(writer: Writer) -> compiler.Compiler:
@@ -145,12 +150,15 @@ def compile_and_apply(
             )
         except applier_mod.StaleEndpointsError:
             continue
+        if writer.flows is not None:
+            writer.flows.cut(compiled.families, records)
         sets = applier_mod.desired_sets(compiled.families)
         return SyncReport(
             sequence=0,
             ok=not unenforced,
             error=unenforced,
             warnings=warnings,
+            unenforced=bool(unenforced),
             full=full,
             endpoints=len(records),
             chains=sum(len(state.chains) for state in compiled.families.values()),

@@ -42,7 +42,7 @@ from firewall_operator.agent import policy_events
 from firewall_operator.agent.cache import ClusterCache, RuleMeta
 from firewall_operator.agent.errors import KubeApiError
 from firewall_operator.agent.kubeapi import KubeApi
-from firewall_operator.agent.reconcile import UNENFORCED, SyncReport
+from firewall_operator.agent.reconcile import SyncReport
 
 log = logging.getLogger(__name__)
 GROUP_PATH = "/apis/podwall.io/v1alpha1"
@@ -140,16 +140,18 @@ class StatusWriter:
         self.last_ok: SyncReport | None = None
         self.written: tuple[Any, ...] | None = None
         self.events_posted = 0
+        self._unenforced_posted = ""  # the bridge-netfilter error last posted
+        self._repairs: tuple[str, ...] = ()  # what syncs repaired on the node, not yet posted
         self._attempted: dict[str, tuple[str, str, str, int]] = {}
         self._wake = asyncio.Event()
         self._rules_wake = asyncio.Event()
-        self._node_warned: set[tuple[str, str]] = set()
         self.policy_warnings = policy_events.PolicyWarnings(
             api, node=node, jitter=lambda name: jitter(node, name, spread)
         )
 
     def report(self, report: SyncReport) -> None:
         self.latest = report
+        self._repairs += report.warnings  # kept until posted, whatever comes next
         if report.ok:
             self.last_ok = report
         self._wake.set()
@@ -172,22 +174,6 @@ class StatusWriter:
                 self._wake.set()  # try again after the pause
             await self.warn_node(report)
             await asyncio.sleep(self.min_interval)
-
-    async def warn_node(self, report: SyncReport) -> None:
-        """One Warning event on the NodeFirewall for each repair the sync had to
-        make on the node (bridge netfilter turned back on) and for a sync that
-        left bridged traffic unfiltered; the same message is posted once."""
-        found = [("BridgeNetfilterRepaired", text) for text in report.warnings]
-        if not report.ok and report.error.startswith(UNENFORCED):
-            found.append(("BridgedTrafficUnfiltered", report.error))
-        for reason, message in found:
-            if (reason, message) in self._node_warned:
-                continue
-            self._node_warned.add((reason, message))
-            await self._post_event(
-                kind="NodeFirewall", name=self.node, uid="", version="", reason=reason,
-                message=message,
-            )  # fmt: skip
 
     async def _run_rules(self) -> None:
         while True:
@@ -213,6 +199,28 @@ class StatusWriter:
         path = f"{GROUP_PATH}/nodefirewalls/{self.node}/status"
         await self.api.request("PATCH", path, body=patch, content_type=JSON_PATCH)
         self.written = (report.sequence,)
+
+    async def warn_node(self, report: SyncReport) -> None:
+        """A Warning event on the NodeFirewall when syncs had to repair the
+        node (bridge netfilter switched off), and once per message while
+        bridged pod traffic goes unfiltered."""
+        if self._repairs:
+            repairs, self._repairs = self._repairs, ()
+            reason, message = "BridgeNetfilterRepaired", "; ".join(dict.fromkeys(repairs))
+        elif report.unenforced and report.error != self._unenforced_posted:
+            repairs, reason, message = (), "BridgeNetfilterOff", report.error
+            self._unenforced_posted = report.error
+        else:
+            if not report.unenforced:
+                self._unenforced_posted = ""
+            return
+        involved = {"apiVersion": "podwall.io/v1alpha1", "kind": "NodeFirewall", "name": self.node}
+        if await post_warning(self.api, self.node, involved, reason, message):
+            self.events_posted += 1
+        elif repairs:
+            self._repairs = repairs + self._repairs  # post them with the next report
+        else:
+            self._unenforced_posted = ""
 
     async def _ensure_node_object(self) -> None:
         path = f"{GROUP_PATH}/nodefirewalls"

@@ -6,8 +6,10 @@
         iifname @ifaces goto guard             routed pod interfaces (ptp)
         ip saddr @local4 iifname . ip saddr != @owned4 drop    a pod's address
         ip6 saddr @local6 iifname . ip6 saddr != @owned6 drop  from elsewhere
-    chain guard        router advertisements and redirects drop; (iif . saddr)
-                       in @owned4/@owned6 return; :: for DAD return; drop
+    chain guard        router advertisements and redirects drop; neighbour
+                       advertisements for an address (iif . target) not in
+                       @owned6 drop; (iif . saddr) in @owned4/@owned6 return;
+                       :: for DAD return; drop
     chain forward      hook forward priority -5 (before iptables' filter, 0)
         ct state established accept
         RA/redirect from a pod interface drop; ND (hop limit 255) and MLD
@@ -24,8 +26,10 @@
     chain prerouting   hook prerouting priority -300 (before br_netfilter)
         iifname @ports goto guard
         ip saddr @local4 drop; ip6 saddr @local6 drop; arp saddr ip @local4 drop
-    chain guard        (port . saddr) in @src4/@src6 (and ARP's sender) return;
-                       RA/redirect drop; DAD from :: return; anything else drop
+    chain guard        RA/redirect drop; NA for a target not (port . target)
+                       in @src6 drop; (port . saddr) in @src4/@src6 (and
+                       ARP's sender) return; DAD from :: return; anything
+                       else drop
     chain forward      hook forward: multicast and broadcast to a port in
                        @closed (an isolated pod) drop, except ARP and ND
 
@@ -53,7 +57,7 @@ if TYPE_CHECKING:
 TABLE = "podwall"
 INET, BRIDGE = nl.NFPROTO_INET, nl.NFPROTO_BRIDGE
 #: changes whenever the skeleton below changes: a table of another version is rebuilt
-VERSION = "2"
+VERSION = "3"
 HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD = 0, 1, 2
 PRIORITY_RAW = -300  # before conntrack (-200): spoofed packets never create entries
 PRIORITY_FILTER = -5  # before iptables' filter chains (0), nft or legacy
@@ -219,10 +223,18 @@ def inet_prerouting() -> list[Rule]:
     ]  # fmt: skip
 
 
+def _foreign_target(set_name: str, *, bridge: bool = False) -> bytes:
+    """A neighbour advertisement whose target address is not one the
+    interface (or port) owns: ``iifname . nd target != @set``."""
+    target = expr.payload(expr.BASE_TRANSPORT, 8, 16, R + 4) + expr.meta(expr.META_IIFNAME, R)
+    return _icmp6(NA, bridge=bridge) + target + expr.lookup(set_name, R, invert=True)
+
+
 def inet_guard() -> list[Rule]:
     return [
         (_icmp6(RA) + DROP, "router advertisement from a pod"),
         (_icmp6(REDIRECT) + DROP, "redirect from a pod"),
+        (_foreign_target("owned6") + DROP, "neighbour advertisement for another's address"),
         (_iface_addr("owned4", "ipv4", "saddr", meta_key=expr.META_IIFNAME) + RETURN, "own source"),
         (_iface_addr("owned6", "ipv6", "saddr", meta_key=expr.META_IIFNAME) + RETURN, "own source"),
         (_unspecified6() + _icmp6(NS) + RETURN, "duplicate address detection"),
@@ -308,6 +320,8 @@ def bridge_guard() -> list[Rule]:
     return [
         (_icmp6(RA, bridge=True) + DROP, "router advertisement from a pod"),
         (_icmp6(REDIRECT, bridge=True) + DROP, "redirect from a pod"),
+        (_foreign_target("src6", bridge=True) + DROP,
+         "neighbour advertisement for another's address"),
         (_iface_addr("src4", "ipv4", "saddr", meta_key=expr.META_IIFNAME, bridge=True) + RETURN,
          "own source"),
         (_iface_addr("src6", "ipv6", "saddr", meta_key=expr.META_IIFNAME, bridge=True) + RETURN,

@@ -135,6 +135,7 @@ class AgentNode:
     pods: dict[str, Pod] = field(default_factory=dict)
     agent: subprocess.Popen[bytes] | None = None
     runs: int = 0
+    backend: str = "iptables-nft"
 
     def dir(self, sub: str) -> str:
         path = self.root / sub
@@ -164,7 +165,7 @@ class AgentNode:
                 },
                 {
                     "type": "podwall",
-                    "backend": "iptables-nft",
+                    "backend": self.backend,
                     "podDefault": "deny",
                     "stateDir": self.dir("state"),
                     "runDir": self.dir("run"),
