@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-DEB_PACKAGES := iptables ipset conntrack iproute2 containernetworking-plugins busybox-static
+DEB_PACKAGES := iptables ipset conntrack iproute2 nftables containernetworking-plugins busybox-static
 # the host python to build the virtualenv from (the first real 3.11+ one)
 HOST_PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	  c=$$(command -v $$p) || continue; \

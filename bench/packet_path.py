@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from firewall_lab import netns
 
@@ -41,6 +41,8 @@ class Path:
     client: str
     server: str
     server_ip: str
+    #: the pods' host-side veth ends (ports of ``br0``)
+    interfaces: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(cls, client_ip: str, server_ip: str) -> Path:
@@ -63,6 +65,7 @@ class Path:
     def _pod(self, tag: str, address: str) -> str:
         pod = netns.create(netns.unique_name(f"pwbp{tag}"))
         host = f"vb{tag}{pod[-6:]}"
+        self.interfaces[tag] = host
         netns.run(self.node, ["ip", "link", "add", host, "type", "veth", "peer", "eth0",
                               "netns", pod])  # fmt: skip
         netns.run(self.node, ["ip", "link", "set", host, "master", "br0", "up"])

@@ -151,7 +151,9 @@ class Applier:
         run_dir: str,
         state_dir: str | None = None,
         lock_timeout: float = 30.0,
+        log: model.LogSpec | None = None,
     ) -> None:
+        self.log = log  # log the identity drops too (the agent's --log-denied)
         self.backend = backend
         self.run_dir = run_dir
         self.state_dir = state_dir
@@ -194,6 +196,29 @@ class Applier:
         stats.total_seconds = time.monotonic() - start
         return stats
 
+    def read_counters(self) -> dict[str, tuple[int, int]]:
+        """Packets and bytes per tag of podwall's tagged rules (drop metrics):
+        one ``iptables-save -c`` per family."""
+        variant = "nft" if self.backend.name == "iptables-nft" else "legacy"
+        totals: dict[str, tuple[int, int]] = {}
+        for family in model.FAMILIES:
+            tool = f"{'ip6tables' if family == 'ipv6' else 'iptables'}-{variant}-save"
+            done = subprocess.run(
+                [tool, "-c", "-t", "filter"], capture_output=True, text=True, check=False
+            )
+            for line in done.stdout.splitlines():
+                counts, _, rule = line.partition(" ")
+                marker = rule.find('--comment "podwall: pw:')
+                if not counts.startswith("[") or marker < 0 or not rule.startswith("-A PODWALL"):
+                    continue
+                if " -j NFLOG " in rule:  # the log rule before a drop: its packets count there
+                    continue
+                tag = rule[marker + len('--comment "podwall: ') :].split(" ", 1)[0].rstrip('"')
+                packets, _, size = counts.strip("[]").partition(":")
+                before = totals.get(tag, (0, 0))
+                totals[tag] = (before[0] + int(packets), before[1] + int(size))
+        return totals
+
     def resync(
         self,
         desired: Mapping[model.Family, model.FamilyState],
@@ -208,8 +233,10 @@ class Applier:
     ) -> dict[model.Family, model.FamilyState]:
         """``desired`` plus the identity and dispatch chains of ``endpoints``."""
         merged: dict[model.Family, model.FamilyState] = dict(desired)
-        for family in model.FAMILIES:
-            extra = xtables.dispatch_chains(endpoints, family, state_dir=self.state_dir or "")
+        for family in sync.node_families():
+            extra = xtables.dispatch_chains(
+                endpoints, family, state_dir=self.state_dir or "", log=self.log
+            )
             if not extra:
                 continue
             state = merged.get(family, model.FamilyState(family))

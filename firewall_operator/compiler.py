@@ -49,14 +49,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from firewall_operator import cluster
-from firewall_operator.chains import ChainBuilder
+from firewall_operator.chains import ChainBuilder, Logging
 from firewall_operator.index import Changes
 from firewall_operator.kernel_sets import SetContents, SetNames
+from firewall_operator.logtags import LogTag
 from firewall_operator.plan import DIRECTIONS
 from firewall_operator.planner import Planner
 from firewall_operator.problems import Problem
-from firewall_plugin import dataplane, model
+from firewall_plugin import dataplane, model, xtables
 from firewall_plugin.endpoints import EndpointRecord
+from firewall_plugin.nft import layout
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class CompiledNode:
     problems: tuple[Problem, ...] = ()
     unmatched: tuple[str, ...] = ()
     endpoints: tuple[model.Endpoint, ...] = ()
+    #: what each tag of the compiled rules stands for (``logtags``)
+    log_tags: Mapping[str, LogTag] = field(default_factory=dict)
 
     def family(self, family: model.Family) -> model.FamilyState:
         return self.families[family]
@@ -98,6 +102,7 @@ class _Endpoint:
     chains: list[model.Chain]
     sets: tuple[str, ...]
     ingress_open: bool = False
+    tags: dict[str, LogTag] = field(default_factory=dict)
 
 
 class Compiler:
@@ -108,15 +113,16 @@ class Compiler:
         *,
         deny_action: dataplane.DenyAction = "drop",
         unknown_pod: dataplane.PodDefault = "deny",
-        log_target: str = "LOG",
+        logging: Logging | None = None,
     ) -> None:
         self.deny_action = deny_action
         self.unknown_pod = unknown_pod
-        self.log_target = log_target
+        self.logging = logging or Logging()
         self._planner: Planner | None = None
         self._names: dict[model.Family, SetNames] = {}
         self._contents: dict[model.Family, SetContents] = {}
         self._endpoints: dict[tuple[str, model.Family], _Endpoint] = {}
+        self._identity_cache: tuple[tuple[model.Endpoint, ...], dict[str, LogTag]] | None = None
         self._reset()
 
     @property
@@ -158,6 +164,7 @@ class Compiler:
         inputs = {record.key: _inputs(planner, record, matched[record.key]) for record in records}
         kept: dict[tuple[str, model.Family], _Endpoint] = {}
         families = {}
+        tags: dict[str, LogTag] = {}
         open_ingress: dict[str, bool] = {}
         for family in model.FAMILIES:
             chains: dict[str, model.Chain] = {}
@@ -172,6 +179,7 @@ class Compiler:
                     entry.inputs = inputs[record.key]
                 kept[key] = entry
                 open_ingress[record.key] = entry.ingress_open
+                tags.update(entry.tags)
                 chains.update((chain.name, chain) for chain in entry.chains)
                 wanted.update(dict.fromkeys(entry.sets))
             namer = self._names[family]
@@ -186,21 +194,31 @@ class Compiler:
         identities = tuple(
             record.endpoint(ingress_open=open_ingress.get(record.key, False)) for record in records
         )
-        return CompiledNode(families, tuple(planner.problems()), unmatched, identities)
+        tags.update(self._identity_tags(identities))
+        return CompiledNode(families, tuple(planner.problems()), unmatched, identities, tags)
+
+    def _identity_tags(self, identities: tuple[model.Endpoint, ...]) -> dict[str, LogTag]:
+        """The tags of the drops the data planes add for identity (anti-spoofing,
+        multicast isolation): the same for every sync with the same endpoints."""
+        if self._identity_cache is None or self._identity_cache[0] != identities:
+            fields = xtables.identity_tags(identities)
+            layout.skeleton_rules(None, tags=fields)
+            found = {tag: LogTag(*value) for tag, value in fields.items()}  # type: ignore[arg-type]
+            self._identity_cache = (identities, found)
+        return self._identity_cache[1]
 
     def _build(
         self, planner: Planner, record: EndpointRecord, pod_id: int | None, family: model.Family
     ) -> _Endpoint:
-        if pod_id is None:
-            pair = dataplane.default_chains(
-                record, family, pod_default=self.unknown_pod, deny_action=self.deny_action
-            )
-            return _Endpoint((), list(pair), (), ingress_open=self.unknown_pod == "allow")
         namer = self._names[family]
-        namer.requested.clear()
         builder = ChainBuilder(
-            namer, family=family, deny_action=self.deny_action, log_target=self.log_target
+            namer, family=family, deny_action=self.deny_action, logging=self.logging
         )
+        if pod_id is None:
+            pair = builder.default_chains(record, self.unknown_pod)
+            opened = self.unknown_pod == "allow"
+            return _Endpoint((), pair, (), ingress_open=opened, tags=builder.tags)
+        namer.requested.clear()
         pod = planner.index.pods[pod_id]
         chains = []
         ingress_open = False
@@ -210,7 +228,9 @@ class Compiler:
             if direction == "ingress":
                 ingress_open = len(built) == 1  # the main chain alone: no tier filters
             chains += built
-        return _Endpoint((), chains, tuple(namer.requested), ingress_open=ingress_open)
+        return _Endpoint(
+            (), chains, tuple(namer.requested), ingress_open=ingress_open, tags=builder.tags
+        )
 
 
 def _inputs(planner: Planner, record: EndpointRecord, pod_id: int | None) -> tuple[object, ...]:
@@ -227,9 +247,9 @@ def compile_node(
     *,
     deny_action: dataplane.DenyAction = "drop",
     unknown_pod: dataplane.PodDefault = "deny",
-    log_target: str = "LOG",
+    logging: Logging | None = None,
 ) -> CompiledNode:
     """The desired chains and sets of the node that owns ``endpoints``."""
     planner = snapshot if isinstance(snapshot, Planner) else Planner(snapshot)
-    fresh = Compiler(deny_action=deny_action, unknown_pod=unknown_pod, log_target=log_target)
+    fresh = Compiler(deny_action=deny_action, unknown_pod=unknown_pod, logging=logging)
     return fresh._compile_planner(planner, endpoints, None)

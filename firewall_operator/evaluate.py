@@ -8,11 +8,14 @@ Baseline tier (Allow/Deny; Pass ends the tier) → default allow.  Replies are
 always allowed (verdicts are per connection).
 
 Outside policy: a pod reaching itself never leaves its network namespace
-(allowed); hostNetwork pods are never filtered (their traffic does not pass the
-node's FORWARD chain); a hostNetwork pod on the destination's own node reaches
-it (the node is always allowed in), and a pod reaches hostNetwork pods of its
-own node (that is the node).  ipBlock peers match by IP in the evaluator's
-family; a pod without an IP of that family matches selectors only.
+(allowed); hostNetwork pods are never filtered (their traffic does not pass
+through a pod's chains); a hostNetwork pod on the destination's own node
+reaches it (the node's own traffic leaves through OUTPUT and is always allowed
+in).  A pod reaching a hostNetwork pod of its own node reaches its node: that
+passes the pod's egress policy (its INPUT path), where the node's address is
+matched by network and ``nodes`` peers, never by pod selectors.  ipBlock
+peers match by IP in the evaluator's family; a pod without an IP of that
+family matches selectors only.
 
 One end may be an address instead of a pod (``to_address``/``from_address``):
 it is matched by network peers only, never by selectors, and podwall does not
@@ -175,8 +178,6 @@ class Evaluator:
     def egress(self, src: cluster.Pod, dst: cluster.Pod, port: int, proto: str) -> SideVerdict:
         if src.host_network:
             return SideVerdict("egress", src.key, dst.key, True, note=HOST_NETWORK)
-        if dst.host_network and dst.node and dst.node == src.node:
-            return SideVerdict("egress", src.key, dst.key, True, note="to its own node")
         return self._side(src, "egress", dst.key, self._packet(dst, dst, port, proto))
 
     def ingress(self, src: cluster.Pod, dst: cluster.Pod, port: int, proto: str) -> SideVerdict:

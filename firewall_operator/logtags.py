@@ -16,11 +16,11 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
+
+from firewall_plugin import names
 
 PREFIX = "pw:"
 TAG_CHARS = 10  # base32 characters after the prefix: 50 bits
@@ -48,10 +48,9 @@ Resolver = Callable[[str], LogTag | None]
 
 
 def tag_for(tag: LogTag) -> str:
-    """A stable tag for ``tag``: the same fields give the same tag."""
-    key = "\0".join((tag.direction, tag.verdict, tag.tier, tag.policy, tag.rule, tag.pod))
-    digest = hashlib.sha256(key.encode()).digest()
-    return PREFIX + base64.b32encode(digest).decode().lower()[:TAG_CHARS]
+    """A stable tag for ``tag``: the same fields give the same tag (computed
+    in ``firewall_plugin.names``, which the plugin's own rules use too)."""
+    return names.log_tag(tag.direction, tag.verdict, tag.tier, tag.policy, tag.rule, tag.pod)
 
 
 def counter_name(tag: str) -> str:

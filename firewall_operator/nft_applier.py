@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from firewall_operator import chains
 from firewall_operator.applier import (
     ApplyStats,
     Fingerprint,
@@ -87,8 +88,14 @@ class NftApplier:
     """Apply desired states for one node through nftables; see the module docstring."""
 
     def __init__(
-        self, *, run_dir: str, state_dir: str | None = None, lock_timeout: float = 30.0
+        self,
+        *,
+        run_dir: str,
+        state_dir: str | None = None,
+        lock_timeout: float = 30.0,
+        log: model.LogSpec | None = None,
     ) -> None:
+        self.log = log  # log the anti-spoofing drops too (the agent's --log-denied)
         self.run_dir = run_dir
         self.state_dir = state_dir
         self.lock_timeout = lock_timeout
@@ -158,6 +165,18 @@ class NftApplier:
             self._known = None
             ops.remove_all()
 
+    def read_counters(self) -> dict[str, tuple[int, int]]:
+        """Packets and bytes per tag of the counting rules (drop metrics)."""
+        totals: dict[str, tuple[int, int]] = {}
+        with nl.Netlink() as sock:
+            readings = kernel.rule_counters(sock) + kernel.rule_counters(sock, layout.BRIDGE)
+            for comment, packets, size in readings:
+                tag = chains.tag_of_comment(comment)
+                if tag:
+                    before = totals.get(tag, (0, 0))
+                    totals[tag] = (before[0] + packets, before[1] + size)
+        return totals
+
     def forget(self) -> None:
         """Drop the memory: the next apply rebuilds."""
         self._known = None
@@ -166,7 +185,7 @@ class NftApplier:
 
     def _rebuild(self, sock: nl.Netlink, wanted: Desired, stats: ApplyStats) -> None:
         batch = nl.Batch()
-        layout.skeleton(batch, state_dir=self.state_dir or "")
+        layout.skeleton(batch, state_dir=self.state_dir or "", log=self.log)
         for spec, elements in wanted.sets.values():
             obj.add_set(batch, layout.INET, layout.TABLE, spec)
             if elements:
@@ -292,16 +311,15 @@ class NftApplier:
             return [f"table layout {version!r} is not {layout.VERSION!r}"]
         found: list[str] = []
         digests = kernel.rule_digests(sock)
-        skeleton = {
-            "guard": layout.inet_guard(),
-            "prerouting": layout.inet_prerouting(),
-            "forward": layout.inet_forward(),
-            "input": layout.inet_input(),
-        }
-        for name, rules in skeleton.items():
-            if digests.pop(name, []) != [layout.rule_digest(e) for e, _ in rules]:
+        bridge_digests = kernel.rule_digests(sock, layout.BRIDGE)
+        skeleton = layout.skeleton_rules(self.log)
+        for (table, name), rules in skeleton.items():
+            have = (digests if table == layout.INET else bridge_digests).pop(name, [])
+            if have != [layout.rule_digest(e) for e, _ in rules]:
                 found.append(f"chain {name} differs")
-        present = set(kernel.chains(sock)) - set(skeleton)
+        present = set(kernel.chains(sock)) - {
+            name for table, name in skeleton if table == layout.INET
+        }
         for name in sorted(present ^ set(known.chains)):
             found.append(f"chain {name} is {'extra' if name in present else 'missing'}")
         for name, (family, chain) in known.chains.items():
@@ -317,7 +335,7 @@ class NftApplier:
             by_set.setdefault((table, set_name), set()).add(key)
         for table, specs in ((layout.INET, layout.INET_SETS), (layout.BRIDGE, layout.BRIDGE_SETS)):
             for spec in specs:
-                have = {element.key for element in kernel.elements(sock, table, spec.name)}
-                if have != by_set.get((table, spec.name), set()):
+                keys = {element.key for element in kernel.elements(sock, table, spec.name)}
+                if keys != by_set.get((table, spec.name), set()):
                     found.append(f"identity set {spec.name} differs")
         return found

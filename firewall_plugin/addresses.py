@@ -149,8 +149,14 @@ _NOT_A_POD = (
 def not_a_pod_address(text: str) -> str:
     """Why ``IP/prefix`` cannot be a pod's own address ('' when it can): the
     unspecified, loopback, link-local, multicast and broadcast addresses,
-    and the broadcast address of its own IPv4 subnet."""
-    bits, value, prefix = value_of(text)
+    the broadcast address of its own IPv4 subnet, IPv4-mapped IPv6
+    addresses and anything that is no plain address."""
+    parsed = _parse(text)
+    if parsed is None:
+        address = text.partition("/")[0]
+        mapped = ":" in address and (_ipv6(address) or 0) >> 32 == 0xFFFF
+        return "an IPv4-mapped IPv6 address" if mapped else "not a plain IPv4 or IPv6 address"
+    bits, value, prefix = parsed
     for width, network, length, what in _NOT_A_POD:
         if width == bits and value >> (bits - length) == network >> (bits - length):
             return what

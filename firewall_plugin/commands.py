@@ -127,7 +127,9 @@ def cmd_add(env: protocol.Environment, config: PluginConfig) -> dict[str, Any]:
     interface = _host_interface(result.host_side_interfaces(prev))
     bridge = sysctl.bridge_of(interface)
     if bridge:
-        sysctl.ensure_bridge_netfilter(sync.families_of(ips), fix=config.ensure_bridge_netfilter)
+        # both families, whatever the pod's: an IPv4-only pod's link-local IPv6 must
+        # reach the rules that drop it (iptables backends)
+        sysctl.ensure_bridge_netfilter(sync.node_families(), fix=config.ensure_bridge_netfilter)
     record = endpoints.EndpointRecord.make(
         container_id=env.container_id,
         ifname=env.ifname,

@@ -85,3 +85,57 @@ def default_chains(
             rules += deny_rules(family, deny_action, note)
         chains.append(model.Chain(name, rules))
     return chains[0], chains[1]
+
+
+NFLOG_SIZE = "128"  # the agent's traffic log reads this much of each packet
+
+
+def log_rule(base: model.Rule, tag: str, note: str, spec: model.LogSpec) -> model.Rule:
+    """An NFLOG rule with ``base``'s matches, rate-limited by ``spec`` (per
+    rule, in the kernel), its prefix ``tag``: what goes before a logged drop."""
+    limit: tuple[model.Option, ...] = (("limit", spec.iptables_rate),)
+    if spec.burst != 5:  # iptables-save leaves the default out
+        limit += (("limit-burst", str(spec.burst)),)
+    options = (("nflog-prefix", tag), ("nflog-group", str(spec.group)), ("nflog-size", NFLOG_SIZE))
+    return base.replace(
+        target="NFLOG",
+        comment=note,
+        matches=(*base.matches, model.Match("limit", limit)),
+        target_options=options,
+        goto=False,
+    )
+
+
+def tag_drops(
+    rules: tuple[model.Rule, ...] | list[model.Rule],
+    *,
+    direction: str,
+    tier: str,
+    pod: str,
+    log: model.LogSpec | None,
+    tags: dict[str, tuple[str, ...]] | None = None,
+) -> tuple[model.Rule, ...]:
+    """``rules`` with every DROP tagged (its comment starts with the tag, its
+    counter then counts per tag) and, with ``log``, logged first.  ``tags``
+    collects what each tag stands for (direction, verdict, tier, policy,
+    rule, pod: ``logtags.LogTag``'s fields)."""
+    out: list[model.Rule] = []
+    for rule in rules:
+        if rule.target != "DROP":
+            out.append(rule)
+            continue
+        text = rule.comment.removeprefix(f"{names.COMMENT_PREFIX}: ")
+        reason = text.split(": ", 1)[0]  # "spoofed source: from x/a" counts as "spoofed source"
+        fields = (direction, "deny", tier, TIER_POLICY.get(tier, tier), reason, pod)
+        tag = names.log_tag(*fields)
+        if tags is not None:
+            tags[tag] = fields
+        note = names.comment(f"{tag} {text}")
+        if log is not None:
+            out.append(log_rule(rule, tag, note, log))
+        out.append(rule.replace(comment=note))
+    return tuple(out)
+
+
+#: the "policy" a drop of a fixed tier is counted under
+TIER_POLICY = {"spoofing": "anti-spoofing", "isolation": "multicast isolation"}

@@ -226,6 +226,26 @@ class Endpoint(Frozen):
         return own
 
 
+class LogSpec(Frozen):
+    """How a log rule is rendered: NFLOG ``group``, at most ``rate`` packets
+    per ``per_seconds`` after a ``burst`` (a kernel limit per rule)."""
+
+    __slots__ = ("burst", "group", "per_seconds", "rate")
+    group: int
+    rate: int
+    per_seconds: int
+    burst: int
+
+    def __init__(self, group: int, rate: int = 10, per_seconds: int = 60, burst: int = 5) -> None:
+        init_fields(self, group, rate, per_seconds, burst)
+
+    @property
+    def iptables_rate(self) -> str:
+        """The rate as iptables-save prints it (``10/min``)."""
+        unit = {1: "sec", 60: "min", 3600: "hour", 86400: "day"}[self.per_seconds]
+        return f"{self.rate}/{unit}"
+
+
 def family_of(address: str) -> Family:
     """``ipv6`` when the address or CIDR contains a colon, else ``ipv4``."""
     return "ipv6" if ":" in address else "ipv4"

@@ -121,6 +121,16 @@ def tier_chains(key: str) -> list[str]:
     ]
 
 
+LOG_TAG_PREFIX = "pw:"
+
+
+def log_tag(direction: str, verdict: str, tier: str, policy: str, rule: str, pod: str) -> str:
+    """The tag a logging or counting rule carries (``pw:`` + 10 base32
+    characters of a sha256 of the fields): what ``logtags.tag_for`` names."""
+    key = "\0".join((direction, verdict, tier, policy, rule, pod))
+    return LOG_TAG_PREFIX + digest(key, 10).lower()
+
+
 def is_podwall_name(name: str) -> bool:
     """True for chain and set names that podwall owns."""
     return name.startswith(PREFIX)

@@ -3,9 +3,11 @@
 The identity and dispatch chains (``xtables``: ``PODWALL-FORWARD``,
 ``PODWALL-INPUT``, ``PODWALL-TO``, each endpoint's ``PODWALL-F-/N-``) are
 rebuilt from ALL endpoint records at every ADD, DEL and GC (level-triggered,
-idempotent).  They exist in a family exactly when some record has an address
-of that family: the DEL of the last endpoint of a family removes them and the
-hook jumps too, so a node without pods carries no podwall trace.
+idempotent).  They exist in every family the kernel runs (IPv6 unless it is
+disabled) as long as there is a record: a pod without an address of a family
+gets a rule that drops what it sends in it.  The DEL of the last endpoint
+removes them and the hook jumps too, so a node without pods carries no
+podwall trace.
 
 Never wedged by other endpoints' kernel state: ADD and DEL read the three
 dispatch chains first (one listing), and every record whose dispatch is not
@@ -61,6 +63,12 @@ def families_of(ips: Iterable[str]) -> list[model.Family]:
     """The families of ``ips``, in FAMILIES order."""
     present = {model.family_of(ip) for ip in ips}
     return [family for family in model.FAMILIES if family in present]
+
+
+def node_families() -> list[model.Family]:
+    """The families this network namespace runs: IPv6 unless it is disabled
+    (then nothing can send it)."""
+    return [f for f in model.FAMILIES if f == "ipv4" or os.path.exists("/proc/net/if_inet6")]
 
 
 def resolve_name(config: PluginConfig, *, remember: bool) -> str:
@@ -209,7 +217,7 @@ def write_family(
             f"this node's podwall state lives in {owner}; a podwall entry with stateDir "
             f"{config.state_dir} would drop the pods of the other: use one stateDir per node"
         )
-    present = [record.endpoint() for record in records if dataplane.addresses(record, family)]
+    present = [record.endpoint() for record in records]
     replace = xtables.shared_chains(present, family, state_dir=config.state_dir)
     if replace:
         renewed = {record.key for record in fresh}
@@ -272,12 +280,13 @@ def _install(
 
 def attach(backend: Backend, config: PluginConfig, record: endpoints.EndpointRecord) -> None:
     """ADD: write ``record``, rebuild dispatch, give the pod its default
-    chains (and repair any record the kernel lacks); a second ADD of the
-    attachment also deletes its chains of a family it no longer has.  On any
-    failure, undo (the previous record and its state back, or record,
-    dispatch and chains gone) and re-raise."""
+    chains (and repair any record the kernel lacks) in every family of the
+    node; a second ADD of the attachment also deletes its chains of a family
+    it no longer has an address of.  On any failure, undo (the previous
+    record and its state back, or record, dispatch and chains gone) and
+    re-raise."""
     previous = _read(config, record.containerID, record.ifName)
-    families = families_of([*record.ips, *(previous.ips if previous else ())])
+    families = node_families()
     try:
         _install(backend, config, record, families)
     except BaseException as exc:
@@ -315,12 +324,11 @@ def detach(
     families: Sequence[model.Family] | None = None,
 ) -> None:
     """DEL: remove the attachment's dispatch and chains (tier chains
-    included), then its record (a DEL whose kernel write fails keeps it, for
-    the retry).  Without ``families``: those of the record, or both when
-    there is no record.  Succeeds whatever is left of the pod's own state."""
-    record = _read(config, container_id, ifname)
+    included; in ``families``, by default every family of the node), then
+    its record (a DEL whose kernel write fails keeps it, for the retry).
+    Succeeds whatever is left of the pod's own state."""
     if families is None:
-        families = families_of(record.ips) if record and record.ips else list(model.FAMILIES)
+        families = node_families()
     key = endpoints.record_stem(container_id, ifname)
     records = [other for other in endpoints.read_all(config.state_dir) if other.key != key]
     chains = all_chains(container_id, ifname)

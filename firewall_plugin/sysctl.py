@@ -2,11 +2,14 @@
 
 Chained after ``bridge``, pod-to-pod packets are switched by the bridge and
 reach iptables only when ``net.bridge.bridge-nf-call-iptables`` (and
-``...-ip6tables`` for IPv6) is 1.  ``/proc/sys/net`` belongs to the network
-namespace of the caller, so the plugin reads and writes the node's own values.
+``...-ip6tables`` for IPv6) is 1; frames with a VLAN tag only when
+``net.bridge.bridge-nf-filter-vlan-tagged`` is 1 too (a pod can send a
+"priority tag", VLAN ID 0, which the receiving pod takes as untagged).
+``/proc/sys/net`` belongs to the network namespace of the caller, so the
+plugin reads and writes the node's own values.
 
-Reads ``/sys/class/net`` and ``/proc/sys/net/bridge``; writes only the two
-``bridge-nf-call-*`` sysctls, and only when asked to fix them.
+Reads ``/sys/class/net`` and ``/proc/sys/net/bridge``; writes only those
+three sysctls, and only when asked to fix them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ SYSCTL_OF: dict[model.Family, str] = {
     "ipv4": "bridge-nf-call-iptables",
     "ipv6": "bridge-nf-call-ip6tables",
 }
+VLAN_TAGGED = "bridge-nf-filter-vlan-tagged"
 
 
 def _sys_path(ifname: str, leaf: str) -> str | None:
@@ -70,14 +74,14 @@ def _read(path: str) -> str | None:
 
 
 def ensure_bridge_netfilter(families: Iterable[model.Family], *, fix: bool) -> list[str]:
-    """Make sure bridged traffic of ``families`` is seen by iptables.
+    """Make sure bridged traffic of ``families`` (tagged or not) is seen by iptables.
 
     Returns the sysctls it set to 1.  Raises BridgeNetfilterError when one is 0
     and ``fix`` is false, or when br_netfilter is not available at all.
     """
     changed: list[str] = []
-    for family in dict.fromkeys(families):
-        name = SYSCTL_OF[family]
+    wanted = [SYSCTL_OF[family] for family in dict.fromkeys(families)]
+    for name in [*wanted, VLAN_TAGGED] if wanted else []:
         path = os.path.join(BRIDGE_SYSCTL_DIR, name)
         value = _read(path)
         if value is None:
@@ -88,8 +92,13 @@ def ensure_bridge_netfilter(families: Iterable[model.Family], *, fix: bool) -> l
         if value == "1":
             continue
         if not fix:
+            what = (
+                "VLAN-tagged frames bypass"
+                if name == VLAN_TAGGED
+                else "bridged pod traffic bypasses"
+            )
             raise protocol.BridgeNetfilterError(
-                f"net.bridge.{name} is {value}: bridged pod traffic bypasses podwall; "
+                f"net.bridge.{name} is {value}: {what} podwall; "
                 "set it to 1 or enable ensureBridgeNetfilter"
             )
         try:

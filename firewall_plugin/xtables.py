@@ -3,24 +3,31 @@
 Per family, jumped from rule 1 of the built-in chains::
 
     FORWARD ─1─> PODWALL-FORWARD
-        ESTABLISHED                                  → RETURN
         from X's interface (bridge: --physdev-in)    → goto PODWALL-F-X   (each endpoint)
+          (X has no address of the family: → DROP)
         -s <a pod's IP> (not from its interface)     → DROP               (each pod IP)
+        ESTABLISHED                                  → RETURN
         RELATED (not from a pod)                     → RETURN
         → PODWALL-TO
     PODWALL-F-X   RA/redirect → DROP; ND/MLD with hop limit 255, bridged → RETURN;
-                  other ND → DROP; -s <X's source> → PODWALL-E-X then goto
-                  PODWALL-TO (each source); anything else → DROP (spoofed)
+                  other ND → DROP; -s <X's source> ESTABLISHED → RETURN, else
+                  → PODWALL-E-X then goto PODWALL-TO (each source); anything
+                  else → DROP (spoofed)
     PODWALL-TO    -o <X's bridge or interface> -d <X's address> → PODWALL-I-X;
                   bridged multicast/broadcast to an isolated X → DROP
     INPUT ─1─> PODWALL-INPUT
-        ESTABLISHED → RETURN; from X → goto PODWALL-N-X; -s <pod IP> → DROP
+        from X → goto PODWALL-N-X (no address of the family: DROP); -s <pod IP> → DROP
     PODWALL-N-X   RA/redirect → DROP; ND/RS/MLD → RETURN (ND only with hop limit
-                  255); -s <X's source> → goto PODWALL-E-X; else → DROP
+                  255); -s <X's source> ESTABLISHED → RETURN, else goto
+                  PODWALL-E-X; else → DROP
 
 A pod's egress chain is chosen by the interface its packets arrive on, never
 by the address they claim; its ingress chain by destination address and
-output interface.  What arrives from the node itself never passes FORWARD,
+output interface.  The source is checked before conntrack's state counts:
+a forged packet that matches an established flow (a pod claiming another's
+address and ports) is dropped like any other forgery, at the price of the
+per-endpoint rules for replies too (the nftables layout checks sources in a
+set lookup at prerouting instead).  What arrives from the node itself never passes FORWARD,
 and is never matched by a claimed source.  The policy chains (``PODWALL-I/E``)
 are ``dataplane``'s; these chains only route packets to them.
 
@@ -62,10 +69,14 @@ def _from(endpoint: model.Endpoint, target: str, note: str, *, goto: bool = Fals
     return model.Rule(target, note, in_interface=interface, matches=matches, goto=goto)
 
 
+def _attached(endpoints: Iterable[model.Endpoint]) -> list[model.Endpoint]:
+    """The endpoints with a host-side interface, in key order."""
+    return sorted((e for e in endpoints if e.interface), key=lambda endpoint: endpoint.key)
+
+
 def _present(endpoints: Iterable[model.Endpoint], family: model.Family) -> list[model.Endpoint]:
     """The endpoints with a source address in ``family``, in key order."""
-    found = [e for e in endpoints if e.interface and e.sources(family)]
-    return sorted(found, key=lambda endpoint: endpoint.key)
+    return [endpoint for endpoint in _attached(endpoints) if endpoint.sources(family)]
 
 
 def _spoofed_elsewhere(endpoints: list[model.Endpoint], family: model.Family) -> list[model.Rule]:
@@ -73,7 +84,7 @@ def _spoofed_elsewhere(endpoints: list[model.Endpoint], family: model.Family) ->
     return [
         model.Rule(
             "DROP",
-            names.comment(f"spoofed {address} of {endpoint.pod} from elsewhere"),
+            names.comment(f"spoofed address: {address} of {endpoint.pod} from elsewhere"),
             source=address,
         )
         for endpoint in endpoints
@@ -87,9 +98,9 @@ def _neighbour_rules(endpoint: model.Endpoint, *, forward: bool) -> list[model.R
     (bridged); multicast listener reports only on the link."""
     pod = endpoint.pod
     rules = [
-        model.Rule("DROP", names.comment(f"router advertisement from {pod}"), protocol=ICMP6,
+        model.Rule("DROP", names.comment(f"router advertisement: from {pod}"), protocol=ICMP6,
                    matches=(_icmp6(RA),)),
-        model.Rule("DROP", names.comment(f"redirect from {pod}"), protocol=ICMP6,
+        model.Rule("DROP", names.comment(f"redirect: from {pod}"), protocol=ICMP6,
                    matches=(_icmp6(REDIRECT),)),
     ]  # fmt: skip
     link = (BRIDGED,) if forward else ()
@@ -110,39 +121,85 @@ def _neighbour_rules(endpoint: model.Endpoint, *, forward: bool) -> list[model.R
             )  # fmt: skip
     for kind in (NS, NA):
         rules.append(
-            model.Rule("DROP", names.comment(f"neighbour discovery of {pod} off the link"),
+            model.Rule("DROP", names.comment(f"neighbour discovery off the link: {pod}"),
                        protocol=ICMP6, matches=(_icmp6(kind),))
         )  # fmt: skip
     return rules
 
 
-def from_chain(endpoint: model.Endpoint, family: model.Family) -> model.Chain:
+def _tagged(
+    rules: list[model.Rule],
+    endpoint: model.Endpoint | None,
+    log: model.LogSpec | None,
+    tags: dict[str, tuple[str, ...]] | None = None,
+) -> tuple[model.Rule, ...]:
+    """Every drop of an identity chain tagged (counted as anti-spoofing, or
+    multicast isolation) and, with ``log``, logged first."""
+    pod = endpoint.pod if endpoint is not None else ""
+    out: list[model.Rule] = []
+    for rule in rules:
+        tier = "isolation" if rule.comment.startswith("podwall: multicast") else "spoofing"
+        direction = "ingress" if tier == "isolation" else "egress"
+        out += dataplane.tag_drops(
+            [rule], direction=direction, tier=tier, pod=pod, log=log, tags=tags
+        )
+    return tuple(out)
+
+
+def _established(endpoint: model.Endpoint, source: str) -> model.Rule:
+    """Replies and the rest of a flow, once the source is the pod's own."""
+    return model.Rule(
+        "RETURN", names.comment(f"established, {endpoint.pod}"), source=source,
+        matches=(dataplane.ESTABLISHED,),
+    )  # fmt: skip
+
+
+def from_chain(
+    endpoint: model.Endpoint,
+    family: model.Family,
+    log: model.LogSpec | None = None,
+    tags: dict[str, tuple[str, ...]] | None = None,
+) -> model.Chain:
     """``PODWALL-F-X``: what ``endpoint`` forwards."""
     rules = _neighbour_rules(endpoint, forward=True) if family == "ipv6" else []
     egress = names.egress_chain(endpoint.container_id, endpoint.ifname)
     for source in endpoint.sources(family):
+        rules.append(_established(endpoint, source))
         rules.append(model.Rule(egress, names.comment(f"egress {endpoint.pod}"), source=source))
         rules.append(
             model.Rule(names.TO_CHAIN, names.comment("ingress dispatch"), source=source, goto=True)
         )
-    rules.append(model.Rule("DROP", names.comment(f"spoofed source from {endpoint.pod}")))
-    return model.Chain(names.from_chain(endpoint.container_id, endpoint.ifname), tuple(rules))
+    rules.append(model.Rule("DROP", names.comment(f"spoofed source: from {endpoint.pod}")))
+    name = names.from_chain(endpoint.container_id, endpoint.ifname)
+    return model.Chain(name, _tagged(rules, endpoint, log, tags))
 
 
-def node_chain(endpoint: model.Endpoint, family: model.Family) -> model.Chain:
+def node_chain(
+    endpoint: model.Endpoint,
+    family: model.Family,
+    log: model.LogSpec | None = None,
+    tags: dict[str, tuple[str, ...]] | None = None,
+) -> model.Chain:
     """``PODWALL-N-X``: what ``endpoint`` sends to its own node."""
     rules = _neighbour_rules(endpoint, forward=False) if family == "ipv6" else []
     egress = names.egress_chain(endpoint.container_id, endpoint.ifname)
     for source in endpoint.sources(family):
+        rules.append(_established(endpoint, source))
         rules.append(
             model.Rule(egress, names.comment(f"egress {endpoint.pod} to its node"), source=source,
                        goto=True)
         )  # fmt: skip
-    rules.append(model.Rule("DROP", names.comment(f"spoofed source from {endpoint.pod}")))
-    return model.Chain(names.node_chain(endpoint.container_id, endpoint.ifname), tuple(rules))
+    rules.append(model.Rule("DROP", names.comment(f"spoofed source: from {endpoint.pod}")))
+    name = names.node_chain(endpoint.container_id, endpoint.ifname)
+    return model.Chain(name, _tagged(rules, endpoint, log, tags))
 
 
-def to_chain(endpoints: list[model.Endpoint], family: model.Family) -> model.Chain:
+def to_chain(
+    endpoints: list[model.Endpoint],
+    family: model.Family,
+    log: model.LogSpec | None = None,
+    tags: dict[str, tuple[str, ...]] | None = None,
+) -> model.Chain:
     """``PODWALL-TO``: the ingress dispatch."""
     rules = []
     for endpoint in endpoints:
@@ -157,61 +214,86 @@ def to_chain(endpoints: list[model.Endpoint], family: model.Family) -> model.Cha
             port = (("physdev-out", endpoint.interface), ("physdev-is-bridged", ""))
             for flooded in FLOODED:
                 rules.append(
-                    model.Rule("DROP", names.comment(f"multicast to isolated {endpoint.pod}"),
+                    model.Rule("DROP", names.comment(f"multicast to isolated: {endpoint.pod}"),
                                matches=(model.Match("physdev", port), flooded))
                 )  # fmt: skip
-    return model.Chain(names.TO_CHAIN, tuple(rules))
+    return model.Chain(names.TO_CHAIN, _tagged(rules, None, log, tags))
 
 
 def replies_comment(state_dir: str) -> str:
-    """The comment of PODWALL-FORWARD's first rule: it names the node's state
+    """The comment of PODWALL-FORWARD's replies rule: it names the node's state
     folder, so that a second podwall entry with another one is refused."""
     return names.comment(f"replies; state {state_dir}")
 
 
 def owner(forward: Iterable[str]) -> str:
-    """The state folder PODWALL-FORWARD's first rule names ('' when none)."""
+    """The state folder PODWALL-FORWARD's replies rule names ('' when none)."""
+    marker = "replies; state "
     for spec in forward:
-        marker = "replies; state "
         start = spec.find(marker)
         if start < 0:
-            return ""
+            continue
         end = spec.find('"', start)
         return spec[start + len(marker) : end if end > 0 else None].strip()
     return ""
 
 
 def dispatch_chains(
-    endpoints: Iterable[model.Endpoint], family: model.Family, *, state_dir: str
+    endpoints: Iterable[model.Endpoint],
+    family: model.Family,
+    *,
+    state_dir: str,
+    log: model.LogSpec | None = None,
+    tags: dict[str, tuple[str, ...]] | None = None,
 ) -> list[model.Chain]:
-    """Every identity and dispatch chain of ``family``; none when no endpoint
-    has an address of ``family`` (a node without pods carries no trace)."""
-    present = _present(endpoints, family)
-    chains = shared_chains(present, family, state_dir=state_dir)
-    for endpoint in present:
-        chains += [from_chain(endpoint, family), node_chain(endpoint, family)]
+    """Every identity and dispatch chain of ``family``; none without an
+    endpoint (a node without pods carries no trace).  ``log``: log the drops
+    (the agent's setting; the plugin never logs); ``tags`` collects what the
+    drops' tags stand for."""
+    chains = shared_chains(endpoints, family, state_dir=state_dir, log=log, tags=tags)
+    for endpoint in _present(endpoints, family):
+        chains += [
+            from_chain(endpoint, family, log, tags),
+            node_chain(endpoint, family, log, tags),
+        ]
     return chains
 
 
 def shared_chains(
-    endpoints: Iterable[model.Endpoint], family: model.Family, *, state_dir: str
+    endpoints: Iterable[model.Endpoint],
+    family: model.Family,
+    *,
+    state_dir: str,
+    log: model.LogSpec | None = None,
+    tags: dict[str, tuple[str, ...]] | None = None,
 ) -> list[model.Chain]:
     """PODWALL-FORWARD, PODWALL-INPUT and PODWALL-TO of ``family`` (the chains
-    every endpoint's dispatch goes through); none without an endpoint."""
-    present = _present(endpoints, family)
-    if not present:
+    every endpoint's dispatch goes through); none without an endpoint.  An
+    endpoint without an address of ``family`` sends nothing of it (an
+    IPv4-only pod still has a link-local IPv6 address)."""
+    attached = _attached(endpoints)
+    if not attached:
         return []
-    replies = model.Rule("RETURN", replies_comment(state_dir), matches=(dataplane.ESTABLISHED,))
-    forward = [replies]
-    node = list(forward)
-    for endpoint in present:
+    present = [endpoint for endpoint in attached if endpoint.sources(family)]
+    forward: list[model.Rule] = []
+    node: list[model.Rule] = []
+    for endpoint in attached:
+        if not endpoint.sources(family):
+            note = names.comment(f"{endpoint.pod} has no {family} address")
+            dropped = _tagged([_from(endpoint, "DROP", note)], endpoint, log, tags)
+            forward += dropped
+            node += dropped
+            continue
         target = names.from_chain(endpoint.container_id, endpoint.ifname)
         forward.append(_from(endpoint, target, names.comment(f"from {endpoint.pod}"), goto=True))
         target = names.node_chain(endpoint.container_id, endpoint.ifname)
         node.append(_from(endpoint, target, names.comment(f"from {endpoint.pod}"), goto=True))
-    spoofed = _spoofed_elsewhere(present, family)
+    spoofed = list(_tagged(_spoofed_elsewhere(present, family), None, log, tags))
     forward += spoofed
     node += spoofed
+    forward.append(
+        model.Rule("RETURN", replies_comment(state_dir), matches=(dataplane.ESTABLISHED,))
+    )
     forward.append(
         model.Rule("RETURN", names.comment("related, not from a pod"), matches=(dataplane.RELATED,))
     )
@@ -219,10 +301,18 @@ def shared_chains(
     return [
         model.Chain(names.FORWARD_CHAIN, tuple(forward)),
         model.Chain(names.INPUT_CHAIN, tuple(node)),
-        to_chain(present, family),
+        to_chain(present, family, log, tags),
     ]
 
 
 def endpoint_chain_names(container_id: str, ifname: str) -> list[str]:
     """The identity chains one attachment owns (its policy chains aside)."""
     return [names.from_chain(container_id, ifname), names.node_chain(container_id, ifname)]
+
+
+def identity_tags(endpoints: Iterable[model.Endpoint]) -> dict[str, tuple[str, ...]]:
+    """What the tags of every identity drop of ``endpoints`` stand for."""
+    tags: dict[str, tuple[str, ...]] = {}
+    for family in model.FAMILIES:
+        dispatch_chains(endpoints, family, state_dir="", tags=tags)
+    return tags

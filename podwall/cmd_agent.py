@@ -69,6 +69,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "and RBAC: deploy/components/upstream-policy) (default: $PODWALL_UPSTREAM_POLICY)",
     )
     parser.add_argument(
+        "--cut-denied-flows",
+        action="store_true",
+        default=env("PODWALL_CUT_DENIED_FLOWS", "") in ("1", "true"),
+        help="when a pod's rules change, delete the conntrack entries of its addresses, so "
+        "that established flows the new rules deny stop (allowed TCP flows resume; flows "
+        "through a Service may be reset) (default off; $PODWALL_CUT_DENIED_FLOWS)",
+    )
+    parser.add_argument(
         "--cleanup",
         action="store_true",
         help="remove every podwall chain and set of this node, then exit",

@@ -210,6 +210,9 @@ def _probe(args: argparse.Namespace) -> int:
         wrong = probing.differences(kernel, model)
         for line in wrong:
             print(line)
+        pairs = sum(len(row) for row in kernel["reachable"].values())
+        verdict = f"{len(wrong)} differ" if wrong else "all agree"
+        print(f"kernel vs explain, {pairs} pairs on {port}/{protocol}: {verdict}")
         return 1 if wrong else 0
     if args.output == "json":
         print(json.dumps(kernel, indent=2))

@@ -44,6 +44,7 @@ class AgentConfig:
     log_rate: str = "10/minute"  # DEFAULT_LOG_RATE: per pod, in the kernel (the compiler's)
     log_burst: int = 5
     upstream_policy: bool = False  # also read the policy.networking.k8s.io kinds
+    cut_denied_flows: bool = False  # forget the conntrack entries of pods whose rules changed
 
 
 def read_plugin_config(conf_dir: str) -> plugin_config.PluginConfig | None:
@@ -90,6 +91,7 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         verbose=bool(args.verbose),
         **_logging(args),
         upstream_policy=bool(getattr(args, "upstream_policy", False)),
+        cut_denied_flows=bool(getattr(args, "cut_denied_flows", False)),
     )
 
 

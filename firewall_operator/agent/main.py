@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import kopf
 
-from firewall_operator import logtags
+from firewall_operator import chains, logtags
 from firewall_operator.agent import config as agent_config
 from firewall_operator.agent import (
     counters,
@@ -40,6 +40,7 @@ from firewall_operator.agent import (
 )
 from firewall_operator.agent.cache import BASE_KINDS, KINDS, ClusterCache, Key, Kind
 from firewall_operator.agent.errors import AgentError
+from firewall_operator.agent.flows import FlowCutter
 from firewall_operator.agent.kubeapi import KubeApi
 from firewall_operator.agent.metrics import Metrics
 from firewall_plugin import dataplane
@@ -74,13 +75,21 @@ class Agent:
                 group=cfg.nflog_group, node=cfg.node, output=output
             )
             self.metrics.watch_traffic_log(self.traffic)
+        logging = chains.Logging(
+            group=cfg.nflog_group, rate=cfg.log_rate, burst=cfg.log_burst, denied=cfg.log_denied
+        )
         writer = reconcile.Writer(
             applier=node.make_applier(
-                self.backend_name, run_dir=cfg.run_dir, state_dir=cfg.state_dir
+                self.backend_name,
+                run_dir=cfg.run_dir,
+                state_dir=cfg.state_dir,
+                log=logging.spec() if cfg.log_denied else None,
             ),
             state_dir=cfg.state_dir,
             deny_action=cast(dataplane.DenyAction, cfg.deny_action),
             pod_default=cast(dataplane.PodDefault, cfg.pod_default),
+            logging=logging,
+            flows=FlowCutter() if cfg.cut_denied_flows else None,
         )
         self.log_resolver: logtags.Resolver = logtags.no_tags
         if isinstance(writer.applier, counters.CounterSource):  # drop counters
@@ -179,6 +188,9 @@ class Agent:
         last = self.reconciler.last_ok
         if any(task.done() for task in self._tasks):
             raise RuntimeError("an agent task stopped")
+        latest = self.reconciler.last
+        if latest is not None and latest.unenforced:
+            raise RuntimeError(latest.error)  # never healthy while pods are unfiltered
         if last is None:
             if time.monotonic() - self.started_at > limit * 2:
                 raise RuntimeError("no successful sync since the agent started")
@@ -217,6 +229,8 @@ class Agent:
             self.status.report(report)
         if self.upstream_status is not None:
             self.upstream_status.wake()
+        for warning in report.warnings:
+            log.warning("bridge netfilter: %s", warning)
         level = logging.INFO if report.ok else logging.WARNING
         log.log(
             level,
@@ -255,10 +269,11 @@ def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
 
 
 def cleanup(cfg: agent_config.AgentConfig) -> int:
-    """``--cleanup``: remove every podwall chain and set of this node."""
-    name = node.backend_name(cfg.backend, cfg.run_dir)
-    node.make_applier(name, run_dir=cfg.run_dir, state_dir=None).cleanup()
-    print(f"podwall agent: removed every podwall chain and set ({name})")
+    """``--cleanup``: remove every podwall table, chain and set of this node,
+    in every data plane (the backend may have changed since they were written)."""
+    cleaned = node.cleanup_everywhere(cfg.run_dir)
+    where = ", ".join(cleaned) if cleaned else "none was left"
+    print(f"podwall agent: removed every podwall table, chain and set ({where})")
     return 0
 
 

@@ -30,9 +30,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from firewall_operator import applier as applier_mod
-from firewall_operator import cluster, compiler
+from firewall_operator import chains, cluster, compiler
 from firewall_operator.agent import node
 from firewall_operator.agent.cache import ClusterCache
+from firewall_operator.agent.flows import FlowCutter
 from firewall_operator.logtags import LogTag
 from firewall_operator.problems import Problem
 from firewall_plugin import dataplane, endpoints
@@ -40,6 +41,7 @@ from firewall_plugin.errors import PodwallError
 
 log = logging.getLogger(__name__)
 STALE_RETRIES = 5
+UNENFORCED = "bridged pod traffic is not filtered"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
@@ -107,6 +109,8 @@ class SyncReport:
     stats: applier_mod.ApplyStats | None = None
     #: things the sync had to repair on the node itself (bridge netfilter)
     warnings: tuple[str, ...] = ()
+    #: bridged pod traffic bypasses netfilter and the sync could not fix it
+    unenforced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +121,15 @@ class Writer:
     state_dir: str
     deny_action: dataplane.DenyAction = "drop"
     pod_default: dataplane.PodDefault = "deny"
+    logging: chains.Logging = field(default_factory=chains.Logging)
+    #: --cut-denied-flows: forget the conntrack entries of pods whose rules changed
+    flows: FlowCutter | None = None
 
 
 def new_compiler(writer: Writer) -> compiler.Compiler:
-    return compiler.Compiler(deny_action=writer.deny_action, unknown_pod=writer.pod_default)
+    return compiler.Compiler(
+        deny_action=writer.deny_action, unknown_pod=writer.pod_default, logging=writer.logging
+    )
 
 
 def compile_and_apply(
@@ -141,12 +150,15 @@ def compile_and_apply(
             )
         except applier_mod.StaleEndpointsError:
             continue
+        if writer.flows is not None:
+            writer.flows.cut(compiled.families, records)
         sets = applier_mod.desired_sets(compiled.families)
         return SyncReport(
             sequence=0,
             ok=not unenforced,
             error=unenforced,
             warnings=warnings,
+            unenforced=bool(unenforced),
             full=full,
             endpoints=len(records),
             chains=sum(len(state.chains) for state in compiled.families.values()),
@@ -158,6 +170,7 @@ def compile_and_apply(
             generations={rule.key: rule.generation for rule in snapshot.tiered},
             policy_generations={p.key: p.generation for p in snapshot.policies},
             stats=stats,
+            log_tags=compiled.log_tags,
         )
     raise applier_mod.StaleEndpointsError("endpoint records kept changing during the sync")
 
@@ -167,7 +180,7 @@ def _bridge_netfilter(records: list[endpoints.EndpointRecord]) -> tuple[tuple[st
     try:
         fixed = node.ensure_bridge_netfilter(records)
     except PodwallError as exc:
-        return (), f"bridged pod traffic is not filtered: {exc}"
+        return (), f"{UNENFORCED}: {exc}"
     return tuple(f"{name} was 0: set it to 1" for name in fixed), ""
 
 

@@ -49,6 +49,7 @@ GROUP_PATH = "/apis/podwall.io/v1alpha1"
 EVENTS_PATH = "/api/v1/namespaces/default/events"
 JSON_PATCH = "application/json-patch+json"
 MAX_PROBLEMS = 100
+
 MAX_PROGRAMMED = 20_000  # programmedPolicies entries (~40 bytes each) in one status
 
 
@@ -139,6 +140,8 @@ class StatusWriter:
         self.last_ok: SyncReport | None = None
         self.written: tuple[Any, ...] | None = None
         self.events_posted = 0
+        self._unenforced_posted = ""  # the bridge-netfilter error last posted
+        self._repairs: tuple[str, ...] = ()  # what syncs repaired on the node, not yet posted
         self._attempted: dict[str, tuple[str, str, str, int]] = {}
         self._wake = asyncio.Event()
         self._rules_wake = asyncio.Event()
@@ -148,6 +151,7 @@ class StatusWriter:
 
     def report(self, report: SyncReport) -> None:
         self.latest = report
+        self._repairs += report.warnings  # kept until posted, whatever comes next
         if report.ok:
             self.last_ok = report
         self._wake.set()
@@ -168,6 +172,7 @@ class StatusWriter:
             except KubeApiError as exc:
                 log.warning("cannot write NodeFirewall %s: %s", self.node, exc)
                 self._wake.set()  # try again after the pause
+            await self.warn_node(report)
             await asyncio.sleep(self.min_interval)
 
     async def _run_rules(self) -> None:
@@ -194,6 +199,28 @@ class StatusWriter:
         path = f"{GROUP_PATH}/nodefirewalls/{self.node}/status"
         await self.api.request("PATCH", path, body=patch, content_type=JSON_PATCH)
         self.written = (report.sequence,)
+
+    async def warn_node(self, report: SyncReport) -> None:
+        """A Warning event on the NodeFirewall when syncs had to repair the
+        node (bridge netfilter switched off), and once per message while
+        bridged pod traffic goes unfiltered."""
+        if self._repairs:
+            repairs, self._repairs = self._repairs, ()
+            reason, message = "BridgeNetfilterRepaired", "; ".join(dict.fromkeys(repairs))
+        elif report.unenforced and report.error != self._unenforced_posted:
+            repairs, reason, message = (), "BridgeNetfilterOff", report.error
+            self._unenforced_posted = report.error
+        else:
+            if not report.unenforced:
+                self._unenforced_posted = ""
+            return
+        involved = {"apiVersion": "podwall.io/v1alpha1", "kind": "NodeFirewall", "name": self.node}
+        if await post_warning(self.api, self.node, involved, reason, message):
+            self.events_posted += 1
+        elif repairs:
+            self._repairs = repairs + self._repairs  # post them with the next report
+        else:
+            self._unenforced_posted = ""
 
     async def _ensure_node_object(self) -> None:
         path = f"{GROUP_PATH}/nodefirewalls"
@@ -263,30 +290,50 @@ class StatusWriter:
             await self._warn(name, meta, condition)
 
     async def _warn(self, name: str, meta: RuleMeta, condition: Mapping[str, Any]) -> None:
-        stamp = now_iso()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": "default"},
-            "involvedObject": {
-                "apiVersion": "podwall.io/v1alpha1",
-                "kind": "FirewallRule",
-                "name": name,
-                "uid": meta.uid,
-                "resourceVersion": meta.resource_version,
-            },
-            "type": "Warning",
-            "reason": "InvalidFirewallRule",
-            "message": f"generation {meta.generation}: {condition['message']}"[:1024],
-            "source": {"component": "podwall-agent", "host": self.node},
-            "reportingComponent": "podwall-agent",
-            "reportingInstance": self.node,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        try:
-            await self.api.request("POST", EVENTS_PATH, body=event)
+        await self._post_event(
+            kind="FirewallRule",
+            name=name,
+            uid=meta.uid,
+            version=meta.resource_version,
+            reason="InvalidFirewallRule",
+            message=f"generation {meta.generation}: {condition['message']}",
+        )
+
+    async def _post_event(
+        self, *, kind: str, name: str, uid: str, version: str, reason: str, message: str
+    ) -> None:
+        involved = {"apiVersion": "podwall.io/v1alpha1", "kind": kind, "name": name}
+        if uid:
+            involved |= {"uid": uid, "resourceVersion": version}
+        if await post_warning(self.api, self.node, involved, reason, message):
             self.events_posted += 1
-        except KubeApiError as exc:
-            log.warning("cannot post the event for FirewallRule %s: %s", name, exc)
+
+
+async def post_warning(
+    api: KubeApi, node: str, involved: dict[str, Any], reason: str, message: str
+) -> bool:
+    """Post one Warning Event about ``involved`` from this node's agent (in
+    ``default``, as the node's RBAC allows); False, logged, when the API
+    refuses it: an event is never worth failing a sync for."""
+    stamp = now_iso()
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}.", "namespace": "default"},
+        "involvedObject": involved,
+        "type": "Warning",
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "podwall-agent", "host": node},
+        "reportingComponent": "podwall-agent",
+        "reportingInstance": node,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+    try:
+        await api.request("POST", EVENTS_PATH, body=event)
+    except KubeApiError as exc:
+        log.warning("cannot post the event for %s %s: %s", involved["kind"], involved["name"], exc)
+        return False
+    return True

@@ -106,8 +106,11 @@ def counter() -> bytes:
     return expression("counter", attr(1, be64(0)), attr(2, be64(0)))
 
 
-def log(*, group: int, prefix: str) -> bytes:
-    return expression("log", attr(1, be16(group)), attr(2, string(prefix)))
+def log(*, group: int, prefix: str, snaplen: int = 0) -> bytes:
+    parts = [attr(1, be16(group)), attr(2, string(prefix))]
+    if snaplen:
+        parts.append(attr(3, be32(snaplen)))
+    return expression("log", *parts)
 
 
 def limit(*, rate: int, per_seconds: int, burst: int) -> bytes:

@@ -119,3 +119,19 @@ def rule_digests(sock: nl.Netlink, family: int = layout.INET) -> dict[str, list[
         digest = udata_entry(reply.attributes.get(obj.RULE_USERDATA, b""), obj.UDATA_RULE_DIGEST)
         found.setdefault(chain, []).append(digest or b"")
     return found
+
+
+def rule_counters(sock: nl.Netlink, family: int = layout.INET) -> list[tuple[str, int, int]]:
+    """(comment, packets, bytes) of every rule of podwall's table that counts."""
+    found = []
+    body = _name_attr(layout.TABLE)
+    for reply in sock.request(nl.nft(nl.GETRULE), family, body, dump=True):
+        expressions = reply.attributes.get(4, b"")
+        for _, element in nl.attr_list(expressions):
+            fields = nl.attrs(element)
+            if nl.text(fields.get(1, b"")) != "counter":
+                continue
+            data = nl.attrs(fields.get(2, b""))
+            comment = _comment(reply.attributes.get(obj.RULE_USERDATA, b""))
+            found.append((comment, nl.number(data.get(2, b"")), nl.number(data.get(1, b""))))
+    return found

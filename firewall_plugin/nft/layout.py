@@ -6,8 +6,10 @@
         iifname @ifaces goto guard             routed pod interfaces (ptp)
         ip saddr @local4 iifname . ip saddr != @owned4 drop    a pod's address
         ip6 saddr @local6 iifname . ip6 saddr != @owned6 drop  from elsewhere
-    chain guard        router advertisements and redirects drop; (iif . saddr)
-                       in @owned4/@owned6 return; :: for DAD return; drop
+    chain guard        router advertisements and redirects drop; neighbour
+                       advertisements for an address (iif . target) not in
+                       @owned6 drop; (iif . saddr) in @owned4/@owned6 return;
+                       :: for DAD return; drop
     chain forward      hook forward priority -5 (before iptables' filter, 0)
         ct state established accept
         RA/redirect from a pod interface drop; ND (hop limit 255) and MLD
@@ -24,8 +26,10 @@
     chain prerouting   hook prerouting priority -300 (before br_netfilter)
         iifname @ports goto guard
         ip saddr @local4 drop; ip6 saddr @local6 drop; arp saddr ip @local4 drop
-    chain guard        (port . saddr) in @src4/@src6 (and ARP's sender) return;
-                       RA/redirect drop; DAD from :: return; anything else drop
+    chain guard        RA/redirect drop; NA for a target not (port . target)
+                       in @src6 drop; (port . saddr) in @src4/@src6 (and
+                       ARP's sender) return; DAD from :: return; anything
+                       else drop
     chain forward      hook forward: multicast and broadcast to a port in
                        @closed (an isolated pod) drop, except ARP and ND
 
@@ -40,7 +44,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from firewall_plugin import model, names
+from firewall_plugin import dataplane, model, names
 from firewall_plugin.nft import expr, keys
 from firewall_plugin.nft import netlink as nl
 from firewall_plugin.nft import objects as obj
@@ -53,7 +57,7 @@ if TYPE_CHECKING:
 TABLE = "podwall"
 INET, BRIDGE = nl.NFPROTO_INET, nl.NFPROTO_BRIDGE
 #: changes whenever the skeleton below changes: a table of another version is rebuilt
-VERSION = "2"
+VERSION = "3"
 HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD = 0, 1, 2
 PRIORITY_RAW = -300  # before conntrack (-200): spoofed packets never create entries
 PRIORITY_FILTER = -5  # before iptables' filter chains (0), nft or legacy
@@ -219,10 +223,18 @@ def inet_prerouting() -> list[Rule]:
     ]  # fmt: skip
 
 
+def _foreign_target(set_name: str, *, bridge: bool = False) -> bytes:
+    """A neighbour advertisement whose target address is not one the
+    interface (or port) owns: ``iifname . nd target != @set``."""
+    target = expr.payload(expr.BASE_TRANSPORT, 8, 16, R + 4) + expr.meta(expr.META_IIFNAME, R)
+    return _icmp6(NA, bridge=bridge) + target + expr.lookup(set_name, R, invert=True)
+
+
 def inet_guard() -> list[Rule]:
     return [
         (_icmp6(RA) + DROP, "router advertisement from a pod"),
         (_icmp6(REDIRECT) + DROP, "redirect from a pod"),
+        (_foreign_target("owned6") + DROP, "neighbour advertisement for another's address"),
         (_iface_addr("owned4", "ipv4", "saddr", meta_key=expr.META_IIFNAME) + RETURN, "own source"),
         (_iface_addr("owned6", "ipv6", "saddr", meta_key=expr.META_IIFNAME) + RETURN, "own source"),
         (_unspecified6() + _icmp6(NS) + RETURN, "duplicate address detection"),
@@ -308,6 +320,8 @@ def bridge_guard() -> list[Rule]:
     return [
         (_icmp6(RA, bridge=True) + DROP, "router advertisement from a pod"),
         (_icmp6(REDIRECT, bridge=True) + DROP, "redirect from a pod"),
+        (_foreign_target("src6", bridge=True) + DROP,
+         "neighbour advertisement for another's address"),
         (_iface_addr("src4", "ipv4", "saddr", meta_key=expr.META_IIFNAME, bridge=True) + RETURN,
          "own source"),
         (_iface_addr("src6", "ipv6", "saddr", meta_key=expr.META_IIFNAME, bridge=True) + RETURN,
@@ -342,6 +356,51 @@ def rule_digest(expressions: bytes) -> bytes:
     return names.short_digest(expressions)
 
 
+def _tag_drops(
+    rules: list[Rule], log: model.LogSpec | None, tags: dict[str, tuple[str, ...]] | None = None
+) -> list[Rule]:
+    """Every drop counted under a tag (its comment starts with it) and, with
+    ``log``, logged first by a rate-limited rule of the same matches."""
+    out: list[Rule] = []
+    for expressions, note in rules:
+        if not expressions.endswith(DROP):
+            out.append((expressions, note))
+            continue
+        matches = expressions[: -len(DROP)]
+        isolation = note.startswith("multicast")
+        tier = "isolation" if isolation else "spoofing"
+        policy = "multicast isolation" if isolation else "anti-spoofing"
+        direction = "ingress" if isolation else "egress"
+        fields = (direction, "deny", tier, policy, note, "")
+        tag = names.log_tag(*fields)
+        if tags is not None:
+            tags[tag] = fields
+        tagged = f"{tag} {note}"
+        if log is not None:
+            limit = expr.limit(rate=log.rate, per_seconds=log.per_seconds, burst=log.burst)
+            logging = expr.log(group=log.group, prefix=tag, snaplen=int(dataplane.NFLOG_SIZE))
+            out.append((matches + limit + logging, tagged))
+        out.append((matches + expr.counter() + DROP, tagged))
+    return out
+
+
+def skeleton_rules(
+    log: model.LogSpec | None = None, tags: dict[str, tuple[str, ...]] | None = None
+) -> dict[tuple[int, str], list[Rule]]:
+    """The rules of every skeleton chain, as written ((table family, chain) →
+    rules): ``skeleton`` writes them, the agent's ``verify`` compares with them."""
+    chains = {
+        (INET, "guard"): inet_guard(),
+        (INET, "prerouting"): inet_prerouting(),
+        (INET, "forward"): inet_forward(),
+        (INET, "input"): inet_input(),
+        (BRIDGE, "guard"): bridge_guard(),
+        (BRIDGE, "prerouting"): bridge_prerouting(),
+        (BRIDGE, "forward"): bridge_forward(),
+    }
+    return {key: _tag_drops(rules, log, tags) for key, rules in chains.items()}
+
+
 def _fill(batch: nl.Batch, family: int, chain: str, rules: Iterable[Rule]) -> None:
     for expressions, note in rules:
         obj.add_rule(
@@ -350,9 +409,10 @@ def _fill(batch: nl.Batch, family: int, chain: str, rules: Iterable[Rule]) -> No
         )  # fmt: skip
 
 
-def skeleton(batch: nl.Batch, *, state_dir: str) -> None:
+def skeleton(batch: nl.Batch, *, state_dir: str, log: model.LogSpec | None = None) -> None:
     """Both tables from scratch (any old ones destroyed first), with their
-    sets empty: one part of one transaction."""
+    sets empty: one part of one transaction.  ``log``: log the drops (the
+    agent's setting; the plugin never logs)."""
     comment = table_comment(state_dir)
     for family, sets in ((INET, INET_SETS), (BRIDGE, BRIDGE_SETS)):
         obj.destroy_table(batch, family, TABLE)
@@ -363,16 +423,11 @@ def skeleton(batch: nl.Batch, *, state_dir: str) -> None:
     obj.add_chain(batch, INET, TABLE, "prerouting", hook=(HOOK_PREROUTING, PRIORITY_RAW))
     obj.add_chain(batch, INET, TABLE, "forward", hook=(HOOK_FORWARD, PRIORITY_FILTER))
     obj.add_chain(batch, INET, TABLE, "input", hook=(HOOK_INPUT, PRIORITY_FILTER))
-    _fill(batch, INET, "guard", inet_guard())
-    _fill(batch, INET, "prerouting", inet_prerouting())
-    _fill(batch, INET, "forward", inet_forward())
-    _fill(batch, INET, "input", inet_input())
     obj.add_chain(batch, BRIDGE, TABLE, "guard")
     obj.add_chain(batch, BRIDGE, TABLE, "prerouting", hook=(HOOK_PREROUTING, PRIORITY_BRIDGE))
     obj.add_chain(batch, BRIDGE, TABLE, "forward", hook=(HOOK_FORWARD, PRIORITY_BRIDGE))
-    _fill(batch, BRIDGE, "guard", bridge_guard())
-    _fill(batch, BRIDGE, "prerouting", bridge_prerouting())
-    _fill(batch, BRIDGE, "forward", bridge_forward())
+    for (family, chain), rules in skeleton_rules(log).items():
+        _fill(batch, family, chain, rules)
 
 
 # --- endpoints: their set elements -----------------------------------------------

@@ -336,20 +336,29 @@ def sweep(config: PluginConfig, kept: Iterable[endpoints.EndpointRecord]) -> lis
 
 
 def ready() -> str:
-    """'' when this node can run the nftables backend, else why not."""
+    """'' when this node can run the nftables backend, else why not: netlink
+    answers, the inet and bridge families exist, and the kernel knows the
+    DESTROY messages (Linux 6.3+; DEL and GC rely on them)."""
     try:
         with nl.Netlink() as sock:
             sock.generation()
             table_state(sock)
+            probe = nl.Batch()
+            obj.destroy_table(probe, layout.BRIDGE, "podwall-probe-absent")
+            sock.commit(probe)
     except errors.PodwallError as exc:
         return str(exc)
     return ""
 
 
-def remove_all() -> None:
-    """Delete podwall's two tables (``agent --cleanup``, uninstall)."""
+def remove_all() -> bool:
+    """Delete podwall's two tables (``agent --cleanup``); False when neither
+    was there."""
     with nl.Netlink() as sock:
+        if kernel.table_comment(sock) is None and kernel.table_comment(sock, layout.BRIDGE) is None:
+            return False
         batch = nl.Batch()
         obj.destroy_table(batch, layout.INET, layout.TABLE)
         obj.destroy_table(batch, layout.BRIDGE, layout.TABLE)
         sock.commit(batch)
+    return True

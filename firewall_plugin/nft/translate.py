@@ -30,6 +30,7 @@ CT_BITS = {
 }
 TERMINAL = {"RETURN": expr.RETURN, "DROP": expr.DROP, "ACCEPT": expr.ACCEPT}
 COUNTED = frozenset({"DROP", "REJECT"})
+LIMIT_UNITS = {"sec": 1, "second": 1, "min": 60, "minute": 60, "hour": 3600, "day": 86400}
 R = expr.REG32_00
 
 
@@ -127,6 +128,13 @@ def _match(family: model.Family, match: model.Match) -> bytes:
             out += expr.payload(expr.BASE_TRANSPORT, 0, 1) + expr.cmp(
                 expr.CMP_EQ, bytes((int(value),))
             )
+        elif match.module == "limit" and name == "limit" and not negate:
+            number, _, unit = value.partition("/")
+            burst = int(dict(match.options).get("limit-burst", "5"))
+            seconds = LIMIT_UNITS[unit]
+            out += expr.limit(rate=int(number), per_seconds=seconds, burst=burst)
+        elif match.module == "limit" and name == "limit-burst":
+            continue  # read with "limit"
         elif match.module == "hl" and name == "hl-eq" and not negate:
             out += expr.payload(expr.BASE_NETWORK, 7, 1) + expr.cmp(
                 expr.CMP_EQ, bytes((int(value),))
@@ -148,7 +156,8 @@ def _target(rule: model.Rule, family: model.Family) -> bytes:
         return counted + expr.reject(expr.REJECT_ICMPX, expr.ICMPX_PORT_UNREACH)
     if rule.target == "NFLOG":
         group = int(options.get("nflog-group", "0"))
-        return expr.log(group=group, prefix=options.get("nflog-prefix", ""))
+        snaplen = int(options.get("nflog-size", "0"))
+        return expr.log(group=group, prefix=options.get("nflog-prefix", ""), snaplen=snaplen)
     if rule.target == "LOG":
         return expr.log(group=0, prefix=options.get("log-prefix", ""))
     if rule.target.startswith("PODWALL"):

@@ -120,7 +120,7 @@ def test_probe_json_shape_and_parallel_speed(lab: str, tmp_path: Path) -> None:
         assert sorted(blocked) == sorted(expected)
         assert elapsed < 4.0, f"9x9 probe with 24 blocked pairs took {elapsed:.1f}s"
         compare = podwall("probe", "--dir", lab, "--port", "80", "--protocol", "TCP", "--compare")
-        assert compare.stdout == ""
+        assert compare.stdout == "kernel vs explain, 81 pairs on 80/TCP: all agree\n"
     finally:
         podwall("delete", "--dir", lab, "-f", str(tmp_path / "deny.yaml"))
 
@@ -242,7 +242,7 @@ def test_probe_tells_refused_from_dropped(lab: str, tmp_path: Path) -> None:
         table = podwall("probe", "--dir", lab, "--port", "9", "-o", "table").stdout
         assert " rf " in table and "rf refused (reached, nothing listening)" in table
         compare = podwall("probe", "--dir", lab, "--port", "9/TCP", "--compare")
-        assert compare.stdout == ""
+        assert compare.stdout.endswith(" on 9/TCP: all agree\n"), compare.stdout
     finally:
         podwall("delete", "--dir", lab, "-f", str(tmp_path / "deny.yaml"))
 

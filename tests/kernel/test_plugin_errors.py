@@ -154,11 +154,13 @@ HOSTILE_ADDRESSES = {
     "broadcast": "255.255.255.255/32",
     "subnet-broadcast": "10.23.0.255/24",
     "ipv4-link-local": "169.254.1.1/16",
+    "ipv6-unspecified": "::/64",
     "ipv6-loopback": "::1/128",
+    "ipv4-mapped": "::ffff:10.23.0.9/128",
     "ipv6-link-local": "fe80::5/64",
     "ipv6-multicast": "ff02::1/128",
 }
-BACKENDS = ("nftables", "iptables-nft")
+BACKENDS = ("nftables", "iptables-nft", "iptables-legacy", "iptc")
 
 
 @pytest.fixture

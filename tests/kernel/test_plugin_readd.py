@@ -65,15 +65,16 @@ def foreign_jump(node: str, backend: str, chain: str) -> list[str]:
         number = next(line for line in handle.stdout.splitlines() if "0x00000099" in line)
         return ["nft", "delete", "rule", "inet", "podwall", "input", "handle", number.split()[-1]]
     spec = ["FORWARD", "-m", "mark", "--mark", "0x99", "-j", chain]
-    netns.run(node, ["iptables-nft", "-A", *spec])
-    return ["iptables-nft", "-D", *spec]
+    for tool in ("iptables-nft", "ip6tables-nft"):  # each family is its own transaction
+        netns.run(node, [tool, "-A", *spec])
+    return ["sh", "-c", f"iptables-nft -D {' '.join(spec)}; ip6tables-nft -D {' '.join(spec)}"]
 
 
 @pytest.mark.parametrize("backend", ["nftables", "iptables-nft"])
 def test_failed_del_keeps_the_record(node_ns: str, tmp_path: Path, backend: str) -> None:
     node = cli.prime(node_ns)
-    assert add(node, tmp_path, OTHER[:1], backend, "c0").status == 0
-    assert add(node, tmp_path, SECOND, backend, "c1").status == 0
+    assert add(node, tmp_path, OTHER, backend, "c0").status == 0
+    assert add(node, tmp_path, FIRST, backend, "c1").status == 0
     undo = foreign_jump(node, backend, names.ingress_chain("c1", "eth0"))
     before = cli.snapshot(node, tmp_path / "state")
     failed = delete(node, tmp_path, backend, "c1")
@@ -86,29 +87,28 @@ def test_failed_del_keeps_the_record(node_ns: str, tmp_path: Path, backend: str)
 
 
 def break_next_write(node: str, backend: str) -> None:
-    """Make the kernel refuse the second ADD (see the test): nftables: a rule
-    of another tool jumps to the IPv6 chain the second ADD deletes;
-    iptables-nft: an ``ip6 filter`` FORWARD chain that iptables-nft cannot
-    use (so only the IPv6 half of the second ADD fails)."""
+    """Make the kernel refuse the second ADD (see the test): a rule of
+    another tool jumps to the IPv6 ingress chain the second ADD deletes (with
+    iptables only the IPv6 half fails: each family is its own transaction)."""
+    chain = names.ingress_chain("c1", "eth0")
     if backend == "nftables":
-        chain = f"{names.ingress_chain('c1', 'eth0')}-6"
-        rule = ["inet", "podwall", "input", "meta", "mark", "0x99", "jump", chain]
+        rule = ["inet", "podwall", "input", "meta", "mark", "0x99", "jump", f"{chain}-6"]
         netns.run(node, ["nft", "add", "rule", *rule])
     else:
-        netns.run(node, ["nft", "add", "table", "ip6", "filter"])
-        hook = "{ type filter hook input priority 0; }"
-        netns.run(node, ["nft", "add", "chain", "ip6", "filter", "FORWARD", hook])
+        netns.run(node, ["ip6tables-nft", "-A", "FORWARD", "-m", "mark", "--mark", "0x99",
+                         "-j", chain])  # fmt: skip
 
 
 @pytest.mark.parametrize("backend", ["nftables", "iptables-nft"])
 def test_failed_second_add_keeps_the_first(node_ns: str, tmp_path: Path, backend: str) -> None:
-    node = node_ns  # not primed: no ip6 filter table of iptables-nft here
-    first, second = (FIRST, SECOND) if backend == "nftables" else (SECOND, FIRST)
-    assert add(node, tmp_path, first, backend, "c1").status == 0
-    cli.prev_result(node, *second)  # its veth exists before the snapshot
+    """The second ADD drops IPv6; the kernel refuses it: the first record and
+    state are back as they were (iptables: IPv4 written again)."""
+    node = cli.prime(node_ns)
+    assert add(node, tmp_path, FIRST, backend, "c1").status == 0
+    cli.prev_result(node, *SECOND)  # its veth exists before the snapshot
     break_next_write(node, backend)
     before = cli.snapshot(node, tmp_path / "state")
-    failed = add(node, tmp_path, second, backend, "c1")
+    failed = add(node, tmp_path, SECOND, backend, "c1")
     assert failed.status == 1, failed.output
     assert cli.snapshot(node, tmp_path / "state") == before, "a failed ADD changed the node"
 

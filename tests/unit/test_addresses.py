@@ -78,3 +78,16 @@ def test_random_addresses_same_as_ipaddress(
         text = spelling if prefix is None else f"{spelling}/{prefix}"
         for ours, theirs in PAIRS:
             assert _outcome(ours, text) == _outcome(theirs, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("::ffff:a17:9/128", "an IPv4-mapped IPv6 address"),
+        ("::/64", "the unspecified address"),
+        ("10.1.2.3/24", ""),
+        ("fd00::5/64", ""),
+    ],
+)
+def test_not_a_pod_address(text: str, why: str) -> None:
+    assert addresses.not_a_pod_address(text) == why

@@ -132,3 +132,44 @@ def test_jitter_spreads_nodes_deterministically() -> None:
     values = {status.jitter(f"node-{i}", "rule", 2.0) for i in range(20)}
     assert len(values) == 20 and all(0 <= v < 2.0 for v in values)
     assert status.jitter("node-1", "rule", 2.0) == status.jitter("node-1", "rule", 2.0)
+
+
+class RecordingApi:
+    """Stands in for KubeApi: records what the status writer posts."""
+
+    def __init__(self) -> None:
+        self.posted: list[dict[str, Any]] = []
+
+    async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        assert (method, path) == ("POST", "/api/v1/namespaces/default/events")
+        self.posted.append(kw["body"])
+        return {}
+
+
+def test_node_warnings_repaired_and_unenforced() -> None:
+    """A repair is posted once; an unfilterable bridge once per message, again
+    after it was fixed and broke anew."""
+    import asyncio
+
+    from firewall_operator.agent.cache import ClusterCache
+    from firewall_operator.agent.reconcile import SyncReport
+    from firewall_operator.agent.status import StatusWriter
+
+    api = RecordingApi()
+    writer = StatusWriter(api, ClusterCache(), node="n1", backend="nftables")  # type: ignore[arg-type]
+    repaired = SyncReport(sequence=1, ok=True, full=True, warnings=("x was 0: set it to 1",))
+    broken = SyncReport(sequence=2, ok=False, full=True, error="off", unenforced=True)
+    fine = SyncReport(sequence=3, ok=True, full=True)
+
+    async def run() -> None:
+        for report in (repaired, fine, broken, broken, fine, broken):
+            writer.report(report)
+            await writer.warn_node(report)
+
+    asyncio.run(run())
+    assert [(e["reason"], e["message"]) for e in api.posted] == [
+        ("BridgeNetfilterRepaired", "x was 0: set it to 1"),
+        ("BridgeNetfilterOff", "off"),
+        ("BridgeNetfilterOff", "off"),
+    ]
+    assert {e["involvedObject"]["kind"] for e in api.posted} == {"NodeFirewall"}

@@ -29,7 +29,15 @@ EXAMPLES = ROOT / "deploy" / "examples"
 NAMESPACE = "podwall-system"
 OLDEST = "1.30"
 VERSIONS = [OLDEST, kubernetes_validate.utils.latest_version()]
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 KUBECTL = shutil.which("kubectl")
 
 
@@ -61,6 +69,8 @@ OBJECTS = [
     "ClusterRoleBinding/podwall-agent",
     "Role/podwall-cni-watch",
     "RoleBinding/podwall-cni-watch",
+    "ValidatingAdmissionPolicy/podwall-agent-own-nodefirewall",
+    "ValidatingAdmissionPolicyBinding/podwall-agent-own-nodefirewall",
     "DaemonSet/podwall-agent",
 ]
 
@@ -193,7 +203,8 @@ def test_cni_watch_names_its_own_daemonset_and_may_read_only_that() -> None:
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "DAEMONSET_NAME", "value": ds["metadata"]["name"]},
     ]
-    assert spec.get("automountServiceAccountToken", True), "the check needs the token"
+    mounts = {m["name"]: m for m in watch["volumeMounts"]}
+    assert mounts["api-token"]["mountPath"] == TOKEN_DIR, "the check needs the token"
     role = objects["Role/podwall-cni-watch"]
     assert role["rules"] == [
         {
@@ -219,6 +230,43 @@ def test_cni_watch_names_its_own_daemonset_and_may_read_only_that() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": spec["serviceAccountName"], "namespace": NAMESPACE}
     ]
+
+
+def test_least_privilege() -> None:
+    """No container gets the ServiceAccount token unless it calls the API
+    server (agent, cni-watch: a projected token, read-only); the CNI bin
+    folder is mounted only where podwall is installed; the agent writes only
+    its state, run folder and the xtables lock on the host."""
+    spec = daemonset()["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    containers = {c["name"]: c for c in spec["initContainers"] + spec["containers"]}
+    mounts = {
+        name: {m["name"]: m for m in container.get("volumeMounts", [])}
+        for name, container in containers.items()
+    }
+    with_token = {name for name, found in mounts.items() if "api-token" in found}
+    assert with_token == {"agent", "cni-watch"}
+    for name in with_token:
+        assert mounts[name]["api-token"] == {
+            "name": "api-token",
+            "mountPath": TOKEN_DIR,
+            "readOnly": True,
+        }, name
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "api-token"]
+    sources = volume["projected"]["sources"]
+    assert [next(iter(source)) for source in sources] == [
+        "serviceAccountToken",
+        "configMap",
+        "downwardAPI",
+    ]
+    installers = {name for name, c in containers.items() if c["args"][:2] == ["cni", "install"]}
+    assert installers == {"install-cni", "cni-watch"}
+    assert {name for name, found in mounts.items() if "cni-bin" in found} == installers
+    host_volumes = {v["name"] for v in spec["volumes"] if "hostPath" in v}
+    writable = {
+        m for m, found in mounts["agent"].items() if m in host_volumes and not found.get("readOnly")
+    }
+    assert writable == {"state", "run", "xtables-lock"}
 
 
 # ---------------------------------------------------------------- examples

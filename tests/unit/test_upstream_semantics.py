@@ -184,7 +184,8 @@ CASES = {
                 " [{key: role, operator: Exists}]}}]}]}",
             ),
         ],
-        [("y/a", "x/h", "80", False), ("x/a", "x/h", "80", True), ("y/a", "x/a", "80", True)],
+        # the pod's own node too: its traffic to the node passes its egress policy
+        [("y/a", "x/h", "80", False), ("x/a", "x/h", "80", False), ("y/a", "x/a", "80", True)],
     ),
     # AdminNetworkPolicy v1alpha1
     "anp-allow-over-netpol-deny": Case(
