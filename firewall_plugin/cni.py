@@ -5,8 +5,9 @@ This is the only place that writes to stdout or chooses the exit status.  Every
 error becomes CNI error JSON (``cniVersion``, ``code``, ``msg``, ``details``) on
 stdout, one line on stderr and exit status 1; never a traceback.  Codes are in
 ``firewall_plugin.protocol``.  Checks run in this order, so each bad input fails
-before anything is written: environment (4), stdin JSON (6), cniVersion (1),
-configuration (7), then the verb.
+before anything is written: environment (4), stdin JSON (6: also stdin that
+is not UTF-8, larger than ``MAX_STDIN_BYTES`` or nested too deeply),
+cniVersion (1), configuration (7), then the verb.
 
 Import cost matters (kubelet runs one plugin process per pod): the ADD and
 DEL paths import, beyond the interpreter's own start-up modules, only ``os``,
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, TextIO
 
+#: stdin beyond this is refused (code 6): a conflist entry with its
+#: prevResult is a few kilobytes, and the whole text is held in memory
+MAX_STDIN_BYTES = 16 << 20
+
 
 def _error(version: str, exc: BaseException) -> dict[str, Any]:
     details = ""
@@ -46,8 +51,19 @@ def _error(version: str, exc: BaseException) -> dict[str, Any]:
     }
 
 
-def run(environ: Mapping[str, str], stdin_text: str) -> tuple[int, dict[str, Any] | None]:
-    """Do one invocation; return (exit status, JSON to print or None)."""
+def one_line(text: str) -> str:
+    """``text`` with every unprintable character (line breaks, escapes,
+    direction overrides: the caller's variables and names end up in error
+    messages) written as a Python escape, so that a log line stays one line."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def run(
+    environ: Mapping[str, str], stdin_text: str, *, unreadable: str = ""
+) -> tuple[int, dict[str, Any] | None]:
+    """Do one invocation; return (exit status, JSON to print or None).
+    ``unreadable``: why stdin could not be read (then it is a code 6 error
+    of every verb that reads its configuration)."""
     version = protocol.LATEST_VERSION
     env: protocol.Environment | None = None
     try:
@@ -58,6 +74,8 @@ def run(environ: Mapping[str, str], stdin_text: str) -> tuple[int, dict[str, Any
             return 0, commands.cmd_version()
         from firewall_plugin import config as config_module
 
+        if unreadable:
+            raise protocol.DecodeError(unreadable)
         data = config_module.decode(stdin_text)
         version = config_module.requested_version(data)
         if env.command in protocol.NEW_IN_1_1 and version != "1.1.0":
@@ -70,7 +88,8 @@ def run(environ: Mapping[str, str], stdin_text: str) -> tuple[int, dict[str, Any
         body = _error(version, exc)
         where = f" {env.container_id}/{env.ifname}" if env and env.container_id else ""
         command = env.command if env else environ.get("CNI_COMMAND", "?")
-        print(f"podwall: {command}{where}: error {body['code']}: {body['msg']}", file=sys.stderr)
+        line = f"podwall: {command}{where}: error {body['code']}: {body['msg']}"
+        print(one_line(line), file=sys.stderr)
         return 1, body
 
 
@@ -90,16 +109,32 @@ def _dispatch(env: protocol.Environment, cfg: Any) -> dict[str, Any] | None:
     return None
 
 
+def read_stdin(stdin: TextIO | None) -> tuple[str, str]:
+    """(the text, '') or ('', why it cannot be decoded): at most
+    ``MAX_STDIN_BYTES`` of UTF-8 (JSON's encoding), read as bytes when the
+    stream has a buffer, so that the locale's encoding plays no part."""
+    if stdin is None:
+        return "", "stdin is closed"
+    source: Any = getattr(stdin, "buffer", None) or stdin
+    try:
+        data = source.read(MAX_STDIN_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError, a closed file
+        return "", f"cannot read stdin: {exc}"
+    if len(data) > MAX_STDIN_BYTES:
+        return "", f"stdin is larger than {MAX_STDIN_BYTES} bytes: not a CNI configuration"
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return "", f"stdin is not UTF-8: {exc}"
+    return data, ""
+
+
 def main(stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """Run the plugin for this process's environment and stdin; return the exit status."""
-    stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    try:
-        text = stdin.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        text = ""
-        print(f"podwall: cannot read stdin: {exc}", file=sys.stderr)
-    status, body = run(os.environ, text)
+    text, unreadable = read_stdin(stdin or sys.stdin)
+    status, body = run(os.environ, text, unreadable=unreadable)
     if body is not None:
         stdout.write(jsoncodec.dumps(body) + "\n")
         stdout.flush()

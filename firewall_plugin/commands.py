@@ -143,10 +143,12 @@ def cmd_add(env: protocol.Environment, config: PluginConfig) -> dict[str, Any]:
         netns=env.netns,
     )
     with locking.podwall_lock(config.run_dir, timeout=env.lock_timeout):
-        others = [r for r in endpoints.read_all(config.state_dir) if r.key != record.key]
+        found = list(endpoints.read_all(config.state_dir))
+        others = [r for r in found if r.key != record.key]
         _refuse_duplicates(record, others)
         if sync.resolve_name(config, remember=True) == NFTABLES:
-            _attach_nft(config, record, others)
+            previous = next((r for r in found if r.key == record.key), None)
+            _attach_nft(config, record, others, previous)
         else:
             sync.attach(sync.resolve_backend(config, remember=True), config, record)
         _forget_flows(ips, "ADD", env)
@@ -158,15 +160,20 @@ def _attach_nft(
     config: PluginConfig,
     record: endpoints.EndpointRecord,
     others: Sequence[endpoints.EndpointRecord],
+    previous: endpoints.EndpointRecord | None,
 ) -> None:
+    """``previous``: the attachment's record before this ADD (a second ADD)."""
     from firewall_plugin.nft import ops
 
     endpoints.write(config.state_dir, record)
     try:
-        ops.attach(config, record, [*others, record])
-    except BaseException:
-        endpoints.remove(config.state_dir, record.containerID, record.ifName)
-        raise  # one transaction: the kernel holds nothing of it
+        ops.attach(config, record, [*others, record], previous=previous)
+    except BaseException:  # one transaction: the kernel holds nothing of it
+        if previous is None:
+            endpoints.remove(config.state_dir, record.containerID, record.ifName)
+        else:
+            endpoints.write(config.state_dir, previous)
+        raise
 
 
 def _forget_flows(ips: Sequence[str], verb: str, env: protocol.Environment) -> None:
@@ -220,16 +227,18 @@ def _record_ips(config: PluginConfig, env: protocol.Environment) -> list[str]:
 
 
 def _detach_nft(config: PluginConfig, container_id: str, ifname: str) -> list[str]:
+    """The kernel first, then the record: a DEL that fails keeps it (for the retry)."""
     from firewall_plugin.nft import ops
 
     try:
         record = endpoints.read(config.state_dir, container_id, ifname)
     except errors.StateError:
         record = None
+    key = endpoints.record_stem(container_id, ifname)
+    others = [r for r in endpoints.read_all(config.state_dir) if r.key != key]
+    ips = ops.detach(config, container_id, ifname, record, others)
     endpoints.remove(config.state_dir, container_id, ifname)
-    return ops.detach(
-        config, container_id, ifname, record, list(endpoints.read_all(config.state_dir))
-    )
+    return ips
 
 
 def cmd_check(env: protocol.Environment, config: PluginConfig) -> None:

@@ -7,7 +7,9 @@ done by CPython's C accelerator ``_json`` in either case, so ``loads`` and
 ``dumps`` here drive ``_json`` directly, configured exactly as ``json.loads``
 and ``json.dumps`` configure it by default: same results.  Malformed input
 is handed to ``json.loads`` (imported then), so the error is json's own
-``JSONDecodeError`` (a ``ValueError``).  On an interpreter without ``_json``
+``JSONDecodeError`` (a ``ValueError``); one difference: nesting deeper
+than the interpreter's recursion limit (``[`` * 50,000) raises ValueError
+too, where json raises RecursionError.  On an interpreter without ``_json``
 both fall back to the json package.
 
 Pure: no I/O.
@@ -62,7 +64,10 @@ def loads(text: str) -> Any:
     # only when that module is already imported.
     import json
 
-    return json.loads(text)
+    try:
+        return json.loads(text)
+    except RecursionError:  # not malformed, but past what the decoder can nest
+        raise ValueError("JSON nested too deeply to decode") from None
 
 
 def _unserialisable(value: object) -> object:

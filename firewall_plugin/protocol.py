@@ -228,6 +228,11 @@ def read_environment(env: Mapping[str, str]) -> Environment:
 def _lock_timeout(text: str) -> float:
     if not text:
         return DEFAULT_LOCK_TIMEOUT
-    if not text.isdigit():
-        raise EnvError(f"{LOCK_TIMEOUT_VARIABLE} {text!r} is not a number of milliseconds")
+    # ASCII digits only (str.isdigit also takes "²", which int() refuses), and
+    # few enough for int() (it refuses more than 4,300): at most ~11 days
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise EnvError(
+            f"{LOCK_TIMEOUT_VARIABLE} {text[:40]!r} is not a number of milliseconds "
+            "(at most 9 digits)"
+        )
     return int(text) / 1000

@@ -15,8 +15,10 @@ there (after a reboot that kept the state folder, after another tool flushed
 the table, after a plugin died between writing its record and its rules) gets
 its identity chains and the ``podDefault`` policy chains in the same
 transaction: fail-closed until the agent programs it.  A record whose
-dispatch is there proves its chains exist (iptables refuses a rule that
-jumps to a missing chain) and is left alone.
+dispatch is all there (the jumps to its F, N and ingress chains: ``intact``)
+proves those chains exist (iptables refuses a rule that jumps to a missing
+chain) and is left alone; one whose ingress chain was deleted by hand with
+its jump is repaired, not left to make the rebuilt PODWALL-TO jump nowhere.
 
 Families are written in parallel threads (each apply is one subprocess-bound
 transaction of its own table); the ``iptc`` backend runs them one after the
@@ -161,6 +163,40 @@ def anchored(table: KernelTable, endpoint: model.Endpoint) -> bool:
     return any(spec.endswith(f"-g {target}") for spec in forward)
 
 
+def intact(table: KernelTable, endpoint: model.Endpoint) -> bool:
+    """Whether every chain of ``endpoint`` that the rebuilt dispatch jumps
+    to exists: PODWALL-FORWARD leads to its F chain, PODWALL-INPUT to its N
+    chain and PODWALL-TO to its ingress chain (each proves its target)."""
+    container_id, ifname = endpoint.container_id, endpoint.ifname
+    wanted = (
+        (names.FORWARD_CHAIN, f"-g {names.from_chain(container_id, ifname)}"),
+        (names.INPUT_CHAIN, f"-g {names.node_chain(container_id, ifname)}"),
+        (names.TO_CHAIN, f"-j {names.ingress_chain(container_id, ifname)}"),
+    )
+    return all(
+        any(spec.endswith(jump) for spec in table.chains.get(chain, ())) for chain, jump in wanted
+    )
+
+
+def strays(table: KernelTable, records: Sequence[endpoints.EndpointRecord]) -> list[str]:
+    """The F, N, ingress and egress chains of the pods the kernel's dispatch
+    leads to but no record names (a record deleted by hand, or by a DEL
+    through another backend).  The rebuilt dispatch no longer leads to them;
+    left behind, their F chain's jump to PODWALL-TO would make deleting that
+    chain fail when the family's last pod goes."""
+    known = {names.endpoint_hash(record.containerID, record.ifName) for record in records}
+    kinds = (names.FROM_KIND, names.NODE_KIND, names.INGRESS_KIND)
+    found: set[str] = set()
+    for chain in DISPATCH:
+        for spec in table.chains.get(chain, ()):
+            target = spec.rsplit(" ", 1)[-1]
+            kind, _, digest = target.removeprefix(f"{names.PREFIX}-").partition("-")
+            if target.startswith(names.PREFIX) and kind in kinds and digest not in known:
+                found.add(digest)
+    every = (*kinds, names.EGRESS_KIND)
+    return [f"{names.PREFIX}-{kind}-{digest}" for digest in sorted(found) for kind in every]
+
+
 def write_family(
     backend: Backend,
     config: PluginConfig,
@@ -172,7 +208,8 @@ def write_family(
 ) -> None:
     """One transaction: the dispatch of ``records`` (or its removal when none
     has an address of ``family``), identity and default chains for ``fresh``
-    records and for every record the kernel's dispatch lacks, ``delete``."""
+    records and for every record the kernel's dispatch lacks, ``delete``,
+    and the ``strays`` of the dispatch it replaces."""
     current = backend.read_chains(family, DISPATCH)
     owner = xtables.owner(current.chains.get(names.FORWARD_CHAIN, ()))
     if owner and owner != config.state_dir:
@@ -188,7 +225,7 @@ def write_family(
             endpoint = record.endpoint()
             if not endpoint.sources(family):
                 continue
-            if record.key in renewed or not anchored(current, endpoint):
+            if record.key in renewed or not intact(current, endpoint):
                 replace += [
                     xtables.from_chain(endpoint, family),
                     xtables.node_chain(endpoint, family),
@@ -199,27 +236,61 @@ def write_family(
                         deny_action=config.deny_action,  # type: ignore[arg-type]
                     ),
                 ]
-    gone = list(delete) + [name for name in DISPATCH if not replace]
-    for name in delete:  # the record's own chains: declare them, absent or not
+    stray = [name for name in strays(current, records) if name not in delete]
+    gone = [*delete, *stray, *(name for name in DISPATCH if not replace)]
+    for name in [*delete, *stray]:  # declare them (strays exist: a jump leads there)
         current.chains.setdefault(name, [])
     backend.apply(family, replace=replace, delete=gone, current=current)
 
 
+def all_chains(container_id: str, ifname: str) -> list[str]:
+    """Every chain of an attachment: the plugin's and the agent's tier chains."""
+    tiers = names.tier_chains(endpoints.record_stem(container_id, ifname))
+    return [*owned_chains(container_id, ifname), *tiers]
+
+
+def _read(config: PluginConfig, container_id: str, ifname: str) -> endpoints.EndpointRecord | None:
+    try:
+        return endpoints.read(config.state_dir, container_id, ifname)
+    except StateError:
+        return None
+
+
+def _install(
+    backend: Backend,
+    config: PluginConfig,
+    record: endpoints.EndpointRecord,
+    families: Sequence[model.Family],
+) -> None:
+    """Write ``record`` and give it its chains in its families; delete the
+    attachment's chains in the other ``families`` (a family it no longer has)."""
+    endpoints.write(config.state_dir, record)
+    records = list(endpoints.read_all(config.state_dir))
+    present = families_of(record.ips)
+    chains = all_chains(record.containerID, record.ifName)
+
+    def write(family: model.Family) -> None:
+        if family in present:
+            write_family(backend, config, family, records, fresh=[record])
+        else:
+            write_family(backend, config, family, records, delete=chains)
+
+    for_families(backend, families, write)
+
+
 def attach(backend: Backend, config: PluginConfig, record: endpoints.EndpointRecord) -> None:
     """ADD: write ``record``, rebuild dispatch, give the pod its default
-    chains (and repair any record the kernel lacks).  On any failure, undo
-    (record, dispatch, chains) and re-raise."""
+    chains (and repair any record the kernel lacks) in every family of the
+    node; a second ADD of the attachment also deletes its chains of a family
+    it no longer has an address of.  On any failure, undo (the previous
+    record and its state back, or record, dispatch and chains gone) and
+    re-raise."""
+    previous = _read(config, record.containerID, record.ifName)
     families = node_families()
-    endpoints.write(config.state_dir, record)
     try:
-        records = list(endpoints.read_all(config.state_dir))
-
-        def write(family: model.Family) -> None:
-            write_family(backend, config, family, records, fresh=[record])
-
-        for_families(backend, families, write)
+        _install(backend, config, record, families)
     except BaseException as exc:
-        undo = _rollback(backend, config, record, families)
+        undo = _rollback(backend, config, record, previous, families)
         if undo and isinstance(exc, PodwallError):
             exc.args = (f"{exc}; rollback also failed: {undo}",)
         raise
@@ -229,11 +300,16 @@ def _rollback(
     backend: Backend,
     config: PluginConfig,
     record: endpoints.EndpointRecord,
+    previous: endpoints.EndpointRecord | None,
     families: Sequence[model.Family],
 ) -> str:
     """Best effort undo of a failed ``attach``; returns what could not be undone."""
     try:
-        detach(backend, config, record.containerID, record.ifName, families=families)
+        if previous is None:  # the record first: it must go even if the kernel refuses
+            endpoints.remove(config.state_dir, record.containerID, record.ifName)
+            detach(backend, config, record.containerID, record.ifName, families=families)
+        else:
+            _install(backend, config, previous, families)
     except PodwallError as exc:
         return str(exc)
     return ""
@@ -247,19 +323,21 @@ def detach(
     *,
     families: Sequence[model.Family] | None = None,
 ) -> None:
-    """DEL: remove the record, its dispatch and its chains (in ``families``,
-    by default every family of the node).  Succeeds whatever is left of the
-    pod's own state."""
-    endpoints.remove(config.state_dir, container_id, ifname)
+    """DEL: remove the attachment's dispatch and chains (tier chains
+    included; in ``families``, by default every family of the node), then
+    its record (a DEL whose kernel write fails keeps it, for the retry).
+    Succeeds whatever is left of the pod's own state."""
     if families is None:
         families = node_families()
-    records = list(endpoints.read_all(config.state_dir))
-    chains = owned_chains(container_id, ifname)
+    key = endpoints.record_stem(container_id, ifname)
+    records = [other for other in endpoints.read_all(config.state_dir) if other.key != key]
+    chains = all_chains(container_id, ifname)
 
     def write(family: model.Family) -> None:
         write_family(backend, config, family, records, delete=chains)
 
     for_families(backend, families, write)
+    endpoints.remove(config.state_dir, container_id, ifname)
 
 
 def prune_records(

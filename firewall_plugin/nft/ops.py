@@ -1,18 +1,22 @@
 """The CNI plugin's node writes with the nftables backend: one transaction each.
 
 ADD puts the pod's identity elements (``layout.endpoint_items``) and its two
-default policy chains per family into the tables; DEL takes its own elements
-and chains out (elements its bridge shares with other pods stay: the agent
-drops them when the last pod leaves).  Each is ONE netlink transaction, in
-this process: no ``nft`` binary, no library, nothing else to start.
+default policy chains per family into the tables (a second ADD of the
+attachment takes out what its previous identity had and the new one has
+not); DEL takes its own elements (those of its record and any other that
+jumps to its chains) and chains out (elements its bridge shares with other
+pods stay: the agent drops them when the last pod leaves).  Each is ONE
+netlink transaction, in this process: no ``nft`` binary, no library,
+nothing else to start.
 
 Never wedged by other endpoints' kernel state: when the table is missing
 (after a reboot that kept the state folder, after ``nft flush ruleset``) or
 was written by another layout version, ADD and DEL rebuild the skeleton and
 give every record the default chains (fail-closed until the agent programs
 it) in the same transaction; when the table is there, records whose
-dispatch the kernel lacks (a plugin that died between its record and its
-write) are repaired the same way.  The table's comment names the node's
+dispatch the kernel lacks, egress or ingress (a plugin that died between its
+record and its write; a chain deleted by hand with its map element), are
+repaired the same way.  The table's comment names the node's
 state folder: a second podwall entry with another ``stateDir`` is refused.
 
 Callers hold ``locking.podwall_lock``.
@@ -91,10 +95,19 @@ def write_chain(batch: nl.Batch, chain: model.Chain, family: model.Family, *, fr
         )  # fmt: skip
 
 
+def put_items(batch: nl.Batch, items: Sequence[layout.Item]) -> None:
+    """Add a record's identity elements.  A verdict-map element with one of
+    its keys can only be stale (no other record holds its addresses: ADD
+    refuses duplicates), one of a pod whose record is gone; it would refuse
+    the write (EEXIST), so it is taken out first."""
+    layout.remove_items(batch, [item for item in items if item[3] is not None])
+    layout.add_items(batch, items)
+
+
 def _anchored(sock: nl.Netlink) -> set[str]:
-    """The chains the kernel's egress maps lead to."""
+    """The chains the kernel's egress and ingress maps lead to."""
     found = set()
-    for set_name in ("from4", "from6"):
+    for set_name in ("from4", "from6", "to4", "to6"):
         for element in kernel.elements(sock, layout.INET, set_name):
             if element.verdict is not None:
                 found.add(element.verdict[1])
@@ -109,9 +122,10 @@ def _lacking(
     for record in records:
         endpoint = record.endpoint()
         wanted = [
-            layout.chain_name(record.egressChain, family)
+            layout.chain_name(chain, family)
             for family in model.FAMILIES
             if endpoint.sources(family)
+            for chain in (record.egressChain, record.ingressChain)
         ]
         if wanted and not present.issuperset(wanted):
             lacking.append(record)
@@ -135,7 +149,7 @@ def _prepare(
         lacking = _lacking(sock, others)
     for record in lacking:
         add_default_chains(batch, record, config)
-        layout.add_items(batch, layout.endpoint_items(record.endpoint()))
+        put_items(batch, layout.endpoint_items(record.endpoint()))
 
 
 def repair(config: PluginConfig, records: Sequence[endpoints.EndpointRecord]) -> None:
@@ -151,18 +165,40 @@ def attach(
     config: PluginConfig,
     record: endpoints.EndpointRecord,
     records: Sequence[endpoints.EndpointRecord],
+    *,
+    previous: endpoints.EndpointRecord | None = None,
 ) -> None:
-    """ADD's kernel write (the record is on disk already)."""
+    """ADD's kernel write (the record is on disk already).  ``previous``: the
+    attachment's record before this ADD, whose identity it replaces."""
     with nl.Netlink() as sock:
         batch = nl.Batch()
         _prepare(sock, config, batch, [r for r in records if r.key != record.key])
+        if previous is not None:
+            _replace_identity(batch, previous, record)
         add_default_chains(batch, record, config)
-        layout.add_items(batch, layout.endpoint_items(record.endpoint()))
+        put_items(batch, layout.endpoint_items(record.endpoint()))
         sock.commit(batch)
 
 
+def _replace_identity(
+    batch: nl.Batch, previous: endpoints.EndpointRecord, record: endpoints.EndpointRecord
+) -> None:
+    """Take out what the attachment's previous identity had and the new one
+    has not (other addresses, another interface, a family fewer): left in,
+    those elements would keep the pod's chains busy and its DEL would fail."""
+    new = record.endpoint()
+    kept = {item[:3] for item in layout.endpoint_items(new)}
+    old = previous.endpoint()
+    stale = [item for item in layout.endpoint_items(old, shared=False) if item[:3] not in kept]
+    layout.remove_items(batch, stale)
+    for family in model.FAMILIES:
+        if old.sources(family) and not new.sources(family):
+            for chain in policy_chain_names(record.containerID, record.ifName, family):
+                obj.destroy_chain(batch, layout.INET, layout.TABLE, chain)
+
+
 def _own_items(sock: nl.Netlink, container_id: str, ifname: str) -> list[layout.Item]:
-    """A pod's map elements found in the kernel (for DEL without a record)."""
+    """A pod's map elements found in the kernel (whatever its record says)."""
     mine = {
         layout.chain_name(chain, family)
         for family in model.FAMILIES
@@ -188,8 +224,8 @@ def detach(
     record: endpoints.EndpointRecord | None,
     records: Sequence[endpoints.EndpointRecord],
 ) -> list[str]:
-    """DEL's kernel write (the record is gone from disk already).  Returns the
-    pod's IPs it found (for conntrack)."""
+    """DEL's kernel write (``records``: the others; the caller removes the
+    pod's record after it).  Returns the pod's IPs it found (for conntrack)."""
     with nl.Netlink() as sock:
         exists, _, state = table_state(sock)
         if exists:
@@ -202,12 +238,11 @@ def detach(
                 sock.commit(batch)
             return list(record.ips) if record is not None else []
         _prepare(sock, config, batch, records)
-        if exists:
+        if exists:  # the record's elements and any other that jumps to its chains
+            items = _own_items(sock, container_id, ifname)
             if record is not None:
-                items = layout.endpoint_items(record.endpoint(), shared=False)
-            else:
-                items = _own_items(sock, container_id, ifname)
-            layout.remove_items(batch, items)
+                items += layout.endpoint_items(record.endpoint(), shared=False)
+            layout.remove_items(batch, list({item[:3]: item for item in items}.values()))
             for family in model.FAMILIES:
                 for chain in policy_chain_names(container_id, ifname, family):
                     obj.destroy_chain(batch, layout.INET, layout.TABLE, chain)

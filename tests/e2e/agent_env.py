@@ -185,7 +185,8 @@ class AgentNode:
 
     # --- the agent -----------------------------------------------------------
 
-    def start_agent(self, *extra: str) -> None:
+    def start_agent(self, *extra: str, wait: bool = True) -> None:
+        """Run ``podwall agent`` in the node; ``wait``: until its socket exists."""
         self.runs += 1
         log = open(self.root / f"agent-{self.runs}.log", "wb")  # noqa: SIM115 - owned by Popen
         argv = [
@@ -215,6 +216,8 @@ class AgentNode:
 
         write_kubeconfig(str(self.root / "kubeconfig"), self.kube.url)
         self.agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        if not wait:
+            return
         wait_until(
             lambda: os.path.exists(os.path.join(self.dir("run"), "agent.sock")),
             what="agent.sock",

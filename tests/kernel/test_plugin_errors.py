@@ -27,6 +27,8 @@ def _good(node: str, tmp: Path, **settings: Any) -> dict[str, Any]:
 CASES: dict[str, tuple[int, Case]] = {
     "malformed-json": (6, lambda n, t: cli.invoke(n, "ADD", '{"cniVersion": "1.0.0",')),
     "json-not-object": (6, lambda n, t: cli.invoke(n, "ADD", "[1, 2]")),
+    "json-nested-50000-deep": (6, lambda n, t: cli.invoke(n, "ADD", "[" * 50_000)),
+    "stdin-over-16-MiB": (6, lambda n, t: cli.invoke(n, "ADD", " " * (16 << 20) + "{}")),
     "add-without-prev-result": (7, lambda n, t: cli.invoke(n, "ADD", cli.conf(t))),
     "check-without-prev-result": (7, lambda n, t: cli.invoke(n, "CHECK", cli.conf(t))),
     "unknown-cni-version": (1, lambda n, t: cli.invoke(n, "ADD", _good(n, t, cniVersion="9.9.9"))),
