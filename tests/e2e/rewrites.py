@@ -6,6 +6,8 @@ deleting podwall's jump, a Calico-style ACCEPT inserted above it, flushing
 podwall's sets (``ipset flush`` / ``nft flush set``), its dispatch map,
 deleting its nftables tables, ``nft flush ruleset``; each says which
 backends it applies to and how to take away the foreign leftovers.
+``start_rig``: a node with pods x/a and y/b and an agent, x -> y denied by
+an Admin FirewallRule (its peers are a podwall set).
 ``podwall_state(node, backend)``: podwall's kernel state as comparable text
 (no counters, handles or element order).  ``Prober``: connects from one pod
 to another every few milliseconds in a process of its own and keeps the
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from firewall_lab import netns
+from tests.e2e.agent_env import AgentNode, Kube, Pod, wait_until
 
 INITVAL = re.compile(r" initval 0x[0-9a-f]+")  # random per set: a swapped-in copy differs
 IPTABLES_BACKENDS = ("iptables-nft", "iptables-legacy", "iptc")
@@ -191,6 +194,69 @@ REWRITES = (
 
 def rewrites_for(backend: str) -> list[Rewrite]:
     return [rewrite for rewrite in REWRITES if backend in rewrite.backends]
+
+
+# --- the node -----------------------------------------------------------------------
+
+
+def deny_x_to_y() -> dict[str, Any]:
+    return {
+        "apiVersion": "podwall.io/v1alpha1",
+        "kind": "FirewallRule",
+        "metadata": {"name": "deny-x-to-y"},
+        "spec": {
+            "tier": "Admin",
+            "priority": 10,
+            "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}},
+            "ingress": [
+                {
+                    "name": "no-x",
+                    "action": "Deny",
+                    "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "x"}}}],
+                }
+            ],
+        },
+    }
+
+
+@dataclass
+class Rig:
+    node: AgentNode
+    a: Pod
+    b: Pod
+
+    @property
+    def backend(self) -> str:
+        return self.node.backend
+
+    def isolated(self) -> bool:
+        return not self.node.reach(self.a, self.b) and self.node.reach(self.b, self.a)
+
+    def state(self) -> str:
+        return podwall_state(self.node.netns, self.backend)
+
+
+def start_rig(kube: Kube, root: Any, backend: str) -> Rig:
+    node = AgentNode(kube, root, backend=backend).start()
+    try:
+        node.start_agent("--resync-seconds", "600")
+        a, b = node.add_pod("x", "a"), node.add_pod("y", "b")
+        kube.apply(deny_x_to_y())
+        rig = Rig(node, a, b)
+        wait_until(rig.isolated, timeout=30, what="x -> y denied, y -> x open")
+        return rig
+    except BaseException:
+        node.stop()
+        raise
+
+
+def stop_rig(rig: Rig) -> None:
+    try:
+        for pod in list(rig.node.pods.values()):
+            rig.node.delete_pod(pod)
+        rig.node.kube.delete("FirewallRule", "deny-x-to-y")
+    finally:
+        rig.node.stop()
 
 
 # --- timing -----------------------------------------------------------------------

@@ -14,77 +14,16 @@ bench.bench_drift`` measures the same windows several times).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 from tests.e2e import rewrites
-from tests.e2e.agent_env import AgentNode, Kube, Pod, wait_until
+from tests.e2e.agent_env import Kube
 from tests.e2e.conftest import ApiServerHandle
+from tests.e2e.rewrites import Rig, start_rig, stop_rig
 
 NOTICED = "kernel state changed by another process"
 BOUND = 10.0  # seconds: generous (goal: 1 s nftables, 2 s iptables), well under the resync
-
-
-def deny_x_to_y() -> dict[str, Any]:
-    return {
-        "apiVersion": "podwall.io/v1alpha1",
-        "kind": "FirewallRule",
-        "metadata": {"name": "deny-x-to-y"},
-        "spec": {
-            "tier": "Admin",
-            "priority": 10,
-            "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}},
-            "ingress": [
-                {
-                    "name": "no-x",
-                    "action": "Deny",
-                    "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "x"}}}],
-                }
-            ],
-        },
-    }
-
-
-@dataclass
-class Rig:
-    node: AgentNode
-    a: Pod
-    b: Pod
-
-    @property
-    def backend(self) -> str:
-        return self.node.backend
-
-    def isolated(self) -> bool:
-        return not self.node.reach(self.a, self.b) and self.node.reach(self.b, self.a)
-
-    def state(self) -> str:
-        return rewrites.podwall_state(self.node.netns, self.backend)
-
-
-def start_rig(kube: Kube, root: Any, backend: str) -> Rig:
-    node = AgentNode(kube, root, backend=backend).start()
-    try:
-        node.start_agent("--resync-seconds", "600")
-        a, b = node.add_pod("x", "a"), node.add_pod("y", "b")
-        kube.apply(deny_x_to_y())
-        rig = Rig(node, a, b)
-        wait_until(rig.isolated, timeout=30, what="x -> y denied, y -> x open")
-        return rig
-    except BaseException:
-        node.stop()
-        raise
-
-
-def stop_rig(rig: Rig) -> None:
-    try:
-        for pod in list(rig.node.pods.values()):
-            rig.node.delete_pod(pod)
-        rig.node.kube.delete("FirewallRule", "deny-x-to-y")
-    finally:
-        rig.node.stop()
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +74,15 @@ def test_nftables_rewrite_is_repaired(rig: Rig, rewrite: rewrites.Rewrite) -> No
 @pytest.mark.parametrize("rewrite", rewrites.rewrites_for("iptc"), ids=lambda r: r.name)
 def test_iptables_rewrite_is_repaired(rig: Rig, rewrite: rewrites.Rewrite) -> None:
     check_repair(rig, rewrite)
+
+
+@pytest.mark.parametrize("backend", rewrites.IPTABLES_BACKENDS, indirect=True)
+def test_the_same_rewrite_right_after_a_repair_is_repaired(rig: Rig) -> None:
+    """A tool that rewrites again as soon as podwall repaired (ipsets are
+    polled every 2 s: the second flush lands before the next poll)."""
+    flush = next(rewrite for rewrite in rewrites.REWRITES if rewrite.name == "ipset-flush")
+    before = rig.state()
+    for _ in range(2):
+        flush.do(rig.node.netns, rig.backend)
+        rewrites.wait_for(lambda: rig.state() == before, BOUND)
+    assert rig.isolated()
