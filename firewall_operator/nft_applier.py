@@ -300,6 +300,17 @@ class NftApplier:
         with nl.Netlink() as sock:
             return self._differences(sock, self._known)
 
+    def differences(
+        self,
+        desired: Mapping[model.Family, model.FamilyState],
+        *,
+        endpoints: Sequence[model.Endpoint] = (),
+    ) -> list[str]:
+        """How the kernel differs from ``desired`` ([] when it holds it);
+        reads only, remembers nothing (the lab's "programmed yet?" check)."""
+        with nl.Netlink() as sock:
+            return self._differences(sock, render(desired, endpoints))
+
     def _matches(self, sock: nl.Netlink) -> bool:
         return self._known is not None and not self._differences(sock, self._known)
 
