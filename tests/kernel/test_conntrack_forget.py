@@ -51,14 +51,13 @@ def test_forget_removes_every_entry_naming_the_pod_and_nothing_else(
     for family in POD:
         for index, args in enumerate(entries(family)):
             insert(node_ns, args, 1000 + index)
-    if crowd:  # unrelated flows: a busy node
+    if crowd:  # unrelated flows: a busy node (``conntrack -R``: one command per line)
         lines = [
-            f"-I -p udp -s 10.98.{n // 250}.{n % 250 + 1} -d 10.97.0.1 --sport 2000 "
-            "--dport 53 -t 600"
+            f"-I -p udp -s 10.98.{n // 250}.{n % 250 + 1} -d 10.97.0.1 --sport 2000 --dport 53 "
+            "-t 600\n"
             for n in range(crowd)
         ]
-        netns.run(node_ns, ["sh", "-c", " ; ".join(f"conntrack {line} 2>/dev/null" for line in
-                                                   lines)])  # fmt: skip
+        netns.run(node_ns, ["conntrack", "-R", "/dev/stdin"], input="".join(lines))
     before = listing(node_ns)
     removed = netns.call(node_ns, conntrack.forget, [f"{POD['ipv4']}/24", f"{POD['ipv6']}/64"])
     after = listing(node_ns)
