@@ -74,6 +74,8 @@ def _addresses(tuple_attr: bytes) -> tuple[bytes, ...]:
 
 def names(entry: netlink.Reply, wanted: set[bytes]) -> bool:
     """Whether the entry's original or reply tuple names one of ``wanted``."""
+    if not any(address in entry.raw for address in wanted):
+        return False  # the common case of a whole-table dump, without parsing
     return any(
         address in wanted
         for kind in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY)
