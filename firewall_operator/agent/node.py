@@ -13,7 +13,9 @@ how to notice that someone else changed it, and bridge netfilter.
     the resync they cause finds nothing to do);
   - iptables-legacy and iptc: the filter tables' entry count and size
     (``IPT_SO_GET_INFO``), polled every second;
-  - ipsets (iptables backends): their headers, every two seconds.
+  - ipsets (iptables backends): their headers, every second (``ipset list
+    -t``: ~5 ms with the bench workload's 355 sets; every two seconds, a
+    flushed set stayed open for up to 1.85 s, too close to the 2 s goal).
   Lost notifications (a full receive queue) count as a change.  Polls run on
   time even while notifications keep coming, and compare with what podwall's
   last write left (``written()``, called after every sync's write), never
@@ -45,7 +47,7 @@ from firewall_plugin.nft import objects as obj
 
 log = logging.getLogger(__name__)
 POLL = 1.0
-SETS_EVERY = 2
+SETS_EVERY = 1
 _FILTER_CHAINS = ("FORWARD", "INPUT")
 
 

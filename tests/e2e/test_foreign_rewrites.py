@@ -79,7 +79,7 @@ def test_iptables_rewrite_is_repaired(rig: Rig, rewrite: rewrites.Rewrite) -> No
 @pytest.mark.parametrize("backend", rewrites.IPTABLES_BACKENDS, indirect=True)
 def test_the_same_rewrite_right_after_a_repair_is_repaired(rig: Rig) -> None:
     """A tool that rewrites again as soon as podwall repaired (ipsets are
-    polled every 2 s: the second flush lands before the next poll)."""
+    polled: the second flush lands before the next poll)."""
     flush = next(rewrite for rewrite in rewrites.REWRITES if rewrite.name == "ipset-flush")
     before = rig.state()
     for _ in range(2):
