@@ -15,6 +15,9 @@ sees the old ruleset or the new one, never a mix.
   changed chains (flushed and refilled), set element deltas (interval sets
   are refilled), identity elements added and removed, stale chains and sets
   destroyed last.
+* Peer sets are translated to nft elements only when they changed since the
+  last call (remembered per set name; of a changed hash set only its new
+  entries): a sync costs what changed, not the cluster's size.
 * Chains the plugin reset between two syncs (a new pod's default chains) are
   rewritten: when the endpoint records changed, the policy chains of every
   new or changed record are written again.
