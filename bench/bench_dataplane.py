@@ -14,12 +14,9 @@ same run, the two sides interleaved (medians of ``--reps``):
   backend (target <= 0.01 for nftables);
 * rules per local pod in the kernel (nftables: the rules of ``table inet
   podwall``; iptables-nft: podwall's rules of both families) at 1,000 and
-  10,000 cluster pods: must not depend on the cluster's size;
-* packet path: connect+echo+close between two pods on a bridge, with the
-  workload loaded (the two pods are local pods of the workload, isolated by
-  its policies, the benchmark port allowed), each backend against no podwall:
-  one node per case, written once, measured round-robin in many short rounds
-  (target <= 1.05 for nftables; client and server pinned to CPUs 0 and 1).
+  10,000 cluster pods: must not depend on the cluster's size.
+
+The packet path under the same workload is ``bench_packet_path``'s.
 """
 
 from __future__ import annotations
@@ -34,29 +31,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from bench import bench_compile, packet_path, workload
+from bench import bench_compile, workload
 from firewall_lab import netns
-from firewall_operator import cluster, compiler, evaluate
+from firewall_operator import cluster, compiler
 from firewall_operator.agent import node as agent_node
 from firewall_plugin import endpoints
 
 T = TypeVar("T")
 BACKENDS = ("nftables", "iptables-nft")
-
-
-def records_for(path: packet_path.Path | None, local: int) -> list[endpoints.EndpointRecord]:
-    """The workload's local records; with ``path``, pod-0 and pod-1 are the
-    path's two pods (their veths on its bridge), as the plugin records them."""
-    records = workload.records(local)
-    if path is not None:
-        for index, host in ((0, path.interfaces["c"]), (1, path.interfaces["s"])):
-            old = records[index]
-            records[index] = endpoints.EndpointRecord.make(
-                container_id=old.containerID, ifname=old.ifName, podNamespace=old.podNamespace,
-                podName=old.podName, podUID=old.podUID, ips=old.ips, hostInterface=host,
-                bridge="br0",
-            )  # fmt: skip
-    return records
 
 
 def compiled_for(snapshot: cluster.Snapshot, records: list[endpoints.EndpointRecord]) -> Any:
@@ -102,7 +84,7 @@ def in_fresh_node(fn: Callable[..., T], *args: Any) -> T:
 
 def sync_figures(args: argparse.Namespace, parsed: cluster.Snapshot) -> dict[str, Any]:
     """Compile times and, per backend, interleaved full and label-change writes."""
-    records = records_for(None, args.local)
+    records = workload.records(args.local)
     build, snapshot = bench_compile.timed(lambda: bench_compile.rebuild(parsed))
     full_compile, full = bench_compile.timed(lambda: compiled_for(snapshot, records))
     incremental = compiler.Compiler()
@@ -143,7 +125,7 @@ def report_sync(args: argparse.Namespace, figures: dict[str, Any]) -> None:
 
 
 def report_rules_per_pod(args: argparse.Namespace, size: dict[str, int]) -> None:
-    records = records_for(None, args.local)
+    records = workload.records(args.local)
     counts: dict[str, dict[int, float]] = {backend: {} for backend in args.backends}
     with tempfile.TemporaryDirectory(prefix="pwbench-") as workdir:
         for record in records:
@@ -159,48 +141,6 @@ def report_rules_per_pod(args: argparse.Namespace, size: dict[str, int]) -> None
               f"{big:.1f} at {args.pods}: {'equal' if small == big else 'DIFFERENT'}")  # fmt: skip
 
 
-def report_packet_path(args: argparse.Namespace, parsed: cluster.Snapshot) -> None:
-    """One bridge node per case (no podwall, and each backend with the
-    workload written once), measured round-robin in many short rounds: load
-    from other processes hits every case alike."""
-    snapshot = bench_compile.rebuild(parsed)
-    pods = {p.name: p for p in snapshot.pods if p.name in ("pod-0", "pod-1")}
-    verdict = evaluate.Evaluator(snapshot).verdict(
-        pods["pod-0"], pods["pod-1"], workload.BENCH_PORT, "TCP"
-    )
-    assert verdict.allowed, f"benchmark pair not allowed: {verdict}"
-    cases = ["none", *args.backends]
-    paths: dict[str, packet_path.Path] = {}
-    found: dict[str, list[float]] = {case: [] for case in cases}
-    try:
-        with tempfile.TemporaryDirectory(prefix="pwbench-") as workdir:
-            for case in cases:
-                paths[case] = packet_path.Path.create(*(workload.pod_ips(i)[0] for i in (0, 1)))
-                if case == "none":
-                    continue
-                records = records_for(paths[case], args.local)
-                for record in records:
-                    endpoints.write(f"{workdir}/{case}/state", record)
-                state = compiled_for(snapshot, records)
-                netns.call(paths[case].node, write, case, f"{workdir}/{case}", [state], timeout=600)
-            for _ in range(args.rounds):
-                for case in cases:
-                    found[case].append(paths[case].measure(args.connections))
-    finally:
-        for path in paths.values():
-            path.delete()
-    print(f"packet path, workload loaded ({args.rounds} round-robin rounds of "
-          f"{args.connections} connect+echo+close; the best round is the least disturbed "
-          "by other load)")  # fmt: skip
-    for name, pick in (("median", statistics.median), ("best", min)):
-        base = pick(found["none"])
-        cells = [f"none {base * 1e6:.0f} us"]
-        for backend in args.backends:
-            loaded = pick(found[backend])
-            cells.append(f"{backend} {loaded * 1e6:.0f} us = {loaded / base:.3f}")
-        print(f"  {name:6}: " + ", ".join(cells) + " (target for nftables <= 1.05)")
-
-
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.bench_dataplane", description=__doc__)
     parser.add_argument("--pods", type=int, default=10_000, help="cluster pods")
@@ -208,13 +148,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--policies", type=int, default=500)
     parser.add_argument("--rules", type=int, default=50)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument(
         "--backend", action="append", choices=(*BACKENDS, "iptables-legacy"),
         help="repeatable (default nftables and iptables-nft)",
     )  # fmt: skip
-    parser.add_argument("--skip-packet-path", action="store_true")
     args = parser.parse_args(list(argv))
     args.backends = args.backend or list(BACKENDS)
     return args
@@ -233,8 +170,6 @@ def main(argv: Sequence[str]) -> int:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machine)")  # fmt: skip
     report_sync(args, sync_figures(args, parsed))
     report_rules_per_pod(args, size)
-    if not args.skip_packet_path:
-        report_packet_path(args, parsed)
     return 0
 
 
