@@ -14,9 +14,11 @@ same run (medians of ``--reps``):
 * the changes as a ratio to a full sync (snapshot build + compile + full
   apply; target <= 0.1): the applier's write only, and snapshot build +
   incremental compile + write;
-* rules per local pod at 1,000 and 10,000 cluster pods (must be equal);
-* connect+echo+close latency between two pods under this ruleset vs none
-  (target <= 1.10; client and server pinned to CPUs 0 and 1).
+* rules per local pod at 1,000 and 10,000 cluster pods (must be equal).
+
+The writes here are the iptables ``Applier``'s (``--backend``); the nftables
+writer against it, and the packet path under the loaded ruleset, are
+``bench_dataplane``'s.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from bench import packet_path, workload
+from bench import workload
 from firewall_lab import netns
-from firewall_operator import applier, cluster, compiler, evaluate, netpol
+from firewall_operator import applier, cluster, compiler, netpol
 from firewall_plugin import endpoints, model, render
 from firewall_plugin.backends import get_backend
 
@@ -119,11 +121,8 @@ def bare_texts(
     state: dict[model.Family, model.FamilyState],
 ) -> tuple[dict[model.Family, str], str]:
     """The same output as plain restore inputs: per family, and for ipset."""
-    jump = [f"-I FORWARD 1 {render.forward_jump_spec()}"]
     tables = {
-        family: render.render_restore(
-            family=family, replace=list(fs.chains.values()), forward_lines=jump
-        )
+        family: render.render_restore(family=family, replace=list(fs.chains.values()))
         for family, fs in state.items()
     }
     lines = []
@@ -235,40 +234,6 @@ def report_apply(args: argparse.Namespace, rounds: list[Any]) -> None:
               f"{runs[0][index]['chain_s'] * 1000:.0f} ms")  # fmt: skip
 
 
-def report_packet_path(args: argparse.Namespace, full: Any) -> None:
-    snapshot = full["snap"]
-    pods = {p.name: p for p in snapshot.pods if p.name in ("pod-0", "pod-1")}
-    verdict = evaluate.Evaluator(snapshot).verdict(
-        pods["pod-0"], pods["pod-1"], workload.BENCH_PORT, "TCP"
-    )
-    assert verdict.allowed, f"benchmark pair not allowed: {verdict}"
-    path = packet_path.Path.create(workload.pod_ips(0)[0], workload.pod_ips(1)[0])
-    state = full["compiled"].families
-    none, loaded = [], []
-    try:
-        with tempfile.TemporaryDirectory(prefix="pwbench-") as workdir:
-            for _ in range(args.rounds):  # short interleaved rounds: drift hits both alike
-                none.append(path.measure(args.connections))
-                netns.call(path.node, _program, args.backend, workdir, state)
-                loaded.append(path.measure(args.connections))
-                netns.call(path.node, _unprogram, args.backend, workdir)
-    finally:
-        path.delete()
-    for name, pick in (("median", statistics.median), ("best", min)):
-        base, with_rules = pick(none), pick(loaded)
-        print(f"packet path ({name} of {args.rounds} rounds of {args.connections}): "
-              f"connect+echo+close {base * 1e6:.0f} us without podwall, {with_rules * 1e6:.0f} us "
-              f"with it, ratio {with_rules / base:.3f} (target <= 1.10)")  # fmt: skip
-
-
-def _program(backend: str, workdir: str, state: dict[model.Family, model.FamilyState]) -> None:
-    applier.Applier(get_backend(backend), run_dir=workdir).apply(state)
-
-
-def _unprogram(backend: str, workdir: str) -> None:
-    applier.Applier(get_backend(backend), run_dir=workdir).cleanup()
-
-
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.bench_compile")
     parser.add_argument("--pods", type=int, default=10_000)
@@ -276,12 +241,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--policies", type=int, default=500)
     parser.add_argument("--rules", type=int, default=50)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument(
         "--backend", default="iptables-nft", help="iptables-nft | iptables-legacy | iptc"
     )
-    parser.add_argument("--skip-packet-path", action="store_true")
     parser.add_argument(
         "--compile-only", action="store_true", help="no kernel work: compile figures only"
     )
@@ -304,8 +266,6 @@ def main(argv: Sequence[str]) -> int:
           f"{args.pods}: {'equal' if per_small == per_big else 'DIFFERENT'}")  # fmt: skip
     if not args.compile_only:
         report_apply(args, rounds)
-        if not args.skip_packet_path:
-            report_packet_path(args, rounds[0])
     return 0 if per_small == per_big else 1
 
 

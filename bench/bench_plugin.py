@@ -1,33 +1,35 @@
 """Benchmark: podwall's CNI ADD and DEL against the reference ``firewall`` plugin.
 
-In a throwaway node namespace, both plugins get the same dual-stack prevResult;
-runs are interleaved (reference ADD, podwall ADD, reference DEL, podwall DEL)
-so drift hits both alike.  Each run is a real process start, timed from spawn
-to exit.  Prints medians and the ratio podwall/reference, then where podwall's
-time goes: interpreter start-up and imports (separate runs), and a timeline of
-a few ADD/DEL runs under ``strace`` (start-up until the first iptables tool
-starts, the iptables tools, the rest).
+Each configuration gets a throwaway node namespace with a bridge (``cni0``)
+and real pod namespaces on it (veth pairs, addresses, IPv6 link-local), as
+the bridge plugin leaves them, so podwall reads the host veth, its bridge and
+the pod's link-local address like on a node.  Both plugins get the same
+prevResult; runs are interleaved (reference ADD, podwall ADD, reference DEL,
+podwall DEL) so drift hits both alike; each run is a real process start,
+timed from spawn to exit.  By default a matrix: podwall's backend
+(``nftables``, ``iptables-nft``) x prevResult (IPv4-only, dual-stack) x node
+(empty, and loaded: ``bench.workload``'s cluster, 100 local pods, 10,000
+cluster pods, 500 NetworkPolicies, 50 FirewallRules, compiled and written by
+the agent's writer for that backend first, the local pods' records in the
+state folder, and ``FLOWS`` conntrack entries of other addresses, which ADD
+and DEL look through for the pod's old flows).  Prints medians and
+podwall/reference ratios (wall and CPU; target for nftables <= 0.6).
+
+Then where podwall's time goes: a bare ``-IS`` interpreter against one that
+also imports the ADD path of each backend (interleaved), the heaviest imports
+of an nftables ADD (``-X importtime``), and for the iptables backends a
+timeline of a few runs under ``strace`` (start-up until the first iptables
+tool, the tools, the rest).
 
 podwall runs through the launcher ``podwall cni install`` writes
-(``firewall_install.launcher.python_script``: ``#!<venv python> -IS`` with the
-import paths spelled out).  ``--launch module`` runs ``python -m
-firewall_plugin`` instead (with ``site``) for comparison; ``--launch bundle``
-runs the host bundle that ``podwall cni install --bundle`` writes (``/bin/sh``
-launcher, the bundled interpreter, sourceless ``.pyc`` files), as a node
-without Python runs it.  ``--pods N`` first attaches N other pods with both
-plugins, so ADD and DEL run on a node that already has pods (podwall then
-rewrites a populated ``PODWALL-FORWARD``; without them each ADD creates it and
-each DEL removes it).  ``--agent-rules`` first fills the node the way the agent
-does on a busy node: ``bench.workload``'s cluster (100 local pods, 10,000
-cluster pods, 500 NetworkPolicies, 50 FirewallRules) compiled with
-``compile_node`` and written by ``Applier`` (~9k rules in ~800 chains per
-family, with their ipsets), the 100 local pods' endpoint records in podwall's
-state folder; ADD and DEL then run beside that ruleset.
+(``firewall_install.launcher.python_script``); ``--launch module`` runs
+``python -m firewall_plugin``, ``--launch bundle`` the host bundle.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -40,17 +42,22 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench import workload
+from bench import plugin_node, workload
 from firewall_install import launcher as executables
 from firewall_lab import netns
-from firewall_operator import applier, cluster, compiler
-from firewall_plugin import endpoints, model
-from firewall_plugin.backends import get_backend
+from firewall_operator import cluster, compiler
+from firewall_operator.agent import node as agent_node
+from firewall_plugin import endpoints
 
 REFERENCE = "/usr/lib/cni/firewall"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMELINE_RUNS = 5
 AGENT_LOCAL_PODS = 100
+FLOWS = 500  # conntrack entries on the loaded node
+BACKENDS = ("nftables", "iptables-nft", "iptables-legacy")
+IMPORTS = {  # what each backend's ADD imports beyond the entry point
+    "nftables": "firewall_plugin.nft.ops",
+    "iptables": "firewall_plugin.backends.restore, firewall_plugin.sync",
+}
 
 
 def launcher(folder: str, mode: str) -> list[str]:
@@ -67,23 +74,6 @@ def launcher(folder: str, mode: str) -> list[str]:
         handle.write(executables.python_script(executables.local_launch()))
     os.chmod(path, 0o755)
     return [path]
-
-
-def prev_result(node: str, pod: int = 0) -> dict[str, Any]:
-    """A bridge-style dual-stack result; ``pod`` picks the addresses."""
-    v4, v6 = f"10.77.{pod // 250}.{pod % 250 + 5}/16", f"fd00:77::{pod + 5:x}/64"
-    return {
-        "cniVersion": "1.0.0",
-        "interfaces": [
-            {"name": "cni0"},
-            {"name": "vethbench"},
-            {"name": "eth0", "sandbox": netns.path(node)},
-        ],
-        "ips": [
-            {"address": v4, "gateway": "10.77.0.1", "interface": 2},
-            {"address": v6, "gateway": "fd00:77::1", "interface": 2},
-        ],
-    }
 
 
 def plugin_env(command: str, container: str, config: dict[str, Any]) -> dict[str, str]:
@@ -115,16 +105,9 @@ def timed(
     return elapsed, cpu
 
 
-Times = dict[str, list[tuple[float, float]]]
-#: per verb, per traced run: (start-up ms, iptables tools ms, rest ms, tools run)
-Timeline = dict[str, list[tuple[float, float, float, int]]]
-
-
-def configs(
-    tmp: str, node: str, pod: int, backend: str = "auto"
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The (reference, podwall) plugin configurations for pod number ``pod``."""
-    prev = prev_result(node, pod)
+def configs(tmp: str, pod: plugin_node.Pod, backend: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (reference, podwall) plugin configurations for ``pod``."""
+    prev = pod.prev_result()
     ref = {"cniVersion": "1.0.0", "name": "bench", "type": "firewall", "prevResult": prev}
     pw = {
         "cniVersion": "1.0.0",
@@ -138,35 +121,47 @@ def configs(
     return ref, pw
 
 
-AgentState = dict[model.Family, model.FamilyState]
-
-
-def agent_state(local: int) -> AgentState:
+def agent_state(local: int) -> compiler.CompiledNode:
     """What the agent would write on node-0 of ``bench.workload``'s cluster."""
     snapshot = cluster.Snapshot.from_documents(workload.cluster_documents(local=local))
-    return dict(compiler.compile_node(snapshot, workload.records(local)).families)
+    return compiler.compile_node(snapshot, workload.records(local))
 
 
-def load_agent_rules(tmp: str, backend: str, state: AgentState, local: int) -> str:
+def load_agent_rules(tmp: str, backend: str, state: compiler.CompiledNode, local: int) -> str:
     """Inside the node: the local pods' records, then the agent's write of
-    ``state`` with ``backend``.  Returns a one-line summary."""
+    ``state`` with ``backend``'s writer.  Returns a one-line summary."""
     for record in workload.records(local):
         endpoints.write(f"{tmp}/state", record)
-    the = applier.Applier(get_backend(backend), run_dir=f"{tmp}/run", state_dir=f"{tmp}/state")
-    stats = the.apply(state)
+    writer = agent_node.make_applier(backend, run_dir=f"{tmp}/run", state_dir=f"{tmp}/state")
+    stats = writer.apply(state.families, endpoints=state.endpoints)
+    flows = "".join(
+        f"-I -p tcp -s 10.60.{n // 250}.{n % 250 + 1} -d 10.61.0.1 --sport 40000 --dport 443 "
+        "--state ESTABLISHED -u SEEN_REPLY -t 3600\n"
+        for n in range(FLOWS)
+    )
+    subprocess.run(["conntrack", "-R", "/dev/stdin"], input=flows, text=True, check=True)
     return (
         f"agent wrote {stats.chains_written} chains, {stats.rules_written} rules, "
         f"{stats.sets_written} sets ({stats.set_entries_written} entries) in "
-        f"{stats.total_seconds * 1000:.0f} ms"
+        f"{stats.total_seconds * 1000:.0f} ms; {FLOWS} conntrack entries"
     )
 
 
+Times = dict[str, list[tuple[float, float]]]
+#: per verb, per traced run: (start-up ms, iptables tools ms, rest ms, tools run)
+Timeline = dict[str, list[tuple[float, float, float, int]]]
+
+
 def run_series(
-    node: str, runs: int, mode: str, pods: int, agent: AgentState | None, backend: str
+    pods: list[plugin_node.Pod],
+    runs: int,
+    mode: str,
+    agent: compiler.CompiledNode | None,
+    backend: str,
 ) -> tuple[Times, Timeline, str]:
-    """Inside ``node``: interleaved ADD/DEL of both plugins, ``runs`` times,
-    with ``pods`` other pods attached (and the agent's rules written first
-    when ``agent`` is given); then a few podwall runs under strace."""
+    """Inside the node: interleaved ADD/DEL of both plugins, ``runs`` times,
+    for ``pods[0]`` (the others attached first), the agent's rules written
+    first when ``agent`` is given; then a few podwall runs under strace."""
     keys = ("ref ADD", "pw ADD", "ref DEL", "pw DEL")
     times: Times = {key: [] for key in keys}
     timeline: Timeline = {"ADD": [], "DEL": []}
@@ -174,22 +169,21 @@ def run_series(
     with tempfile.TemporaryDirectory(prefix="pwbench-") as tmp:
         podwall = launcher(tmp, mode)
         if agent is not None:
-            agent_backend = "iptables-nft" if backend == "auto" else backend
-            summary = load_agent_rules(tmp, agent_backend, agent, AGENT_LOCAL_PODS)
-        ref, pw = configs(tmp, node, 0, backend)
-        timed(podwall, "ADD", "warmup", pw)  # detects the backend once, like a node's first pod
+            summary = load_agent_rules(tmp, backend, agent, AGENT_LOCAL_PODS)
+        ref, pw = configs(tmp, pods[0], backend)
+        timed(podwall, "ADD", "warmup", pw)  # the node's first pod: tables, detection
         timed(podwall, "DEL", "warmup", pw)
-        for pod in range(1, pods + 1):
-            other_ref, other_pw = configs(tmp, node, pod, backend)
-            timed([REFERENCE], "ADD", f"other{pod}", other_ref)
-            timed(podwall, "ADD", f"other{pod}", other_pw)
+        for index, other in enumerate(pods[1:]):
+            other_ref, other_pw = configs(tmp, other, backend)
+            timed([REFERENCE], "ADD", f"other{index}", other_ref)
+            timed(podwall, "ADD", f"other{index}", other_pw)
         for i in range(runs):
             container = f"bench{i}"
             times["ref ADD"].append(timed([REFERENCE], "ADD", container, ref))
             times["pw ADD"].append(timed(podwall, "ADD", container, pw))
             times["ref DEL"].append(timed([REFERENCE], "DEL", container, ref))
             times["pw DEL"].append(timed(podwall, "DEL", container, pw))
-        if shutil.which("strace"):
+        if shutil.which("strace") and backend != "nftables":
             for i in range(TIMELINE_RUNS):
                 for verb in ("ADD", "DEL"):
                     timeline[verb].append(traced(podwall, verb, f"traced{i}", pw, tmp))
@@ -239,22 +233,94 @@ def phases(trace: str) -> tuple[float, float, float, int]:
 
 
 def startup_costs(runs: int) -> dict[str, float]:
-    """Median ms of a bare ``-IS`` interpreter and of importing the ADD path
-    with the launcher's import paths."""
-    base = [sys.executable, "-IS", "-c"]
+    """Median ms of a bare ``-IS`` interpreter and of importing each
+    backend's ADD path with the launcher's import paths (interleaved)."""
     paths = list(executables.local_launch().sys_path)
-    imports = (
-        f"import sys; sys.path[:0] = {paths!r}; import firewall_plugin.cni, "
-        "firewall_plugin.config, firewall_plugin.commands, firewall_plugin.backends.restore"
-    )
-    codes = {"python -IS start": "pass", "+ ADD-path imports": imports}
+    head = f"import sys; sys.path[:0] = {paths!r}; import firewall_plugin.cni, "
+    head += "firewall_plugin.config, firewall_plugin.commands, "
+    codes = {"python -IS start": "pass"}
+    codes.update({f"+ ADD-path imports ({name})": head + mods for name, mods in IMPORTS.items()})
     samples: dict[str, list[float]] = {label: [] for label in codes}
-    for _ in range(runs):  # interleaved, like the plugin runs
+    for _ in range(runs):
         for label, code in codes.items():
             start = time.perf_counter()
-            subprocess.run([*base, code], check=True)
+            subprocess.run([sys.executable, "-IS", "-c", code], check=True)
             samples[label].append(time.perf_counter() - start)
     return {label: statistics.median(values) * 1000 for label, values in samples.items()}
+
+
+def heaviest_imports(text: str, count: int = 8) -> list[tuple[str, float]]:
+    """Top-level imports by cumulative ms, from ``-X importtime`` output
+    (nested imports are indented after the second ``|``)."""
+    found = []
+    for line in text.splitlines():
+        parts = line.split("|")
+        if not line.startswith("import time:") or len(parts) != 3:
+            continue
+        cumulative, name = parts[1].strip(), parts[2]
+        if cumulative.isdigit() and name[1:2] != " ":
+            found.append((name.strip(), int(cumulative) / 1000))
+    return sorted(found, key=lambda item: -item[1])[:count]
+
+
+def import_profile(node: plugin_node.BenchNode) -> list[tuple[str, float]]:
+    """The heaviest imports of one nftables ADD (launcher paths, ``-X importtime``)."""
+
+    def run() -> str:
+        with tempfile.TemporaryDirectory(prefix="pwbench-") as tmp:
+            script = launcher(tmp, "launcher")[0]
+            _, config = configs(tmp, node.pods[0], "nftables")
+            done = subprocess.run(
+                [sys.executable, "-X", "importtime", "-IS", script],
+                input=json.dumps(config),
+                env=plugin_env("ADD", "profiled", config),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            return done.stderr
+
+    return heaviest_imports(netns.call(node.name, run, timeout=120))
+
+
+Row = tuple[str, str, str, Times, str]  # backend, prevResult, node, times, agent summary
+
+
+def run_matrix(args: argparse.Namespace) -> tuple[list[Row], Timeline]:
+    agent = agent_state(AGENT_LOCAL_PODS) if True in args.loads else None
+    rows: list[Row] = []
+    timeline: Timeline = {"ADD": [], "DEL": []}
+    for backend, dual, loaded in itertools.product(args.backends, args.duals, args.loads):
+        node = plugin_node.BenchNode.create(1 + args.pods, dual=dual)
+        try:
+            times, traced_runs, summary = netns.call(
+                node.name, run_series, node.pods, args.runs, args.launch,
+                agent if loaded else None, backend, timeout=900,
+            )  # fmt: skip
+        finally:
+            node.delete()
+        rows.append((backend, "dual-stack" if dual else "IPv4", "loaded" if loaded else "empty",
+                     times, summary))  # fmt: skip
+        for verb, spans in traced_runs.items():
+            timeline[verb] += spans
+    return rows, timeline
+
+
+def print_rows(rows: list[Row]) -> None:
+    print(f"  {'backend':16} {'prevResult':10} {'node':6}  ADD: ref   podwall ratio (cpu)   "
+          f"DEL: ref   podwall ratio (cpu)")  # fmt: skip
+    for backend, prev, load, times, _ in rows:
+        wall = {k: statistics.median(w for w, _ in v) * 1000 for k, v in times.items()}
+        cpu = {k: statistics.median(c for _, c in v) * 1000 for k, v in times.items()}
+        cells = []
+        for verb in ("ADD", "DEL"):
+            ref, pw = wall[f"ref {verb}"], wall[f"pw {verb}"]
+            cpu_ratio = cpu[f"pw {verb}"] / cpu[f"ref {verb}"]
+            cells.append(f"{ref:7.1f} {pw:7.1f} {pw / ref:5.2f} ({cpu_ratio:4.2f})")
+        print(f"  {backend:16} {prev:10} {load:6}  {cells[0]}      {cells[1]}")
+    for backend, _, load, _, summary in rows:
+        if summary and load == "loaded":
+            print(f"  loaded node, {backend}: {summary}")
 
 
 def print_timeline(timeline: Timeline) -> None:
@@ -264,8 +330,8 @@ def print_timeline(timeline: Timeline) -> None:
         start, tools, rest = (statistics.median(run[i] for run in runs) for i in range(3))
         count = statistics.median(run[3] for run in runs)
         print(
-            f"  podwall {verb} under strace ({len(runs)} runs): start-up {start:5.1f} ms "
-            f"(interpreter, imports, config, lock), {count:.0f} iptables runs {tools:5.1f} ms, "
+            f"  iptables backends, {verb} under strace ({len(runs)} runs): start-up {start:5.1f} "
+            f"ms (interpreter, imports, config, lock), {count:.0f} iptables runs {tools:5.1f} ms, "
             f"rest {rest:4.1f} ms"
         )
 
@@ -274,49 +340,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.bench_plugin", description=__doc__)
     parser.add_argument("--runs", type=int, default=25)
     parser.add_argument("--launch", choices=("launcher", "module", "bundle"), default="launcher")
-    parser.add_argument("--pods", type=int, default=0, help="other pods on the node")
+    parser.add_argument("--pods", type=int, default=0, help="other pods attached first")
     parser.add_argument(
-        "--agent-rules",
-        action="store_true",
-        help="first fill the node with the agent's rules for bench.workload's cluster",
+        "--backend", action="append", choices=BACKENDS,
+        help="podwall's backend (repeatable; default nftables and iptables-nft)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--family", choices=("ipv4", "dual", "both"), default="both", help="prevResult families"
     )
     parser.add_argument(
-        "--backend",
-        default="auto",
-        choices=("auto", "iptables-nft", "iptables-legacy"),
-        help="podwall's backend (and the agent's; auto: nft for the agent)",
-    )
+        "--node", choices=("empty", "loaded", "both"), default="both",
+        help="loaded: the agent's rules for bench.workload's cluster written first",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not os.path.exists(REFERENCE):
         print(f"bench_plugin: skipped, {REFERENCE} not installed")
         return 0
-    agent = agent_state(AGENT_LOCAL_PODS) if args.agent_rules else None
-    node = netns.create(netns.unique_name("pwbench"), sysctls={"net.ipv4.ip_forward": "1"})
-    try:
-        times, timeline, summary = netns.call(
-            node, run_series, node, args.runs, args.launch, args.pods, agent, args.backend,
-            timeout=900,
-        )  # fmt: skip
-    finally:
-        netns.delete(node)
-    wall = {key: statistics.median(w for w, _ in values) * 1000 for key, values in times.items()}
-    cpu = {key: statistics.median(c for _, c in values) * 1000 for key, values in times.items()}
-    print(
-        f"CNI plugin, dual-stack prevResult, {args.runs} interleaved runs, "
-        f"launch={args.launch}, backend={args.backend}, {args.pods} other pods on the node"
-    )
-    if summary:
-        print(f"  {summary}")
-    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times suffer)")
-    for verb in ("ADD", "DEL"):
-        for label, med in (("wall", wall), ("cpu ", cpu)):
-            ref, pw = med[f"ref {verb}"], med[f"pw {verb}"]
-            print(
-                f"  {verb} {label}: reference {ref:6.1f} ms  podwall {pw:6.1f} ms  "
-                f"ratio {pw / ref:4.2f}"
-            )
+    args.backends = args.backend or ["nftables", "iptables-nft"]
+    args.duals = {"ipv4": [False], "dual": [True], "both": [False, True]}[args.family]
+    args.loads = {"empty": [False], "loaded": [True], "both": [False, True]}[args.node]
+    rows, timeline = run_matrix(args)
+    print(f"CNI plugin ADD/DEL, median ms of {args.runs} interleaved runs, launch={args.launch}, "
+          f"{args.pods} other pods (target for nftables: ratio <= 0.6)")  # fmt: skip
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, shared machine")
+    print_rows(rows)
     for label, value in startup_costs(max(args.runs, 10)).items():
         print(f"  {label}: {value:5.1f} ms")
+    if "nftables" in args.backends:
+        profile_node = plugin_node.BenchNode.create(1, dual=True)
+        try:
+            heavy = import_profile(profile_node)
+        finally:
+            profile_node.delete()
+        print("  heaviest imports of an nftables ADD (cumulative ms): "
+              + ", ".join(f"{name} {ms:.1f}" for name, ms in heavy))  # fmt: skip
     print_timeline(timeline)
     return 0
 

@@ -15,6 +15,9 @@ sees the old ruleset or the new one, never a mix.
   changed chains (flushed and refilled), set element deltas (interval sets
   are refilled), identity elements added and removed, stale chains and sets
   destroyed last.
+* Peer sets are translated to nft elements only when they changed since the
+  last call (remembered per set name; of a changed hash set only its new
+  entries): a sync costs what changed, not the cluster's size.
 * Chains the plugin reset between two syncs (a new pod's default chains) are
   rewritten: when the endpoint records changed, the policy chains of every
   new or changed record are written again.
@@ -59,16 +62,34 @@ class Desired:
     owners: dict[str, str] = field(default_factory=dict)
 
 
+#: a peer set's last translation, by name: (the model set, its nft form)
+SetCache = dict[str, tuple[model.IPSet, tuple[obj.SetSpec, list[obj.Element]]]]
+
+
 def render(
-    desired: Mapping[model.Family, model.FamilyState], endpoints_: Sequence[model.Endpoint]
+    desired: Mapping[model.Family, model.FamilyState],
+    endpoints_: Sequence[model.Endpoint],
+    cache: SetCache | None = None,
 ) -> Desired:
-    """The model rendered as nft objects."""
+    """The model rendered as nft objects.  With ``cache``, a peer set equal to
+    the one translated last time under its name is not translated again (the
+    agent's compiler hands unchanged sets over as the same objects), and the
+    cache keeps only the sets of this state."""
     out = Desired()
+    kept: SetCache = {}
     for family, state in desired.items():
         for chain in state.chains.values():
             out.chains[layout.chain_name(chain.name, family)] = (family, chain)
         for ipset in state.sets.values():
-            out.sets[ipset.name] = translate.peer_set(ipset)
+            hit = (cache or {}).get(ipset.name)
+            if hit is not None and (hit[0] is ipset or hit[0] == ipset):
+                kept[ipset.name] = hit
+            else:
+                kept[ipset.name] = (ipset, _translated(ipset, hit))
+            out.sets[ipset.name] = kept[ipset.name][1]
+    if cache is not None:
+        cache.clear()
+        cache.update(kept)
     for endpoint in endpoints_:
         out.items.update(layout.endpoint_items(endpoint))
         for family in model.FAMILIES:
@@ -76,6 +97,29 @@ def render(
             for name in names[:2]:
                 out.owners[name] = endpoint.key
     return out
+
+
+def _translated(
+    ipset: model.IPSet, before: tuple[model.IPSet, tuple[obj.SetSpec, list[obj.Element]]] | None
+) -> tuple[obj.SetSpec, list[obj.Element]]:
+    """``translate.peer_set(ipset)``; for a hash set that had other entries
+    before, only the new entries are translated (one element per entry, in
+    entry order), so a pod joining or leaving a big set costs its own entry."""
+    if (
+        before is None
+        or ipset.kind == "hash:net"
+        or before[0].kind != ipset.kind
+        or before[0].family != ipset.family
+    ):
+        return translate.peer_set(ipset)
+    old_set, (spec, old_elements) = before
+    if len(old_elements) != len(old_set.entries):
+        return translate.peer_set(ipset)
+    known = dict(zip(old_set.entries, old_elements, strict=True))
+    new = tuple(entry for entry in ipset.entries if entry not in known)
+    _, added = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, new))
+    fresh = dict(zip(new, added, strict=True))
+    return spec, [known[entry] if entry in known else fresh[entry] for entry in ipset.entries]
 
 
 def _digests(chain: model.Chain, family: model.Family) -> list[bytes]:
@@ -101,6 +145,7 @@ class NftApplier:
         self.lock_timeout = lock_timeout
         self.name = "nftables"
         self._known: Desired | None = None
+        self._sets: SetCache = {}  # translated peer sets (see render)
         self._fingerprint: Fingerprint | None = None
         self.generation = 0  # the ruleset generation our last commit made
 
@@ -116,7 +161,7 @@ class NftApplier:
     ) -> ApplyStats:
         stats = ApplyStats()
         start = time.monotonic()
-        wanted = render(desired, endpoints)
+        wanted = render(desired, endpoints, self._sets)
         with locking.podwall_lock(self.run_dir, timeout=self.lock_timeout):
             fingerprint = endpoints_fingerprint(self.state_dir) if self.state_dir else None
             if expect_endpoints is not None and fingerprint != expect_endpoints:
@@ -299,6 +344,17 @@ class NftApplier:
             return []
         with nl.Netlink() as sock:
             return self._differences(sock, self._known)
+
+    def differences(
+        self,
+        desired: Mapping[model.Family, model.FamilyState],
+        *,
+        endpoints: Sequence[model.Endpoint] = (),
+    ) -> list[str]:
+        """How the kernel differs from ``desired`` ([] when it holds it);
+        reads only, remembers nothing (the lab's "programmed yet?" check)."""
+        with nl.Netlink() as sock:
+            return self._differences(sock, render(desired, endpoints))
 
     def _matches(self, sock: nl.Netlink) -> bool:
         return self._known is not None and not self._differences(sock, self._known)

@@ -1,6 +1,7 @@
 """``podwall lab``: a virtual multi-node cluster on this machine.
 
     podwall lab up     --dir DIR [--nodes N] [--cni bridge|ptp] [--ipv6]
+                       [--backend auto|nftables|iptables-nft|iptables-legacy|iptc]
                        [--no-upstream-policy-crds] [-f FILE]...
     podwall lab apply  --dir DIR -f FILE...
     podwall lab delete --dir DIR -f FILE...
@@ -43,6 +44,7 @@ def _dir(parser: argparse.ArgumentParser) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from firewall_plugin import config as plugin_config
     from podwall import cli
 
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -53,6 +55,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--cni", choices=("bridge", "ptp"), default="bridge", help="primary CNI (default bridge)"
     )
     up.add_argument("--ipv6", action="store_true", help="dual-stack pods and underlay")
+    up.add_argument(
+        "--backend",
+        choices=plugin_config.BACKENDS,
+        default="auto",
+        help="podwall's data plane on every node, written into its conflist entry "
+        "(default auto: nftables where the kernel runs it)",
+    )
     up.add_argument(
         "--agent",
         choices=("auto", "podwall", "programmer", "none", "external"),
@@ -141,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
             nodes=args.nodes,
             cni=args.cni,
             ipv6=args.ipv6,
+            backend=args.backend,
             files=_flat(args.files),
             agent=args.agent,
             say=_say,

@@ -67,6 +67,7 @@ class Layout:
     nodes: int = 2
     cni: str = "bridge"
     ipv6: bool = False
+    backend: str = "auto"  # podwall's data plane on every node (the conflist entry)
 
     @property
     def lab_netns(self) -> str:

@@ -57,6 +57,7 @@ def up(
     nodes: int = 2,
     cni: str = "bridge",
     ipv6: bool = False,
+    backend: str = "auto",
     files: Sequence[str] = (),
     agent: str = "auto",
     timeout: float = 120.0,
@@ -75,13 +76,14 @@ def up(
         nodes=nodes,
         cni=cni,
         ipv6=ipv6,
+        backend=backend,
         agent=agent,
         upstream_policy_crds=upstream_policy_crds,
     )
     recorded.dir_created = created
     state.save(directory, recorded)
     family = "dual-stack" if ipv6 else "IPv4"
-    say(f"building {nodes} nodes ({cni} + podwall, {family}) in {directory}")
+    say(f"building {nodes} nodes ({cni} + podwall, backend {backend}, {family}) in {directory}")
     try:
         _start_daemon(directory, timeout=timeout)
         recorded, client = client_for(directory)

@@ -2,9 +2,10 @@
 
 ``node_differences`` compiles what the node should hold (the same compiler
 the agent uses, over the given API objects and the node's endpoint records)
-and compares it with the podwall chains and sets its kernel holds (read
-inside the node's namespace, in a forked child that inherits the imports); it returns the chains and
-sets that differ, empty when the node is programmed.  The lab waits on it
+and compares it with what the node's kernel holds through the node's backend
+(nftables: ``NftApplier.differences``; iptables: podwall's chains and ipsets),
+read inside the node's namespace in a forked child that inherits the
+imports; it returns what differs, empty when the node is programmed.  The lab waits on it
 after ``apply``/``delete`` when an agent does not report
 ``observedResourceVersion``.  Reads the kernel; never writes it.
 """
@@ -16,8 +17,8 @@ from typing import Any
 from firewall_lab import netns
 from firewall_lab.lab.layout import Layout, Node
 from firewall_operator import applier, cluster, compiler, diff
-from firewall_plugin import conflist, endpoints, model
-from firewall_plugin.backends import get_backend
+from firewall_operator.nft_applier import NftApplier
+from firewall_plugin import backends, conflist, endpoints, model, sync
 
 
 def _inside(docs: list[Any], conf_dir: str) -> list[str]:
@@ -31,7 +32,12 @@ def _inside(docs: list[Any], conf_dir: str) -> list[str]:
         deny_action=entry.get("denyAction") or "drop",
         unknown_pod=entry.get("podDefault") or "deny",
     )
-    backend = get_backend(str(entry.get("backend") or "iptables-nft"))
+    run_dir = str(entry.get("runDir") or "/run/podwall")
+    name = sync.resolve(str(entry.get("backend") or "auto"), run_dir, remember=False)
+    if name == backends.NFTABLES:
+        writer = NftApplier(run_dir=run_dir, state_dir=state_dir)
+        return writer.differences(compiled.families, endpoints=compiled.endpoints)
+    backend = backends.get_backend(name)
     wrong: list[str] = []
     for family in model.FAMILIES:
         desired = compiled.families[family]

@@ -32,6 +32,7 @@ class LabState:
     nodes: int = 2
     cni: str = "bridge"
     ipv6: bool = False
+    backend: str = "auto"
     agent: str = "auto"
     upstream_policy_crds: bool = False  # the upstream CRDs installed, agents read them
     phase: str = "starting"
@@ -43,7 +44,14 @@ class LabState:
     agents: dict[str, str] = field(default_factory=dict)
 
     def layout(self, directory: str) -> Layout:
-        return Layout(directory, self.lab_id, nodes=self.nodes, cni=self.cni, ipv6=self.ipv6)
+        return Layout(
+            directory,
+            self.lab_id,
+            nodes=self.nodes,
+            cni=self.cni,
+            ipv6=self.ipv6,
+            backend=self.backend,
+        )
 
 
 def state_path(directory: str) -> str:

@@ -129,7 +129,7 @@ def install_cni(layout: Layout, node: Node, *, pod_default: str) -> None:
     argv += ["--bin-dir", bin_dir, "--conf-dir", conf_dir]
     argv += ["--state-dir", layout.node_dir(node, "state")]
     argv += ["--run-dir", layout.node_dir(node, "run")]
-    argv += ["--backend", "iptables-nft", "--pod-default", pod_default]
+    argv += ["--backend", layout.backend, "--pod-default", pod_default]
     done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=_root())
     if done.returncode != 0:
         raise LabError(f"podwall cni install on {node.name} failed: {done.stderr.strip()}")

@@ -78,6 +78,7 @@ class Agent:
         logging = chains.Logging(
             group=cfg.nflog_group, rate=cfg.log_rate, burst=cfg.log_burst, denied=cfg.log_denied
         )
+        self.drift = node.DriftWatch(self.backend_name, self._drifted)
         writer = reconcile.Writer(
             applier=node.make_applier(
                 self.backend_name,
@@ -90,6 +91,7 @@ class Agent:
             pod_default=cast(dataplane.PodDefault, cfg.pod_default),
             logging=logging,
             flows=FlowCutter() if cfg.cut_denied_flows else None,
+            written=self.drift.written,
         )
         self.log_resolver: logtags.Resolver = logtags.no_tags
         if isinstance(writer.applier, counters.CounterSource):  # drop counters
@@ -102,7 +104,6 @@ class Agent:
             on_report=self._on_report,
         )
         self.socket = sockserver.SocketServer(self.reconciler, run_dir=cfg.run_dir)
-        self.drift = node.DriftWatch(self.backend_name, self._drifted)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.info: kopf.ConnectionInfo | None = None
         self.api: KubeApi | None = None

@@ -124,6 +124,9 @@ class Writer:
     logging: chains.Logging = field(default_factory=chains.Logging)
     #: --cut-denied-flows: forget the conntrack entries of pods whose rules changed
     flows: FlowCutter | None = None
+    #: called in the sync's thread right after every successful write (the
+    #: drift watch takes what podwall left as the state to compare with)
+    written: Callable[[], None] = lambda: None
 
 
 def new_compiler(writer: Writer) -> compiler.Compiler:
@@ -150,6 +153,7 @@ def compile_and_apply(
             )
         except applier_mod.StaleEndpointsError:
             continue
+        writer.written()
         if writer.flows is not None:
             writer.flows.cut(compiled.families, records)
         sets = applier_mod.desired_sets(compiled.families)

@@ -6,6 +6,8 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+from _socket import AF_INET, AF_INET6, inet_pton
+
 from firewall_plugin import addresses
 from firewall_plugin.nft import expr
 from firewall_plugin.nft.objects import Element
@@ -17,9 +19,25 @@ if TYPE_CHECKING:
 PROTOCOL_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17, "ipv6-icmp": 58, "icmpv6": 58, "sctp": 132}
 
 
+_MAPPED = bytes(10) + b"\xff\xff"
+
+
 def address(text: str) -> bytes:
-    """An address (``IP`` or ``IP/prefix``: the address part) as 4 or 16 bytes."""
-    return addresses.packed(text.split("/", 1)[0])
+    """An address (``IP`` or ``IP/prefix``: the address part) as 4 or 16
+    bytes; exactly the forms ``addresses.packed`` takes (ValueError else).
+    The C parser first: the agent packs every member of every peer set (tens
+    of thousands per sync on a big cluster); text it would read differently
+    from ``addresses`` (IPv4 inside IPv6, IPv4-mapped) takes the strict way."""
+    head = text.split("/", 1)[0]
+    v6 = ":" in head
+    if not (v6 and "." in head):
+        try:
+            raw = inet_pton(AF_INET6 if v6 else AF_INET, head)
+        except (OSError, ValueError):
+            raw = b""
+        if raw and raw[:12] != _MAPPED:
+            return raw
+    return addresses.packed(head)
 
 
 def pad(raw: bytes) -> bytes:

@@ -94,6 +94,15 @@ def test_status_lists_nodes_agents_and_pods_spread_over_nodes(lab: str) -> None:
         assert pod["ips"][0].startswith(subnet), pod
 
 
+def test_nodes_run_the_nftables_data_plane_by_default(lab: str) -> None:
+    """``up`` without ``--backend``: auto, which picks nftables on this kernel."""
+    for node in status(lab)["nodes"]:
+        assert node["agent"]["status"].get("backend") == "nftables", node
+    for layout_node in state.load(lab).layout(lab).node_list():
+        tables = netns.run(layout_node.netns, ["nft", "list", "tables"]).stdout
+        assert "table inet podwall" in tables, tables
+
+
 def test_probe_json_shape_and_parallel_speed(lab: str, tmp_path: Path) -> None:
     podwall("apply", "--dir", lab, "-f", write(tmp_path, "deny.yaml", DENY_X))
     try:

@@ -1,6 +1,7 @@
 """Lab life cycle: ``down`` after a crash and on a half-built lab leaves
 nothing behind; a ptp dual-stack lab routes both families across nodes;
-a failed ``up`` cleans up after itself; the stand-in programmer agent."""
+a failed ``up`` cleans up after itself; the stand-in programmer agent;
+``up(backend=...)`` puts the backend into every node's conflist entry."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from firewall_lab import netns
 from firewall_lab.lab import ops, probing, state, teardown
 from firewall_lab.lab.errors import LabError
+from firewall_plugin import conflist
 from tests.conftest import kernel_ready
 
 CLUSTER = Path(__file__).parent / "conformance" / "cluster.yaml"
@@ -76,10 +78,16 @@ def test_failed_up_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_ptp_dual_stack_across_nodes_with_the_stand_in_agent(tmp_path: Path) -> None:
+    """Also the one lab on iptables-legacy: the backend chosen at ``up``."""
     directory = str(tmp_path / "ptp6")
-    recorded = ops.up(directory, cni="ptp", ipv6=True, agent="programmer")
+    recorded = ops.up(
+        directory, cni="ptp", ipv6=True, agent="programmer", backend="iptables-legacy"
+    )
     try:
         layout = recorded.layout(directory)
+        for node in layout.node_list():
+            entry = conflist.read_entry(layout.node_dir(node, "net.d")) or {}
+            assert entry.get("backend") == "iptables-legacy", entry
         docs = ops.documents([str(CLUSTER)])
         ops.apply_docs(directory, [d for d in docs if d["metadata"].get("namespace", "x") == "x"])
         pods = ops.running_pods(layout)
@@ -101,6 +109,11 @@ def test_ptp_dual_stack_across_nodes_with_the_stand_in_agent(tmp_path: Path) -> 
             model = probing.model_matrix(client, port=80, protocol="SCTP", family=family)
             assert probing.differences(kernel, model) == []
             assert kernel["reachable"]["x/b"]["x/a"] is False
+        for node in layout.node_list():  # written by the plugin and the stand-in agent
+            assert "PODWALL" in netns.run(node.netns, ["iptables-legacy-save"]).stdout
+            assert "PODWALL" not in netns.run(node.netns, ["iptables-nft-save"]).stdout
+            tables = netns.run(node.netns, ["nft", "list", "tables"]).stdout
+            assert "podwall" not in tables, tables
     finally:
         teardown.down(directory)
     assert leftovers(recorded.layout(directory).netns_prefix) == []

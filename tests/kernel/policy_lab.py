@@ -5,7 +5,9 @@ chain (``bridge`` + ``host-local``, then ``podwall`` run as ``python -m
 firewall_plugin``), pods x/a … z/c with dual-stack addresses, each serving
 TCP 80-82, UDP 53 and 81, SCTP 7777.  ``program(docs)`` builds a snapshot from
 the given policies plus the lab's pods, compiles it for the node's endpoint
-records and applies it with the applier; ``kernel_matrix`` probes every pod
+records and applies it with the agent's writer for the lab's backend
+(``agent.node.make_applier``: ``NftApplier`` for nftables, the iptables
+``Applier`` otherwise); ``kernel_matrix`` probes every pod
 pair; ``model_matrix`` asks the evaluator.  ``stop()`` deletes everything.
 
 Test support only: never used by the product.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +26,8 @@ from firewall_lab import netns, probe
 from firewall_lab.cni_conf import Attachment
 from firewall_lab.cni_runner import Runner
 from firewall_operator import applier, cluster, compiler, evaluate
+from firewall_operator.agent import node as agent_node
 from firewall_plugin import endpoints, model
-from firewall_plugin.backends import get_backend
 from tests.kernel.inside import entered
 
 NODE = "node-1"
@@ -113,7 +115,7 @@ class PolicyLab:
     node: str = ""
     pods: dict[str, LabPod] = field(default_factory=dict)
     servers: list[probe.Server] = field(default_factory=list)
-    applier: applier.Applier | None = None
+    applier: applier.NodeApplier | None = None
 
     @property
     def state_dir(self) -> str:
@@ -137,8 +139,8 @@ class PolicyLab:
             for name in PODS:
                 self._add_pod(runner, network, namespace, name)
         with entered(self.node):
-            self.applier = applier.Applier(
-                get_backend(self.backend_name),
+            self.applier = agent_node.make_applier(
+                self.backend_name,
                 run_dir=os.path.join(self.workdir, "run"),
                 state_dir=self.state_dir,
             )
@@ -209,6 +211,27 @@ class PolicyLab:
     ) -> dict[str, dict[str, bool]]:
         pods = {key: (pod.netns, pod.ip(family)) for key, pod in self.pods.items()}
         return probe.matrix(pods, port=port, protocol=protocol)
+
+
+class Labs:
+    """One ``PolicyLab`` per backend, started on first use (``get``), all
+    stopped by ``stop``: a module's tests can split their cases across the
+    data planes and still build each lab once."""
+
+    def __init__(self, workdir: Callable[[str], str]) -> None:
+        self.workdir = workdir
+        self.labs: dict[str, PolicyLab] = {}
+
+    def get(self, backend: str) -> PolicyLab:
+        if backend not in self.labs:
+            lab = PolicyLab(self.workdir(backend), backend)
+            self.labs[backend] = lab
+            lab.start()
+        return self.labs[backend]
+
+    def stop(self) -> None:
+        for lab in self.labs.values():
+            lab.stop()
 
 
 def model_matrix(

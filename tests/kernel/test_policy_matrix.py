@@ -1,12 +1,17 @@
 """Kernel vs model: the probed reachability matrix must equal ``evaluate.matrix``.
 
-Nine dual-stack pods (x/a … z/c) are wired once per module through the real
-CNI chain (bridge + host-local + podwall); each scenario of
+Nine dual-stack pods (x/a … z/c) are wired once per module and data plane
+through the real CNI chain (bridge + host-local + podwall); each scenario of
 ``tests/kernel/scenarios/*.yaml`` only swaps the policies: compile for the
 node's endpoint records, apply, probe every pod pair in IPv4 and IPv6, and
 compare with the evaluator.  Scenario files hold ``description``, ``probes``
 (``PORT/PROTOCOL``), optional extra ``namespaces``/``pods`` labels and the
 policy ``objects``.
+
+Both data planes (``nftables`` and ``iptables-nft``) run every scenario, one
+family each, alternating, so the suite pays for a second lab and not for a
+second copy of every probe; ``PODWALL_TEST_BACKEND=<backend>`` runs it all on
+one backend.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from tests.conftest import kernel_ready
 from tests.kernel import policy_lab
 
 SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("*.yaml"))
-BACKEND = os.environ.get("PODWALL_TEST_BACKEND", "iptables-nft")
+ONLY = os.environ.get("PODWALL_TEST_BACKEND")
+BACKENDS = (ONLY,) if ONLY else ("nftables", "iptables-nft")
+FAMILIES: tuple[model.Family, ...] = ("ipv4", "ipv6")
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -34,24 +41,30 @@ def load(path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[policy_lab.PolicyLab]:
+def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[policy_lab.Labs]:
     if kernel_ready() is not None:
         pytest.skip(kernel_ready() or "")
-    the = policy_lab.PolicyLab(str(tmp_path_factory.mktemp("policylab")), BACKEND)
+    made = policy_lab.Labs(lambda backend: str(tmp_path_factory.mktemp(f"policylab-{backend}")))
     try:
-        the.start()
-        yield the
+        yield made
     finally:
-        the.stop()
+        made.stop()
 
 
-def test_addresses_follow_pod_order(lab: policy_lab.PolicyLab) -> None:
+def split(index: int) -> list[Any]:
+    """(family, backend) params: each family on one backend, alternating with ``index``."""
+    return [
+        pytest.param(family, BACKENDS[(index + turn) % len(BACKENDS)],
+                     id=f"{family}-{BACKENDS[(index + turn) % len(BACKENDS)]}")
+        for turn, family in enumerate(FAMILIES)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_addresses_follow_pod_order(labs: policy_lab.Labs, backend: str) -> None:
     """Scenarios with ipBlocks rely on host-local handing out .2, .3, ... in order."""
-    for index, pod in enumerate(lab.pods.values(), start=2):
+    for index, pod in enumerate(labs.get(backend).pods.values(), start=2):
         assert pod.ips == (f"10.244.1.{index}", f"fd00:244:1::{index:x}"), pod.key
-
-
-FAMILY_PARAMS = [pytest.param("ipv4", id="ipv4"), pytest.param("ipv6", id="ipv6")]
 
 
 def check(
@@ -85,22 +98,30 @@ def check(
     assert not failures, "\n\n".join(failures)
 
 
-@pytest.mark.parametrize("family", FAMILY_PARAMS)
-@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_scenario(lab: policy_lab.PolicyLab, path: Path, family: model.Family) -> None:
-    check(lab, load(path), family)
+SCENARIO_CASES = [
+    pytest.param(path, *case.values, id=f"{path.stem}-{case.id}")
+    for index, path in enumerate(SCENARIOS)
+    for case in split(index)
+]
 
 
-@pytest.mark.parametrize("family", FAMILY_PARAMS)
+@pytest.mark.parametrize(("path", "family", "backend"), SCENARIO_CASES)
+def test_scenario(labs: policy_lab.Labs, path: Path, family: model.Family, backend: str) -> None:
+    check(labs.get(backend), load(path), family)
+
+
+@pytest.mark.parametrize(("family", "backend"), split(0))
 def test_label_change_moves_a_pod_out_of_a_policy(
-    lab: policy_lab.PolicyLab, family: model.Family
+    labs: policy_lab.Labs, family: model.Family, backend: str
 ) -> None:
     """Same policies, one pod relabelled: only the model's inputs change."""
     scenario = load(Path(__file__).parent / "scenarios" / "04-pod-and-namespace-selector.yaml")
-    check(lab, scenario, family, pod_labels={"z/b": {"pod": "q"}, "x/c": {"pod": "q"}})
+    pod_labels = {"z/b": {"pod": "q"}, "x/c": {"pod": "q"}}
+    check(labs.get(backend), scenario, family, pod_labels=pod_labels)
 
 
-def test_ipv6_reaches_pods_isolated_for_egress(lab: policy_lab.PolicyLab) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ipv6_reaches_pods_isolated_for_egress(labs: policy_lab.Labs, backend: str) -> None:
     """z may send nothing; the others must still reach z over IPv6 (replies
     are allowed), which needs z's neighbour advertisements to pass."""
     policy = {
@@ -108,4 +129,4 @@ def test_ipv6_reaches_pods_isolated_for_egress(lab: policy_lab.PolicyLab) -> Non
         "metadata": {"namespace": "z", "name": "no-egress"},
         "spec": {"podSelector": {}, "policyTypes": ["Egress"]},
     }
-    check(lab, {"probes": ["80/TCP"], "objects": [policy]}, "ipv6")
+    check(labs.get(backend), {"probes": ["80/TCP"], "objects": [policy]}, "ipv6")

@@ -6,6 +6,8 @@ pod, both or ipBlock; ports numeric, named or any), sometimes an Admin or
 Baseline FirewallRule.  Each example is compiled, applied and probed on one
 port and family; the kernel must agree with ``evaluate.matrix``.  Few
 examples, no deadline, no shrinking (each example costs seconds of probes).
+The examples are split between the two data planes (``nftables`` and
+``iptables-nft``, one lab each); ``PODWALL_TEST_BACKEND`` picks one.
 """
 
 from __future__ import annotations
@@ -21,23 +23,24 @@ from hypothesis import strategies as st
 from tests.conftest import kernel_ready
 from tests.kernel import policy_lab
 
-BACKEND = os.environ.get("PODWALL_TEST_BACKEND", "iptables-nft")
+ONLY = os.environ.get("PODWALL_TEST_BACKEND")
+BACKENDS = (ONLY,) if ONLY else ("nftables", "iptables-nft")
 EXAMPLES = int(os.environ.get("PODWALL_RANDOM_EXAMPLES", "15"))
+PER_BACKEND = -(-EXAMPLES // len(BACKENDS))  # split, rounded up
 FAMILIES = ("ipv4", "ipv6")
 TEAMS = ("red", "blue")
 ROLES = ("fe", "be")
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[policy_lab.PolicyLab]:
+def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[policy_lab.Labs]:
     if kernel_ready() is not None:
         pytest.skip(kernel_ready() or "")
-    the = policy_lab.PolicyLab(str(tmp_path_factory.mktemp("randomlab")), BACKEND)
+    made = policy_lab.Labs(lambda backend: str(tmp_path_factory.mktemp(f"randomlab-{backend}")))
     try:
-        the.start()
-        yield the
+        yield made
     finally:
-        the.stop()
+        made.stop()
 
 
 selector: st.SearchStrategy[dict[str, Any]] = st.one_of(
@@ -136,15 +139,19 @@ def scenario(draw: st.DrawFn) -> dict[str, Any]:
             "family": family}  # fmt: skip
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(
-    max_examples=EXAMPLES,
+    max_examples=PER_BACKEND,
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     database=None,
 )
 @given(case=scenario())
-def test_kernel_agrees_with_model(lab: policy_lab.PolicyLab, case: dict[str, Any]) -> None:
+def test_kernel_agrees_with_model(
+    labs: policy_lab.Labs, backend: str, case: dict[str, Any]
+) -> None:
+    lab = labs.get(backend)
     docs = lab.documents(namespace_labels=case["namespaces"], pod_labels=case["pods"])
     docs += case["objects"]
     compiled = lab.program(docs)

@@ -7,6 +7,8 @@ and restores the labels a case changed.  ``run_case`` plays a case's steps
 (apply, delete, label changes), probes each listed PORT/PROTOCOL over every
 pod pair and compares the kernel with the case's expected matrix, and also
 ``podwall explain``'s matrix with it.  Failures carry all three tables.
+Each lab runs the data plane its module asks for (``PODWALL_LAB_BACKEND``
+overrides it, ``PODWALL_LAB_AGENT`` the agent).
 
 Test support only.
 """
@@ -110,10 +112,13 @@ def differing(
     ]
 
 
-def running_lab(factory: Any, name: str, *, cni: str, ipv6: bool) -> Iterator[ConformanceLab]:
+def running_lab(
+    factory: Any, name: str, *, cni: str, ipv6: bool, backend: str = "auto"
+) -> Iterator[ConformanceLab]:
     """A module fixture's body: one lab up for the module, always torn down."""
     yield from module_lab(
-        name, lambda: ConformanceLab(lab_directory(factory, name), cni=cni, ipv6=ipv6)
+        name,
+        lambda: ConformanceLab(lab_directory(factory, name), cni=cni, ipv6=ipv6, backend=backend),
     )
 
 
@@ -167,9 +172,10 @@ def marked(cases: list[Json], quick: set[str]) -> list[Any]:
 class ConformanceLab:
     """One lab for a whole test module (see the module docstring)."""
 
-    def __init__(self, directory: str, *, cni: str, ipv6: bool) -> None:
+    def __init__(self, directory: str, *, cni: str, ipv6: bool, backend: str = "auto") -> None:
         self.directory = directory
         self.cni, self.ipv6 = cni, ipv6
+        self.backend = os.environ.get("PODWALL_LAB_BACKEND", backend)
         self.layout: Layout | None = None
         self.client: Client | None = None
         self.changed_labels = False
@@ -177,7 +183,12 @@ class ConformanceLab:
     def up(self) -> ConformanceLab:
         agent = os.environ.get("PODWALL_LAB_AGENT", "auto")
         recorded = ops.up(
-            self.directory, cni=self.cni, ipv6=self.ipv6, files=[str(CLUSTER)], agent=agent
+            self.directory,
+            cni=self.cni,
+            ipv6=self.ipv6,
+            backend=self.backend,
+            files=[str(CLUSTER)],
+            agent=agent,
         )
         self.layout = recorded.layout(os.path.abspath(self.directory))
         self.client = ops.client_for(self.directory)[1]

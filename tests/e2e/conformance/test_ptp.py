@@ -1,5 +1,7 @@
 """Conformance with the ptp primary (IPv4): a quick subset by default, every
-case with ``-m conformance_full``."""
+case with ``-m conformance_full``.  This lab runs the iptables-nft data plane
+(the bridge and dual-stack labs run ``auto``: nftables), so the conformance
+covers both."""
 
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ CASES = harness.load_cases("netpol.yaml") + harness.load_cases("fwrule.yaml")
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.ConformanceLab]:
-    yield from harness.running_lab(tmp_path_factory, "ptp", cni="ptp", ipv6=False)
+    yield from harness.running_lab(
+        tmp_path_factory, "ptp", cni="ptp", ipv6=False, backend="iptables-nft"
+    )
 
 
 @pytest.mark.parametrize("case", harness.marked(CASES, QUICK))

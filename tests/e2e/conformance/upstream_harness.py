@@ -40,7 +40,10 @@ class UpstreamLab:
         self.client: Client | None = None
 
     def up(self) -> UpstreamLab:
-        recorded = ops.up(self.directory, files=[str(uc.CLUSTER)], upstream_policy_crds=True)
+        backend = os.environ.get("PODWALL_LAB_BACKEND", "auto")
+        recorded = ops.up(
+            self.directory, files=[str(uc.CLUSTER)], upstream_policy_crds=True, backend=backend
+        )
         self.layout = recorded.layout(os.path.abspath(self.directory))
         self.client = ops.client_for(self.directory)[1]
         return self

@@ -1,0 +1,177 @@
+"""Benchmark: the nftables data plane against iptables-nft on the bench workload.
+
+Workload (``bench.workload``): 100 local pods, 10,000 cluster pods, 500
+NetworkPolicies, 50 FirewallRules, compiled once per node (``compile_node``,
+the agent's compiler).  Every figure is a ratio to a baseline measured in the
+same run, the two sides interleaved (medians of ``--reps``):
+
+* full sync (snapshot build + compile + a full write into an empty node, by
+  the agent's writer: ``NftApplier`` and the iptables ``Applier``, the local
+  pods' dispatch included): nftables / iptables-nft (target <= 0.5); the
+  writes alone as well;
+* a one-pod label change (a remote pod leaves the peer sets it was in):
+  incremental compile + the write, as a share of a full sync of the same
+  backend (target <= 0.01 for nftables);
+* rules per local pod in the kernel (nftables: the rules of ``table inet
+  podwall``; iptables-nft: podwall's rules of both families) at 1,000 and
+  10,000 cluster pods: must not depend on the cluster's size.
+
+The packet path under the same workload is ``bench_packet_path``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from bench import bench_compile, workload
+from firewall_lab import netns
+from firewall_operator import cluster, compiler
+from firewall_operator.agent import node as agent_node
+from firewall_plugin import endpoints
+
+T = TypeVar("T")
+BACKENDS = ("nftables", "iptables-nft")
+
+
+def compiled_for(snapshot: cluster.Snapshot, records: list[endpoints.EndpointRecord]) -> Any:
+    return compiler.compile_node(snapshot, records)
+
+
+def write(backend: str, workdir: str, states: Sequence[Any]) -> list[float]:
+    """Inside a node: a full write of ``states[0]``, then each later state
+    incrementally; seconds of each write, then podwall's kernel rule count."""
+    writer = agent_node.make_applier(
+        backend, run_dir=f"{workdir}/run", state_dir=f"{workdir}/state"
+    )
+    seconds = []
+    for state in states:
+        start = time.perf_counter()
+        writer.apply(state.families, endpoints=state.endpoints)
+        seconds.append(time.perf_counter() - start)
+    return [*seconds, float(kernel_rules(backend))]
+
+
+def kernel_rules(backend: str) -> int:
+    """podwall's rules in this namespace's kernel."""
+    if backend == "nftables":
+        text = subprocess.run(["nft", "-a", "list", "table", "inet", "podwall"],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        heads = ("table", "chain", "set", "map")
+        return sum(1 for line in text.splitlines()
+                   if "# handle" in line and line.split()[0] not in heads)  # fmt: skip
+    count = 0
+    for tool in ("iptables-nft-save", "ip6tables-nft-save"):
+        text = subprocess.run([tool], capture_output=True, text=True, check=True).stdout
+        count += sum(1 for line in text.splitlines() if line.startswith("-A PODWALL"))
+    return count
+
+
+def in_fresh_node(fn: Callable[..., T], *args: Any) -> T:
+    node = netns.create(netns.unique_name("pwbench"))
+    try:
+        return netns.call(node, fn, *args, timeout=900)
+    finally:
+        netns.delete(node)
+
+
+def sync_figures(args: argparse.Namespace, parsed: cluster.Snapshot) -> dict[str, Any]:
+    """Compile times and, per backend, interleaved full and label-change writes."""
+    records = workload.records(args.local)
+    build, snapshot = bench_compile.timed(lambda: bench_compile.rebuild(parsed))
+    full_compile, full = bench_compile.timed(lambda: compiled_for(snapshot, records))
+    incremental = compiler.Compiler()
+    incremental.compile(snapshot, records)
+    changed = bench_compile.label_change(snapshot)
+    change_build, _ = bench_compile.timed(lambda: bench_compile.label_change(snapshot))
+    change_compile, relabelled = bench_compile.timed(lambda: incremental.compile(changed, records))
+    runs: dict[str, list[list[float]]] = {backend: [] for backend in args.backends}
+    with tempfile.TemporaryDirectory(prefix="pwbench-") as workdir:
+        for record in records:
+            endpoints.write(f"{workdir}/state", record)
+        for _ in range(args.reps):
+            for backend in args.backends:
+                runs[backend].append(in_fresh_node(write, backend, workdir, [full, relabelled]))
+    return {"build": build, "compile": full_compile, "change": change_build + change_compile,
+            "runs": runs, "rules": full.rule_count}  # fmt: skip
+
+
+def report_sync(args: argparse.Namespace, figures: dict[str, Any]) -> None:
+    compile_s = figures["build"] + figures["compile"]
+    print(f"compile of the workload (snapshot build + compile_node): {compile_s * 1000:.0f} ms, "
+          f"{figures['rules']} rules; label change: incremental compile "
+          f"{figures['change'] * 1000:.1f} ms")  # fmt: skip
+    syncs, writes = {}, {}
+    for backend, runs in figures["runs"].items():
+        full = statistics.median(run[0] for run in runs)
+        change = statistics.median(run[1] for run in runs)
+        writes[backend], syncs[backend] = full, compile_s + full
+        label = figures["change"] + change
+        print(f"  {backend:13} full write {full * 1000:6.0f} ms, full sync "
+              f"{syncs[backend] * 1000:6.0f} ms; label change write {change * 1000:5.1f} ms, "
+              f"with its compile {label * 1000:5.1f} ms = {label / syncs[backend]:.4f} of a "
+              f"full sync{' (target <= 0.01)' if backend == 'nftables' else ''}")  # fmt: skip
+    if set(BACKENDS) <= set(syncs):
+        ratio = syncs["nftables"] / syncs["iptables-nft"]
+        print(f"  nftables / iptables-nft: full sync {ratio:.2f} (target <= 0.5), full write alone "
+              f"{writes['nftables'] / writes['iptables-nft']:.2f}")  # fmt: skip
+
+
+def report_rules_per_pod(args: argparse.Namespace, size: dict[str, int]) -> None:
+    records = workload.records(args.local)
+    counts: dict[str, dict[int, float]] = {backend: {} for backend in args.backends}
+    with tempfile.TemporaryDirectory(prefix="pwbench-") as workdir:
+        for record in records:
+            endpoints.write(f"{workdir}/state", record)
+        for pods in (1_000, args.pods):
+            docs = workload.cluster_documents(pods=pods, **size)
+            state = compiled_for(cluster.Snapshot.from_documents(docs), records)
+            for backend in args.backends:
+                counts[backend][pods] = in_fresh_node(write, backend, workdir, [state])[-1]
+    for backend, by_size in counts.items():
+        small, big = by_size[1_000] / args.local, by_size[args.pods] / args.local
+        print(f"kernel rules per local pod ({backend}): {small:.1f} at 1,000 cluster pods, "
+              f"{big:.1f} at {args.pods}: {'equal' if small == big else 'DIFFERENT'}")  # fmt: skip
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench.bench_dataplane", description=__doc__)
+    parser.add_argument("--pods", type=int, default=10_000, help="cluster pods")
+    parser.add_argument("--local", type=int, default=100)
+    parser.add_argument("--policies", type=int, default=500)
+    parser.add_argument("--rules", type=int, default=50)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--backend", action="append", choices=(*BACKENDS, "iptables-legacy"),
+        help="repeatable (default nftables and iptables-nft)",
+    )  # fmt: skip
+    args = parser.parse_args(list(argv))
+    args.backends = args.backend or list(BACKENDS)
+    return args
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse(argv)
+    if os.geteuid() != 0:
+        print("bench_dataplane: skipped, needs root (network namespaces)")
+        return 0
+    size = {"policies": args.policies, "rules": args.rules, "local": args.local}
+    docs = workload.cluster_documents(pods=args.pods, **size)
+    parsed = cluster.Snapshot.from_documents(docs)
+    print(f"data planes on {args.pods} cluster pods, {args.local} local, {args.policies} "
+          f"NetworkPolicies, {args.rules} FirewallRules; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machine)")  # fmt: skip
+    report_sync(args, sync_figures(args, parsed))
+    report_rules_per_pod(args, size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
