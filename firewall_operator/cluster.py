@@ -127,14 +127,26 @@ def _flatten(docs: Iterable[object]) -> Iterator[Mapping[str, Any]]:
 
 
 @dataclass(frozen=True)
+class PodDelta:
+    """A hint from whoever made a snapshot: its ``pods`` differ from ``base`` (an
+    earlier snapshot's ``pods`` tuple) only at ``keys``; every other pod is the
+    same object.  Lets an index that is at ``base`` move on in O(changes)."""
+
+    base: tuple[Pod, ...]
+    keys: frozenset[tuple[str, str]]  # (namespace, name)
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """Everything policy depends on, as typed objects, plus load problems."""
+    """Everything policy depends on, as typed objects, plus load problems
+    (and, not part of its value, an optional ``PodDelta`` hint)."""
 
     namespaces: Mapping[str, Namespace] = field(default_factory=dict)
     pods: tuple[Pod, ...] = ()
     policies: tuple[netpol.NetworkPolicy, ...] = ()
     firewall_rules: tuple[fwrule.FirewallRule, ...] = ()
     problems: tuple[Problem, ...] = ()
+    pod_delta: PodDelta | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def build(

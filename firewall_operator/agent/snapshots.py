@@ -10,6 +10,9 @@ of the values that is reused until the next change.
 tuples: a kind that did not change gives the *same* tuple object as in the
 previous snapshot, so the incremental compiler (``Planner.update``) sees at
 once that nothing changed there, and unchanged objects keep their identity.
+A snapshot whose pods changed carries a ``cluster.PodDelta`` (the pods tuple
+of the previous snapshot and the keys of the pods put or removed since), so
+the index compares those pods only, not all 100k of them.
 Nothing is parsed or sorted again per sync.
 
 Pure: no I/O; the cache calls it from one thread.
@@ -97,6 +100,7 @@ class SnapshotParts:
         self.policies = Ordered()
         self.rules = Ordered()  # FirewallRules (their RuleMeta stays in the cache)
         self.pod_namespaces: dict[str, int] = {}  # namespace → pods in it
+        self.pods_touched: set[Key] = set()  # pods put or removed since the last snapshot
         self._namespace_map: dict[str, cluster.Namespace] | None = None
         self._namespace_inputs: tuple[object, ...] = ()
         self._last: cluster.Snapshot | None = None
@@ -145,7 +149,15 @@ class SnapshotParts:
             )
         ):
             return last
+        delta = None
+        if last is not None and parts[1] is not last.pods:
+            delta = cluster.PodDelta(last.pods, frozenset(self.pods_touched))
+        self.pods_touched = set()
         self._last = cluster.Snapshot(
-            namespaces=parts[0], pods=parts[1], policies=parts[2], firewall_rules=parts[3]
+            namespaces=parts[0],
+            pods=parts[1],
+            policies=parts[2],
+            firewall_rules=parts[3],
+            pod_delta=delta,
         )
         return self._last
