@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="how long events are collected before a sync (default 100)",
     )
     parser.add_argument(
+        "--watch-stall-seconds",
+        type=float,
+        default=12.0,
+        help="a watch that brings no event and no bookmark for this long is dead: "
+        "list again (default 12; at least 3)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=9101,
@@ -66,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.node and not args.cleanup:
         print("podwall agent: --node (or $NODE_NAME) is required")
         return 2
+    # The agent never uses the Kubernetes Python client; kopf imports it when it
+    # is installed (the test extra installs it) to recognise its model classes,
+    # which costs the agent ~20 MiB of RSS.  A None entry makes that import fail
+    # as if it were not installed, which kopf supports.
+    if "kubernetes" not in sys.modules:
+        sys.modules["kubernetes"] = None  # type: ignore[assignment]
     from firewall_operator.agent import main as agent_main
 
     status: int = agent_main.run(args)

@@ -29,6 +29,7 @@ class AgentConfig:
     deny_action: str = "drop"
     resync_seconds: float = 60.0
     debounce_seconds: float = 0.1
+    watch_stall_seconds: float = 12.0
     metrics_port: int = 0
     health_port: int = 0
     cleanup: bool = False
@@ -72,6 +73,7 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         deny_action=deny_action,
         resync_seconds=max(float(args.resync_seconds), 1.0),
         debounce_seconds=max(int(args.debounce_ms), 0) / 1000,
+        watch_stall_seconds=max(float(args.watch_stall_seconds), 3.0),
         metrics_port=int(args.metrics_port),
         health_port=int(args.health_port),
         cleanup=bool(args.cleanup),

@@ -1,12 +1,14 @@
-"""Wiring: settings, the ``Agent`` (cache, reconciler, relister, status, socket,
+"""Wiring: settings, the ``Agent`` (cache, watches, reconciler, status, socket,
 metrics), kopf settings, and ``run(args)`` for ``podwall agent``.
 
-kopf runs standalone (no peering), cluster-wide, with the handlers of
-``handlers.build_registry`` only; kopf posts no events of its own
-(``settings.posting.enabled = False``: the status writer posts the few that
-matter).  On stop the kernel is left as it is (pods stay protected) and the
-socket is removed; ``--cleanup`` removes every podwall chain and set instead.
-This module holds no policy and no kernel logic.
+kopf runs standalone (no peering), with the handlers of
+``handlers.build_registry`` only: login, start-up, probe and cleanup; the
+watched kinds are listed and watched by ``watching`` (one LIST per kind).
+kopf posts no events of its own (``settings.posting.enabled = False``: the
+status writer posts the few that matter).  On stop the kernel is left as it
+is (pods stay protected) and the socket is removed; ``--cleanup`` removes
+every podwall chain and set instead.  This module holds no policy and no
+kernel logic.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import kopf
 
 from firewall_operator import applier as applier_mod
 from firewall_operator.agent import config as agent_config
-from firewall_operator.agent import handlers, memories, reconcile, relist, sockserver, status
+from firewall_operator.agent import handlers, heap, reconcile, sockserver, status, watching
 from firewall_operator.agent.cache import ClusterCache, Key, Kind
 from firewall_operator.agent.errors import AgentError
 from firewall_operator.agent.kubeapi import KubeApi
@@ -50,7 +52,7 @@ class Agent:
 
     def __init__(self, cfg: agent_config.AgentConfig) -> None:
         self.cfg = cfg
-        self.cache = ClusterCache()
+        self.cache = ClusterCache(node=cfg.node)
         self.backend_name = backends.detect() if cfg.backend == "auto" else cfg.backend
         self.metrics = Metrics(node=cfg.node)
         self.metrics.record_backend(self.backend_name)
@@ -74,7 +76,7 @@ class Agent:
         self.socket = sockserver.SocketServer(self.reconciler, run_dir=cfg.run_dir)
         self.info: kopf.ConnectionInfo | None = None
         self.api: KubeApi | None = None
-        self.relister: relist.Relister | None = None
+        self.watches: watching.Watches | None = None
         self.status: status.StatusWriter | None = None
         self.started_at = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,10 +85,6 @@ class Agent:
 
     def changed(self) -> None:
         self.reconciler.mark()
-
-    def saw_listing(self, kind: Kind) -> None:
-        if self.relister is not None:
-            self.relister.saw_listing(kind)
 
     def login(self, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
         self.info = login(self.cfg.kubeconfig, settings)
@@ -97,20 +95,24 @@ class Agent:
         info = self.info or login(self.cfg.kubeconfig, settings)
         if info is None:
             raise kopf.PermanentError("no kubeconfig and no service account to log in with")
-        self.api = KubeApi(info)
-        self.relister = relist.Relister(
-            self.api, self.cache, on_change=self.changed, on_swept=self._on_swept
+        self.api = KubeApi(info, dead_after=self.cfg.watch_stall_seconds)
+        self.watches = watching.Watches(
+            self.api,
+            self.cache,
+            {kind: watching.collection_path(*gv) for kind, gv in handlers.RESOURCES.items()},
+            stall=self.cfg.watch_stall_seconds,
+            on_change=self.changed,
+            on_state=self._on_watch_state,
+            on_swept=self._on_swept,
+            ready=self.reconciler.ready,  # the first sync waits for every kind's LIST
         )
         self.status = status.StatusWriter(
             self.api, self.cache, node=self.cfg.node, backend=self.backend_name
         )
-        relist.watch_restarts(self.saw_listing, verbose=self.cfg.verbose)
         await self.socket.start()
         self.metrics.serve(self.cfg.metrics_port)
-        # prime before kopf starts its watches: one big LIST at a time, and the
-        # first sync does not wait behind kopf's own handling of every object
-        await self._prime()
-        for job in (self.reconciler.run(), self.relister.run(), self.status.run()):
+        jobs = (self.watches.run(), self.reconciler.run(), self.status.run())
+        for job in jobs:
             self._tasks.append(asyncio.create_task(self._guard(job)))
         log.info("agent for node %s started (backend %s)", self.cfg.node, self.backend_name)
 
@@ -140,12 +142,6 @@ class Agent:
         return {"synced": True, "sequence": last.sequence, "age": round(age, 1)}
 
     # --- internals -----------------------------------------------------------------
-
-    async def _prime(self) -> None:
-        assert self.relister is not None
-        await self.relister.prime()
-        self.reconciler.ready.set()
-        self.reconciler.mark(urgent=True)
 
     @staticmethod
     async def _guard(job: Any) -> None:
@@ -177,6 +173,11 @@ class Agent:
     def _on_swept(self, kind: Kind, keys: list[Key]) -> None:
         self.metrics.swept.labels(kind).inc(len(keys))
 
+    def _on_watch_state(self, state: watching.WatchState) -> None:
+        self.metrics.record_watch(state)
+        if self.status is not None and self.watches is not None:
+            self.status.watch_report(self.watches.states())
+
 
 def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
     """kopf settings of a per-node agent (see module doc and FACTS.md)."""
@@ -185,11 +186,6 @@ def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
     settings.posting.reporting_component = "podwall-agent"
     settings.posting.reporting_instance = node
     settings.scanning.disabled = True
-    settings.watching.chunk_size = 500
-    settings.watching.connect_timeout = 10
-    settings.watching.server_timeout = 300
-    settings.batching.idle_timeout = 1.0
-    settings.batching.batch_window = 0.0
     settings.networking.request_timeout = 120
 
 
@@ -211,10 +207,9 @@ def run(args: argparse.Namespace) -> int:
             stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        if not cfg.verbose:  # kopf logs every handled event at INFO: 100k lines per list
-            logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         if cfg.cleanup:
             return cleanup(cfg)
+        heap.tune()
         agent = Agent(cfg)
     except (AgentError, PodwallError, OSError) as exc:
         print(f"podwall agent: {exc}", file=sys.stderr)
@@ -222,7 +217,6 @@ def run(args: argparse.Namespace) -> int:
     liveness = f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None
     kopf.run(
         registry=handlers.build_registry(agent),
-        memories=memories.UnkeptMemories(),
         standalone=True,
         clusterwide=True,
         liveness_endpoint=liveness,

@@ -1,7 +1,8 @@
 """Prometheus metrics of one agent (its own registry; ``serve`` exposes them).
 
 Sync duration and outcome, what the node holds (endpoints, chains, rules,
-sets, set entries), cache sizes, sweeps, and fast-path requests.  Only
+sets, set entries), cache sizes, sweeps, watches (listings, stalls, behind)
+and fast-path requests.  Only
 ``record_*`` functions change values; nothing here touches the kernel or the API.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from firewall_operator.agent.reconcile import SyncReport
+from firewall_operator.agent.watching import WatchState
 
 
 class Metrics:
@@ -37,6 +39,21 @@ class Metrics:
         self.swept = Counter(
             "podwall_cache_swept", "Objects swept after re-lists", ["kind"], registry=r
         )
+        self.listings = Gauge(
+            "podwall_watch_listings",
+            "LISTs of a kind since start (1: no re-list)",
+            ["kind"],
+            registry=r,
+        )
+        self.stalls = Gauge(
+            "podwall_watch_stalls", "Watches given up for silence", ["kind"], registry=r
+        )
+        self.behind = Gauge(
+            "podwall_watch_behind",
+            "1 while a kind's watch is being re-established",
+            ["kind"],
+            registry=r,
+        )
         self.fast_path = Counter("podwall_fast_path_requests", "agent.sock requests", registry=r)
         self.info = Gauge("podwall_agent_info", "Agent identity", ["node", "backend"], registry=r)
         self.node = node
@@ -58,6 +75,11 @@ class Metrics:
             self.held.labels(what).set(value)
         for kind, count in cache_counts.items():
             self.cached.labels(kind).set(count)
+
+    def record_watch(self, state: WatchState) -> None:
+        self.listings.labels(state.kind).set(state.listings)
+        self.stalls.labels(state.kind).set(state.stalls)
+        self.behind.labels(state.kind).set(0 if state.behind_since is None else 1)
 
     def record_backend(self, backend: str) -> None:
         self.info.labels(self.node, backend).set(1)

@@ -95,7 +95,7 @@ def test_nodefirewall_crd_shape() -> None:
     assert doc["spec"]["scope"] == "Cluster" and doc["spec"]["names"]["kind"] == "NodeFirewall"
     only = version("nodefirewalls")
     columns = [c["name"] for c in only["additionalPrinterColumns"]]
-    assert columns == ["Backend", "Endpoints", "Rules", "Last-Sync", "Age"]
+    assert columns == ["Backend", "Endpoints", "Rules", "Last-Sync", "Watch", "Age"]
     status = only["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     expected = {"backend", "endpoints", "chains", "rules", "setEntries", "lastSync", "lastError"}
     assert expected | {"programmedGenerations"} <= set(status)
