@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "cni": ("podwall.cmd_cni", "install, uninstall or run the CNI plugin"),
     "agent": ("podwall.cmd_agent", "run the per-node agent (kopf)"),
+    "relay": ("podwall.cmd_relay", "serve the cluster's pods, slim, to many agents"),
     "explain": ("podwall.cmd_explain", "explain verdicts for pods from YAML files"),
     "lab": ("podwall.cmd_lab", "a virtual multi-node cluster on this machine"),
     "demo": ("podwall.cmd_demo", "run the demo"),

@@ -51,6 +51,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "list again (default 12; at least 3)",
     )
     parser.add_argument(
+        "--pods-from",
+        default=env("PODWALL_PODS_FROM"),
+        help="list and watch pods at this podwall relay URL instead of the API server "
+        "(default: $PODWALL_PODS_FROM; see docs/scale.md)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=9101,

@@ -30,6 +30,7 @@ class AgentConfig:
     resync_seconds: float = 60.0
     debounce_seconds: float = 0.1
     watch_stall_seconds: float = 12.0
+    pods_from: str = ""  # a podwall relay's URL: pods are listed and watched there
     metrics_port: int = 0
     health_port: int = 0
     cleanup: bool = False
@@ -74,6 +75,7 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         resync_seconds=max(float(args.resync_seconds), 1.0),
         debounce_seconds=max(int(args.debounce_ms), 0) / 1000,
         watch_stall_seconds=max(float(args.watch_stall_seconds), 3.0),
+        pods_from=str(args.pods_from or ""),
         metrics_port=int(args.metrics_port),
         health_port=int(args.health_port),
         cleanup=bool(args.cleanup),

@@ -96,14 +96,16 @@ def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
 class KubeApi:
     """JSON requests against one API server (see module doc)."""
 
-    def __init__(self, info: kopf.ConnectionInfo, *, dead_after: float = 12.0) -> None:
-        self.info = info
+    def __init__(
+        self, info: kopf.ConnectionInfo, *, dead_after: float = 12.0, user_agent: str = USER_AGENT
+    ) -> None:
+        self.info, self.user_agent = info, user_agent
         self.server = info.server.rstrip("/")
         self.dead_after = dead_after
         self._session: aiohttp.ClientSession | None = None
 
     def _headers(self) -> dict[str, str]:
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
         if self.info.token:
             headers["Authorization"] = f"{self.info.scheme or 'Bearer'} {self.info.token}"
         elif self.info.username:

@@ -76,6 +76,7 @@ class Agent:
         self.socket = sockserver.SocketServer(self.reconciler, run_dir=cfg.run_dir)
         self.info: kopf.ConnectionInfo | None = None
         self.api: KubeApi | None = None
+        self.relay: KubeApi | None = None
         self.watches: watching.Watches | None = None
         self.status: status.StatusWriter | None = None
         self.started_at = time.monotonic()
@@ -96,6 +97,10 @@ class Agent:
         if info is None:
             raise kopf.PermanentError("no kubeconfig and no service account to log in with")
         self.api = KubeApi(info, dead_after=self.cfg.watch_stall_seconds)
+        sources: dict[Kind, KubeApi] = {}
+        if self.cfg.pods_from:  # a relay serves pods (docs/scale.md)
+            relay = kopf.ConnectionInfo(server=self.cfg.pods_from, insecure=info.insecure)
+            sources["pods"] = self.relay = KubeApi(relay, dead_after=self.cfg.watch_stall_seconds)
         self.watches = watching.Watches(
             self.api,
             self.cache,
@@ -105,6 +110,7 @@ class Agent:
             on_state=self._on_watch_state,
             on_swept=self._on_swept,
             ready=self.reconciler.ready,  # the first sync waits for every kind's LIST
+            sources=sources,
         )
         self.status = status.StatusWriter(
             self.api, self.cache, node=self.cfg.node, backend=self.backend_name
@@ -124,8 +130,9 @@ class Agent:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.api is not None:
-            await self.api.close()
+        for api in (self.api, self.relay):
+            if api is not None:
+                await api.close()
 
     def probe(self) -> dict[str, Any]:
         limit = max(3 * self.cfg.resync_seconds, STALE_AFTER)

@@ -39,6 +39,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from firewall_operator.agent import heap
 from firewall_operator.agent.cache import ClusterCache, Key, Kind
@@ -49,6 +50,14 @@ log = logging.getLogger(__name__)
 CHANGES = ("ADDED", "MODIFIED", "DELETED")
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)  # between failed lists/watches; then the last one
 BIG_LIST = 10_000  # objects: after a LIST this big, give freed memory back
+
+
+class Sink(Protocol):
+    """Where listed and watched objects go (``ClusterCache``; the relay's store)."""
+
+    def observe(self, kind: Kind, event_type: str | None, obj: Mapping[str, Any]) -> bool: ...
+    def relist_item(self, kind: Kind, obj: Mapping[str, Any], present: set[Key]) -> bool: ...
+    def relist_finish(self, kind: Kind, present: set[Key], list_version: str) -> list[Key]: ...
 
 
 def collection_path(api_version: str, plural: str) -> str:
@@ -82,7 +91,7 @@ class KindWatch:
     def __init__(
         self,
         api: KubeApi,
-        cache: ClusterCache,
+        cache: Sink,
         kind: Kind,
         path: str,
         *,
@@ -276,13 +285,14 @@ class Watches:
         on_state: Callable[[WatchState], None] = lambda state: None,
         on_swept: Callable[[Kind, list[Key]], None] = lambda kind, keys: None,
         ready: asyncio.Event | None = None,
+        sources: Mapping[Kind, KubeApi] | None = None,
     ) -> None:
         self.ready = ready or asyncio.Event()
         self.started = time.monotonic()
         self._on_state = on_state
         self.kinds = {
             kind: KindWatch(
-                api,
+                (sources or {}).get(kind, api),
                 cache,
                 kind,
                 path,
