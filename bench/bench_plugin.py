@@ -9,10 +9,13 @@ a few ADD/DEL runs under ``strace`` (start-up until the first iptables tool
 starts, the iptables tools, the rest).
 
 podwall runs through the launcher ``podwall cni install`` writes
-(``install_bin.python_script``: ``#!<venv python> -IS`` with the import paths
-spelled out).  ``--launch module`` runs ``python -m firewall_plugin`` instead
-(with ``site``) for comparison.  ``--pods N`` first attaches N other pods with
-both plugins, so ADD and DEL run on a node that already has pods (podwall then
+(``firewall_install.launcher.python_script``: ``#!<venv python> -IS`` with the
+import paths spelled out).  ``--launch module`` runs ``python -m
+firewall_plugin`` instead (with ``site``) for comparison; ``--launch bundle``
+runs the host bundle that ``podwall cni install --bundle`` writes (``/bin/sh``
+launcher, the bundled interpreter, sourceless ``.pyc`` files), as a node
+without Python runs it.  ``--pods N`` first attaches N other pods with both
+plugins, so ADD and DEL run on a node that already has pods (podwall then
 rewrites a populated ``PODWALL-FORWARD``; without them each ADD creates it and
 each DEL removes it).  ``--agent-rules`` first fills the node the way the agent
 does on a busy node: ``bench.workload``'s cluster (100 local pods, 10,000
@@ -38,9 +41,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench import workload
+from firewall_install import launcher as executables
 from firewall_lab import netns
 from firewall_operator import applier, cluster, compiler
-from firewall_plugin import endpoints, install_bin, model
+from firewall_plugin import endpoints, model
 from firewall_plugin.backends import get_backend
 
 REFERENCE = "/usr/lib/cni/firewall"
@@ -53,9 +57,14 @@ def launcher(folder: str, mode: str) -> list[str]:
     """argv that starts the podwall plugin the way ``mode`` says."""
     if mode == "module":
         return [sys.executable, "-m", "firewall_plugin"]
+    if mode == "bundle":
+        bin_dir = os.path.join(folder, "bin")
+        os.makedirs(bin_dir)
+        executables.install_executable(bin_dir, bundled=True)
+        return [os.path.join(bin_dir, "podwall")]
     path = os.path.join(folder, "podwall")
     with open(path, "w") as handle:
-        handle.write(install_bin.python_script(install_bin.local_launch()))
+        handle.write(executables.python_script(executables.local_launch()))
     os.chmod(path, 0o755)
     return [path]
 
@@ -233,7 +242,7 @@ def startup_costs(runs: int) -> dict[str, float]:
     """Median ms of a bare ``-IS`` interpreter and of importing the ADD path
     with the launcher's import paths."""
     base = [sys.executable, "-IS", "-c"]
-    paths = list(install_bin.local_launch().sys_path)
+    paths = list(executables.local_launch().sys_path)
     imports = (
         f"import sys; sys.path[:0] = {paths!r}; import firewall_plugin.cni, "
         "firewall_plugin.config, firewall_plugin.commands, firewall_plugin.backends.restore"
@@ -264,7 +273,7 @@ def print_timeline(timeline: Timeline) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.bench_plugin", description=__doc__)
     parser.add_argument("--runs", type=int, default=25)
-    parser.add_argument("--launch", choices=("launcher", "module"), default="launcher")
+    parser.add_argument("--launch", choices=("launcher", "module", "bundle"), default="launcher")
     parser.add_argument("--pods", type=int, default=0, help="other pods on the node")
     parser.add_argument(
         "--agent-rules",

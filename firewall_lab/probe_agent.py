@@ -9,6 +9,12 @@ stdin closes (so it never outlives the process that started it).
 "protocol"}`` on stdin, probes them all in parallel (threads) and prints a
 JSON list of booleans in the same order.
 
+``probe_outcome`` tells how a probe ended: ``open`` (answered), ``refused``
+(reached, nothing listening: a TCP reset or ICMP port unreachable),
+``unreachable`` (an ICMP host, network or administratively-prohibited
+error) or ``dropped`` (no answer in time).  A firewall that rejects instead of
+dropping makes a denied probe look ``refused`` or ``unreachable``.
+
 Stdlib only and started with ``python -S``: it must stay cheap to launch and
 must not import the rest of podwall.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import errno
 import json
 import os
 import random
@@ -144,6 +151,9 @@ def _sctp_once(ip: str, port: int, timeout: float) -> bool:
     return False
 
 
+OUTCOMES = ("open", "refused", "unreachable", "dropped")
+UNREACHABLE_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM})
+
 PROBES: dict[str, Callable[[str, int, float], bool]] = {
     "TCP": _tcp_once,
     "UDP": _udp_once,
@@ -151,16 +161,25 @@ PROBES: dict[str, Callable[[str, int, float], bool]] = {
 }
 
 
-def probe_one(ip: str, port: int, protocol: str, *, timeout: float, retries: int) -> bool:
-    """True when the target answered within ``timeout`` (tried 1 + retries times)."""
+def probe_outcome(ip: str, port: int, protocol: str, *, timeout: float, retries: int) -> str:
+    """How a probe ended (see module doc; tried 1 + retries times, a refusal
+    or an ICMP error ends it at once)."""
     once = PROBES[protocol.upper()]
     for _ in range(retries + 1):
         try:
             if once(ip, port, timeout):
-                return True
-        except OSError:
-            pass
-    return False
+                return "open"
+        except ConnectionRefusedError:
+            return "refused"
+        except OSError as exc:
+            if exc.errno in UNREACHABLE_ERRNOS:
+                return "unreachable"
+    return "dropped"
+
+
+def probe_one(ip: str, port: int, protocol: str, *, timeout: float, retries: int) -> bool:
+    """True when the target answered within ``timeout`` (tried 1 + retries times)."""
+    return probe_outcome(ip, port, protocol, timeout=timeout, retries=retries) == "open"
 
 
 def probe_batch(

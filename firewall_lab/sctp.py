@@ -2,7 +2,7 @@
 
 This kernel has no SCTP sockets, but a raw protocol-132 socket can send an
 INIT and the peer's raw socket can answer it with an INIT-ACK; conntrack
-tracks the pair and ``-p sctp --dport`` rules match it (FACTS.md).  Only what
+tracks the pair and ``-p sctp --dport`` rules match it (docs/facts.md).  Only what
 such a probe needs is here: build, checksum and parse the common header and
 the first chunk.
 

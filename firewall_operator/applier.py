@@ -1,7 +1,9 @@
 """Write the node's desired chains and sets into the kernel, changing only what differs.
 
 ``Applier(backend, run_dir=..., state_dir=...)`` remembers what it last wrote.
-``apply(desired)`` holds the node-wide podwall lock for the whole write and:
+``apply(desired, endpoints=...)`` adds the identity and dispatch chains of
+``endpoints`` (``firewall_plugin.xtables``) to the desired policy chains,
+holds the node-wide podwall lock for the whole write and:
 
 1. decides what is *known*: its memory, or the kernel itself on the first
    call, on ``full=True`` (drift repair) and whenever the plugin may have
@@ -10,16 +12,17 @@
 3. runs ONE backend transaction per family with the changed chains and the
    stale podwall chains (make before break: the rules that referenced a stale
    chain are rewritten in the same transaction), telling the backend which
-   podwall chains exist (``existing``) so that it reads only FORWARD, not the
-   whole table; the backend re-asserts the FORWARD jump at position 1; with
-   nothing to write the applier only checks it (``read_forward``);
+   podwall chains exist (``existing``) so that it reads only the hooks, not
+   the whole table; the backend re-asserts the FORWARD and INPUT jumps at
+   position 1; with nothing to write the applier only checks them
+   (``read_hooks``);
 4. destroys stale sets.
 
 When a write that trusted memory fails (the kernel refused a transaction:
 nothing changed), the applier forgets, reads the kernel and tries once more.
 
 Chains the plugin wrote between two syncs (new pods' default chains, its
-``PODWALL-FORWARD``) are simply kernel state: desired ones are rewritten,
+dispatch chains) are simply kernel state: desired ones are rewritten,
 others deleted.  On any failure the memory is dropped, so the next call
 reads the kernel again.  The applier never compiles and never decides policy.
 """
@@ -31,9 +34,10 @@ import subprocess
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from firewall_operator import diff
-from firewall_plugin import endpoints, ipsets, locking, model, names, sync
+from firewall_plugin import endpoints, ipsets, locking, model, names, sync, xtables
 from firewall_plugin.backends.base import Backend, KernelTable
 from firewall_plugin.errors import BackendError, TryAgainError
 
@@ -43,6 +47,22 @@ INCOMPATIBLE_SET_NOTE = names.comment("set being recreated")
 
 class StaleEndpointsError(TryAgainError):
     """The endpoint records changed after the caller read them: recompile."""
+
+
+class NodeApplier(Protocol):
+    """What the agent needs of a writer of the node's kernel state: this
+    module's ``Applier`` (iptables backends) or ``nft_applier.NftApplier``."""
+
+    def apply(
+        self,
+        desired: Mapping[model.Family, model.FamilyState],
+        *,
+        endpoints: Sequence[model.Endpoint] = (),
+        full: bool = False,
+        expect_endpoints: Fingerprint | None = None,
+    ) -> ApplyStats: ...
+
+    def cleanup(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -69,7 +89,7 @@ class ApplyStats:
 class _Known:
     chains: dict[model.Family, dict[str, diff.KnownChain]]
     sets: dict[str, diff.KnownSet]
-    forward: dict[model.Family, list[str]]
+    hooks: dict[model.Family, dict[str, list[str]]]
 
 
 def endpoints_fingerprint(state_dir: str) -> Fingerprint:
@@ -131,7 +151,9 @@ class Applier:
         run_dir: str,
         state_dir: str | None = None,
         lock_timeout: float = 30.0,
+        log: model.LogSpec | None = None,
     ) -> None:
+        self.log = log  # log the identity drops too (the agent's --log-denied)
         self.backend = backend
         self.run_dir = run_dir
         self.state_dir = state_dir
@@ -144,10 +166,12 @@ class Applier:
         self,
         desired: Mapping[model.Family, model.FamilyState],
         *,
+        endpoints: Sequence[model.Endpoint] = (),
         full: bool = False,
         expect_endpoints: Fingerprint | None = None,
     ) -> ApplyStats:
-        """Make the kernel hold ``desired`` (families left out mean "nothing").
+        """Make the kernel hold ``desired`` (families left out mean "nothing")
+        and the dispatch of ``endpoints``.
 
         ``full`` compares with the kernel instead of memory (drift repair).
         ``expect_endpoints``: the fingerprint taken when the caller read the
@@ -156,6 +180,7 @@ class Applier:
         """
         stats = ApplyStats()
         start = time.monotonic()
+        desired = self.with_dispatch(desired, endpoints)
         with locking.podwall_lock(self.run_dir, timeout=self.lock_timeout):
             fingerprint = self._current_fingerprint()
             if expect_endpoints is not None and fingerprint != expect_endpoints:
@@ -171,12 +196,56 @@ class Applier:
         stats.total_seconds = time.monotonic() - start
         return stats
 
-    def resync(self, desired: Mapping[model.Family, model.FamilyState]) -> ApplyStats:
+    def read_counters(self) -> dict[str, tuple[int, int]]:
+        """Packets and bytes per tag of podwall's tagged rules (drop metrics):
+        one ``iptables-save -c`` per family."""
+        variant = "nft" if self.backend.name == "iptables-nft" else "legacy"
+        totals: dict[str, tuple[int, int]] = {}
+        for family in model.FAMILIES:
+            tool = f"{'ip6tables' if family == 'ipv6' else 'iptables'}-{variant}-save"
+            done = subprocess.run(
+                [tool, "-c", "-t", "filter"], capture_output=True, text=True, check=False
+            )
+            for line in done.stdout.splitlines():
+                counts, _, rule = line.partition(" ")
+                marker = rule.find('--comment "podwall: pw:')
+                if not counts.startswith("[") or marker < 0 or not rule.startswith("-A PODWALL"):
+                    continue
+                if " -j NFLOG " in rule:  # the log rule before a drop: its packets count there
+                    continue
+                tag = rule[marker + len('--comment "podwall: ') :].split(" ", 1)[0].rstrip('"')
+                packets, _, size = counts.strip("[]").partition(":")
+                before = totals.get(tag, (0, 0))
+                totals[tag] = (before[0] + int(packets), before[1] + int(size))
+        return totals
+
+    def resync(
+        self,
+        desired: Mapping[model.Family, model.FamilyState],
+        *,
+        endpoints: Sequence[model.Endpoint] = (),
+    ) -> ApplyStats:
         """Repair drift: compare with what the kernel holds and rewrite it."""
-        return self.apply(desired, full=True)
+        return self.apply(desired, endpoints=endpoints, full=True)
+
+    def with_dispatch(
+        self, desired: Mapping[model.Family, model.FamilyState], endpoints: Sequence[model.Endpoint]
+    ) -> dict[model.Family, model.FamilyState]:
+        """``desired`` plus the identity and dispatch chains of ``endpoints``."""
+        merged: dict[model.Family, model.FamilyState] = dict(desired)
+        for family in model.FAMILIES:
+            extra = xtables.dispatch_chains(
+                endpoints, family, state_dir=self.state_dir or "", log=self.log
+            )
+            if not extra:
+                continue
+            state = merged.get(family, model.FamilyState(family))
+            chains = {**state.chains, **{chain.name: chain for chain in extra}}
+            merged[family] = model.FamilyState(family, chains=chains, sets=state.sets)
+        return merged
 
     def cleanup(self) -> None:
-        """Remove every podwall chain, the FORWARD jumps and every podwall set."""
+        """Remove every podwall chain, the hook jumps and every podwall set."""
         with locking.podwall_lock(self.run_dir, timeout=self.lock_timeout):
             self._chains = self._sets = self._fingerprint = None
             for family in model.FAMILIES:
@@ -263,7 +332,7 @@ class Applier:
             dict(read_kernel_sets()) if read_sets or self._sets is None else self._sets
         )
         stats.read_seconds = time.monotonic() - moment
-        return _Known(chains, sets, {family: table.forward for family, table in tables.items()})
+        return _Known(chains, sets, {family: table.hooks for family, table in tables.items()})
 
     def _recreate_clashing(self, plan: diff.SetPlan, known: _Known) -> None:
         """Sets whose kernel header differs cannot be swapped: first turn every
@@ -297,8 +366,12 @@ class Applier:
                 family,
                 plans[family],
                 existing=known.chains[family].keys(),
-                forward=known.forward.get(family),
-                has_forward=family in desired and names.FORWARD_CHAIN in desired[family].chains,
+                hooks=known.hooks.get(family),
+                wanted_hooks=[
+                    hook
+                    for hook, chain in names.HOOK_CHAINS.items()
+                    if family in desired and chain in desired[family].chains
+                ],
             )
 
         for family, (written, reasserted) in sync.for_families(
@@ -317,19 +390,23 @@ class Applier:
         plan: diff.ChainPlan,
         *,
         existing: Collection[str],
-        forward: list[str] | None,
-        has_forward: bool,
+        hooks: dict[str, list[str]] | None,
+        wanted_hooks: list[str],
     ) -> tuple[int, int]:
         """One transaction for ``family`` (``existing``: its podwall chains
-        now), or none when nothing changed and the FORWARD jump is in place.
-        Returns (transactions, FORWARD jumps re-asserted)."""
+        now), or none when nothing changed and the hook jumps are in place.
+        Returns (transactions, hook jumps re-asserted)."""
         if plan.empty:
-            if not has_forward:
+            if not wanted_hooks:
                 return 0, 0
-            if forward is None:
-                forward = self.backend.read_forward(family)
-            if diff.forward_in_place(forward):
+            if hooks is None:
+                hooks = self.backend.read_hooks(family)
+            if diff.hooks_in_place(hooks, wanted_hooks):
                 return 0, 0
-        moved = has_forward and forward is not None and not diff.forward_in_place(forward)
+        moved = (
+            bool(wanted_hooks)
+            and hooks is not None
+            and not diff.hooks_in_place(hooks, wanted_hooks)
+        )
         self.backend.apply(family, replace=plan.replace, delete=plan.delete, existing=existing)
         return 1, int(moved)

@@ -1,9 +1,13 @@
 """The typed, pure snapshot of a cluster that policy semantics work on.
 
-``Namespace`` and ``Pod`` hold only what policy needs (labels, node, IPs,
-named container ports, hostNetwork).  ``Snapshot.from_documents`` builds one
-from Kubernetes objects as dicts (Namespace, Pod, NetworkPolicy, FirewallRule,
-``kind: List``); objects it cannot use become problems, never exceptions.
+``Namespace``, ``Pod`` and ``Node`` hold only what policy needs (labels,
+node, IPs, named container ports, hostNetwork; a Node's labels and the IPs of
+its ``status.addresses``).  ``Snapshot.from_documents`` builds one from
+Kubernetes objects as dicts (Namespace, Pod, Node, NetworkPolicy,
+FirewallRule, the upstream ClusterNetworkPolicy, AdminNetworkPolicy and
+BaselineAdminNetworkPolicy, ``kind: List``); objects it cannot use become
+problems, never exceptions.  The upstream kinds land in ``cluster_policies``
+as ``fwrule.FirewallRule`` objects (see ``upstream``).
 
 Every namespace carries ``kubernetes.io/metadata.name=<name>`` (the API server
 adds it); a namespace that pods or policies mention without a Namespace object
@@ -20,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from firewall_operator import fwrule, netpol
+from firewall_operator import fwrule, netpol, upstream
 from firewall_operator.problems import Problem
 from firewall_plugin import model
 
@@ -64,6 +68,15 @@ class Pod:
         return tuple(port for port in self.ports if port.name == name)
 
 
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A Node as ``nodes`` peers see it: labels and its addresses that are IPs."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    addresses: tuple[str, ...] = ()
+
+
 def _labels(raw: object) -> dict[str, str]:
     if not isinstance(raw, Mapping):
         return {}
@@ -76,10 +89,16 @@ def namespace_from_dict(doc: Mapping[str, Any]) -> Namespace:
     return Namespace(name, {**_labels(meta.get("labels")), NAME_LABEL: name})
 
 
-def _pod_ips(status: Mapping[str, Any]) -> tuple[str, ...]:
-    raw = [entry.get("ip") for entry in status.get("podIPs") or [] if isinstance(entry, Mapping)]
-    if not raw and status.get("podIP"):
-        raw = [status.get("podIP")]
+def node_from_dict(doc: Mapping[str, Any]) -> Node:
+    """``status.addresses`` of every type that holds an IP (InternalIP,
+    ExternalIP; Hostname and DNS names are left out), in order, de-duplicated."""
+    meta = doc.get("metadata") or {}
+    status = doc.get("status") or {}
+    raw = [a.get("address") for a in status.get("addresses") or [] if isinstance(a, Mapping)]
+    return Node(str(meta.get("name") or ""), _labels(meta.get("labels")), _ips(raw))
+
+
+def _ips(raw: Iterable[object]) -> tuple[str, ...]:
     ips = []
     for value in raw:
         try:
@@ -87,6 +106,13 @@ def _pod_ips(status: Mapping[str, Any]) -> tuple[str, ...]:
         except ValueError:
             continue
     return tuple(dict.fromkeys(ips))
+
+
+def _pod_ips(status: Mapping[str, Any]) -> tuple[str, ...]:
+    raw = [entry.get("ip") for entry in status.get("podIPs") or [] if isinstance(entry, Mapping)]
+    if not raw and status.get("podIP"):
+        raw = [status.get("podIP")]
+    return _ips(raw)
 
 
 def _container_ports(spec: Mapping[str, Any]) -> tuple[NamedPort, ...]:
@@ -146,7 +172,14 @@ class Snapshot:
     policies: tuple[netpol.NetworkPolicy, ...] = ()
     firewall_rules: tuple[fwrule.FirewallRule, ...] = ()
     problems: tuple[Problem, ...] = ()
+    cluster_policies: tuple[fwrule.FirewallRule, ...] = ()  # the upstream kinds
+    nodes: tuple[Node, ...] = ()
     pod_delta: PodDelta | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def tiered(self) -> tuple[fwrule.FirewallRule, ...]:
+        """FirewallRules and the upstream cluster policies (every tiered policy)."""
+        return self.firewall_rules + self.cluster_policies
 
     @classmethod
     def build(
@@ -157,6 +190,8 @@ class Snapshot:
         policies: Iterable[netpol.NetworkPolicy] = (),
         firewall_rules: Iterable[fwrule.FirewallRule] = (),
         problems: Iterable[Problem] = (),
+        cluster_policies: Iterable[fwrule.FirewallRule] = (),
+        nodes: Iterable[Node] = (),
     ) -> Snapshot:
         """Sorted, de-duplicated (last wins), with implied namespaces added."""
         by_name = {ns.name: ns for ns in namespaces}
@@ -165,18 +200,23 @@ class Snapshot:
         for ns in {k[0] for k in pod_map} | {k[0] for k in np_map}:
             by_name.setdefault(ns, Namespace(ns, {NAME_LABEL: ns}))
         fw_map = {rule.name: rule for rule in firewall_rules}
+        up_map = {(rule.kind, rule.name): rule for rule in cluster_policies}
+        node_map = {node.name: node for node in nodes}
         return cls(
             namespaces=dict(sorted(by_name.items())),
             pods=tuple(pod_map[k] for k in sorted(pod_map)),
             policies=tuple(np_map[k] for k in sorted(np_map)),
             firewall_rules=tuple(fw_map[k] for k in sorted(fw_map)),
             problems=tuple(problems),
+            cluster_policies=tuple(up_map[k] for k in sorted(up_map)),
+            nodes=tuple(node_map[k] for k in sorted(node_map)),
         )
 
     @classmethod
     def from_documents(cls, docs: Iterable[object]) -> Snapshot:
         """A snapshot from Kubernetes objects; unknown kinds are reported."""
         namespaces, pods, policies, rules, problems = [], [], [], [], []
+        upstreams, nodes = [], []
         for doc in _flatten(docs):
             kind = str(doc.get("kind") or "")
             if kind == "Namespace":
@@ -188,6 +228,10 @@ class Snapshot:
                 policies.append(netpol.parse(doc))
             elif kind == "FirewallRule":
                 rules.append(fwrule.parse(doc))
+            elif kind in upstream.KINDS:
+                upstreams.append(upstream.parse(doc))
+            elif kind == "Node":
+                nodes.append(node_from_dict(doc))
             else:
                 name = str((doc.get("metadata") or {}).get("name") or "")
                 problems.append(
@@ -199,6 +243,8 @@ class Snapshot:
             policies=policies,
             firewall_rules=rules,
             problems=problems,
+            cluster_policies=upstreams,
+            nodes=nodes,
         )
 
     def all_problems(self) -> list[Problem]:
@@ -206,6 +252,6 @@ class Snapshot:
         found = list(self.problems)
         for policy in self.policies:
             found += policy.problems
-        for rule in self.firewall_rules:
+        for rule in self.tiered:
             found += rule.problems
         return sorted(set(found))

@@ -1,11 +1,13 @@
 """Compile a snapshot into the kernel state of one node (chains and ipsets).
 
 ``compile_node`` takes the cluster snapshot and the node's CNI endpoint
-records and returns, per family, a ``FamilyState``: ``PODWALL-FORWARD`` (from
-``dataplane.forward_chain``), each endpoint's ingress and egress chain, the
-tier chains they jump into, and the ipsets those match.
+records and returns, per family, a ``FamilyState``: each endpoint's ingress
+and egress policy chain, the tier chains they jump into, and the peer sets
+those match; and the endpoints' identities (``model.Endpoint``), from which
+each backend renders its own dispatch and anti-spoofing (``xtables``,
+``nft.layout``).
 
-Per endpoint and direction (DESIGN.md "Kernel layout")::
+Per endpoint and direction (docs/design.md "Kernel layout")::
 
     PODWALL-I-<h>   chain_head, then -g the first tier chain that exists
     PODWALL-IA-<x>  Admin tier: Allow → RETURN, Deny → drop/reject,
@@ -15,10 +17,11 @@ Per endpoint and direction (DESIGN.md "Kernel layout")::
     PODWALL-IB-<x>  Baseline tier: Allow/Pass → RETURN, Deny → drop/reject;
                     falling off the end is the default allow
 
-``PODWALL-FORWARD`` *jumps* to ``PODWALL-I-<h>``, which *goes to* the tier
-chains, so a RETURN anywhere lands back in ``PODWALL-FORWARD`` and the
-packet continues to the next dispatch (same-node flows: sender's egress, then
-receiver's ingress).  podwall never ACCEPTs.  Rule count per pod depends only
+The dispatch *jumps* to ``PODWALL-I-<h>``, which *goes to* the tier chains,
+so a RETURN anywhere lands back in the dispatch and the packet continues
+(same-node flows: sender's egress, then receiver's ingress).  podwall never
+ACCEPTs.  An endpoint is ``ingress_open`` when no tier filters its ingress
+(only then does it receive other pods' multicast).  Rule count per pod depends only
 on the rules that apply to it; peers live in ipsets (``kernel_sets``).
 
 An endpoint whose pod is not in the snapshot (or whose UID differs) gets the
@@ -46,14 +49,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from firewall_operator import cluster
-from firewall_operator.chains import ChainBuilder
+from firewall_operator.chains import ChainBuilder, Logging
 from firewall_operator.index import Changes
 from firewall_operator.kernel_sets import SetContents, SetNames
+from firewall_operator.logtags import LogTag
 from firewall_operator.plan import DIRECTIONS
 from firewall_operator.planner import Planner
 from firewall_operator.problems import Problem
-from firewall_plugin import dataplane, model, names
+from firewall_plugin import dataplane, model, xtables
 from firewall_plugin.endpoints import EndpointRecord
+from firewall_plugin.nft import layout
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,9 @@ class CompiledNode:
     families: Mapping[model.Family, model.FamilyState] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
     unmatched: tuple[str, ...] = ()
+    endpoints: tuple[model.Endpoint, ...] = ()
+    #: what each tag of the compiled rules stands for (``logtags``)
+    log_tags: Mapping[str, LogTag] = field(default_factory=dict)
 
     def family(self, family: model.Family) -> model.FamilyState:
         return self.families[family]
@@ -93,6 +101,8 @@ class _Endpoint:
     inputs: tuple[object, ...]
     chains: list[model.Chain]
     sets: tuple[str, ...]
+    ingress_open: bool = False
+    tags: dict[str, LogTag] = field(default_factory=dict)
 
 
 class Compiler:
@@ -103,16 +113,16 @@ class Compiler:
         *,
         deny_action: dataplane.DenyAction = "drop",
         unknown_pod: dataplane.PodDefault = "deny",
-        log_target: str = "LOG",
+        logging: Logging | None = None,
     ) -> None:
         self.deny_action = deny_action
         self.unknown_pod = unknown_pod
-        self.log_target = log_target
+        self.logging = logging or Logging()
         self._planner: Planner | None = None
         self._names: dict[model.Family, SetNames] = {}
         self._contents: dict[model.Family, SetContents] = {}
         self._endpoints: dict[tuple[str, model.Family], _Endpoint] = {}
-        self._forward: dict[model.Family, tuple[list[EndpointRecord], model.Chain]] = {}
+        self._identity_cache: tuple[tuple[model.Endpoint, ...], dict[str, LogTag]] | None = None
         self._reset()
 
     @property
@@ -143,7 +153,6 @@ class Compiler:
         self._names = {family: SetNames(family) for family in model.FAMILIES}
         self._contents = {family: SetContents(family) for family in model.FAMILIES}
         self._endpoints = {}
-        self._forward = {}
 
     def _compile_planner(
         self, planner: Planner, endpoints: Iterable[EndpointRecord], changes: Changes | None
@@ -155,8 +164,10 @@ class Compiler:
         inputs = {record.key: _inputs(planner, record, matched[record.key]) for record in records}
         kept: dict[tuple[str, model.Family], _Endpoint] = {}
         families = {}
+        tags: dict[str, LogTag] = {}
+        open_ingress: dict[str, bool] = {}
         for family in model.FAMILIES:
-            chains = {names.FORWARD_CHAIN: self._forward_chain(records, family)}
+            chains: dict[str, model.Chain] = {}
             wanted: dict[str, None] = {}
             for record in records:
                 if not dataplane.addresses(record, family):
@@ -167,6 +178,8 @@ class Compiler:
                     entry = self._build(planner, record, matched[record.key], family)
                     entry.inputs = inputs[record.key]
                 kept[key] = entry
+                open_ingress[record.key] = entry.ingress_open
+                tags.update(entry.tags)
                 chains.update((chain.name, chain) for chain in entry.chains)
                 wanted.update(dict.fromkeys(entry.sets))
             namer = self._names[family]
@@ -178,34 +191,46 @@ class Compiler:
             )
         self._endpoints = kept
         unmatched = tuple(key for key, pod_id in matched.items() if pod_id is None)
-        return CompiledNode(families, tuple(planner.problems()), unmatched)
+        identities = tuple(
+            record.endpoint(ingress_open=open_ingress.get(record.key, False)) for record in records
+        )
+        tags.update(self._identity_tags(identities))
+        return CompiledNode(families, tuple(planner.problems()), unmatched, identities, tags)
 
-    def _forward_chain(self, records: list[EndpointRecord], family: model.Family) -> model.Chain:
-        cached = self._forward.get(family)
-        if cached is None or cached[0] != records:
-            cached = self._forward[family] = (records, dataplane.forward_chain(records, family))
-        return cached[1]
+    def _identity_tags(self, identities: tuple[model.Endpoint, ...]) -> dict[str, LogTag]:
+        """The tags of the drops the data planes add for identity (anti-spoofing,
+        multicast isolation): the same for every sync with the same endpoints."""
+        if self._identity_cache is None or self._identity_cache[0] != identities:
+            fields = xtables.identity_tags(identities)
+            layout.skeleton_rules(None, tags=fields)
+            found = {tag: LogTag(*value) for tag, value in fields.items()}  # type: ignore[arg-type]
+            self._identity_cache = (identities, found)
+        return self._identity_cache[1]
 
     def _build(
         self, planner: Planner, record: EndpointRecord, pod_id: int | None, family: model.Family
     ) -> _Endpoint:
-        if pod_id is None:
-            pair = dataplane.default_chains(
-                record, family, pod_default=self.unknown_pod, deny_action=self.deny_action
-            )
-            return _Endpoint((), list(pair), ())
         namer = self._names[family]
-        namer.requested.clear()
         builder = ChainBuilder(
-            namer, family=family, deny_action=self.deny_action, log_target=self.log_target
+            namer, family=family, deny_action=self.deny_action, logging=self.logging
         )
+        if pod_id is None:
+            pair = builder.default_chains(record, self.unknown_pod)
+            opened = self.unknown_pod == "allow"
+            return _Endpoint((), pair, (), ingress_open=opened, tags=builder.tags)
+        namer.requested.clear()
         pod = planner.index.pods[pod_id]
-        chains = [
-            chain
-            for direction in DIRECTIONS
-            for chain in builder.endpoint_chains(record, pod, planner.plan(pod_id, direction))
-        ]
-        return _Endpoint((), chains, tuple(namer.requested))
+        chains = []
+        ingress_open = False
+        for direction in DIRECTIONS:
+            plan = planner.plan(pod_id, direction)
+            built = builder.endpoint_chains(record, pod, plan)
+            if direction == "ingress":
+                ingress_open = len(built) == 1  # the main chain alone: no tier filters
+            chains += built
+        return _Endpoint(
+            (), chains, tuple(namer.requested), ingress_open=ingress_open, tags=builder.tags
+        )
 
 
 def _inputs(planner: Planner, record: EndpointRecord, pod_id: int | None) -> tuple[object, ...]:
@@ -222,9 +247,9 @@ def compile_node(
     *,
     deny_action: dataplane.DenyAction = "drop",
     unknown_pod: dataplane.PodDefault = "deny",
-    log_target: str = "LOG",
+    logging: Logging | None = None,
 ) -> CompiledNode:
     """The desired chains and sets of the node that owns ``endpoints``."""
     planner = snapshot if isinstance(snapshot, Planner) else Planner(snapshot)
-    fresh = Compiler(deny_action=deny_action, unknown_pod=unknown_pod, log_target=log_target)
+    fresh = Compiler(deny_action=deny_action, unknown_pod=unknown_pod, logging=logging)
     return fresh._compile_planner(planner, endpoints, None)

@@ -238,8 +238,12 @@ def references(known: KnownChain, set_names: Iterable[str], family: model.Family
     return False
 
 
-def forward_in_place(forward: Iterable[str]) -> bool:
-    """True when FORWARD's rule 1 is podwall's jump and there is no other."""
-    rules = list(forward)
-    jumps = [spec for spec in rules if render.is_forward_jump(spec)]
-    return rules[:1] == [render.forward_jump_spec()] and len(jumps) == 1
+def hooks_in_place(hooks: Mapping[str, Iterable[str]], wanted: Iterable[str]) -> bool:
+    """True when rule 1 of each hook of ``wanted`` is podwall's jump, with no
+    other jump of podwall's in that hook."""
+    for hook in wanted:
+        rules = list(hooks.get(hook, ()))
+        jumps = [spec for spec in rules if render.is_hook_jump(spec, hook)]
+        if rules[:1] != [render.hook_jump_spec(hook)] or len(jumps) != 1:
+            return False
+    return True

@@ -5,7 +5,15 @@ Modelled on SIG Network's AdminNetworkPolicy / BaselineAdminNetworkPolicy:
 ``subject`` exactly one of ``namespaces`` (a namespace selector) or ``pods``
 (``namespaceSelector`` + ``podSelector``), ordered named ``ingress``/``egress``
 rules with ``action`` Allow|Deny|Pass, ``log``, peers (``namespaces``, ``pods``,
-``networks``) and ``ports`` (``portNumber``, ``portRange``, ``namedPort``).
+``networks``, and for egress ``nodes``) and ``ports`` (``portNumber``,
+``portRange``, ``namedPort``).
+
+``FirewallRule`` is also the typed form of the upstream cluster policies
+(``upstream``: ClusterNetworkPolicy, AdminNetworkPolicy,
+BaselineAdminNetworkPolicy): ``kind`` says which object it came from and
+``rank`` orders kinds at equal priority (``order``), so the planner and the
+compiler treat them all alike.  A ``nodes`` peer holds a node selector; the
+planner resolves it to the selected Nodes' addresses.
 
 The CRD schema and CEL rules reject most bad objects; this validator repeats
 those checks for objects that bypassed them (YAML files, old API servers).  A
@@ -48,11 +56,14 @@ class Subject:
 
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """``networks`` non-empty: a network peer; else pods like ``Subject``."""
+    """``node_selector`` set: the Nodes it selects (``networks`` then holds
+    their addresses once the planner resolved them); else ``networks``
+    non-empty: a network peer; else pods like ``Subject``."""
 
     namespace_selector: selectors.Selector | None = None
     pod_selector: selectors.Selector | None = None
     networks: tuple[cidrs.Network, ...] = ()
+    node_selector: selectors.Selector | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +88,13 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class FirewallRule:
+    """One tiered cluster policy.  ``problems`` of severity error make it fail
+    closed (``isolate``); warnings (rules that fail closed one by one, see
+    ``upstream``) leave the rest in force."""
+
     name: str
+    kind: str = KIND
+    rank: int = 0
     tier: Tier = "Admin"
     priority: int = 1000
     subject: Subject | None = None
@@ -89,11 +106,18 @@ class FirewallRule:
 
     @property
     def valid(self) -> bool:
-        return not self.problems
+        return not any(problem.severity == "error" for problem in self.problems)
 
     @property
-    def order(self) -> tuple[int, str]:
-        return (self.priority, self.name)
+    def order(self) -> tuple[int, int, str]:
+        """Evaluation order within a tier: priority, then kind (``rank``:
+        FirewallRule before the upstream kinds), then name."""
+        return (self.priority, self.rank, self.name)
+
+    @property
+    def key(self) -> str:
+        """``name`` for a FirewallRule, ``Kind/name`` for the other kinds."""
+        return self.name if self.kind == KIND else f"{self.kind}/{self.name}"
 
     def entries(self, direction: Direction) -> tuple[Entry, ...]:
         return self.ingress if direction == "ingress" else self.egress
@@ -108,32 +132,58 @@ def _one_of(raw: object, fields: tuple[str, ...], where: str) -> tuple[str, Any]
     return present[0], raw[present[0]]
 
 
-def _pods(raw: object, where: str) -> tuple[selectors.Selector, selectors.Selector]:
-    if not isinstance(raw, Mapping) or "namespaceSelector" not in raw or "podSelector" not in raw:
+def pods_selectors(
+    raw: object, where: str, *, namespaces_optional: bool = False
+) -> tuple[selectors.Selector, selectors.Selector]:
+    """``{namespaceSelector, podSelector}`` (both required unless told)."""
+    if not isinstance(raw, Mapping) or "podSelector" not in raw:
+        raise RuleError(f"{where}: needs namespaceSelector and podSelector")
+    if "namespaceSelector" not in raw and not namespaces_optional:
         raise RuleError(f"{where}: needs namespaceSelector and podSelector")
     return (
-        selectors.parse(raw["namespaceSelector"], where=f"{where}.namespaceSelector"),
+        selectors.parse(raw.get("namespaceSelector"), where=f"{where}.namespaceSelector"),
         selectors.parse(raw["podSelector"], where=f"{where}.podSelector"),
     )
 
 
-def parse_subject(raw: object) -> Subject:
+def parse_subject(raw: object, *, namespaces_optional: bool = False) -> Subject:
     field, value = _one_of(raw, ("namespaces", "pods"), "spec.subject")
     if field == "namespaces":
         return Subject(selectors.parse(value, where="spec.subject.namespaces"))
-    return Subject(*_pods(value, "spec.subject.pods"))
+    where = "spec.subject.pods"
+    return Subject(*pods_selectors(value, where, namespaces_optional=namespaces_optional))
 
 
-def _peer(raw: object, where: str) -> Peer:
-    field, value = _one_of(raw, ("namespaces", "pods", "networks"), where)
-    if field == "namespaces":
-        return Peer(namespace_selector=selectors.parse(value, where=f"{where}.namespaces"))
-    if field == "pods":
-        return Peer(*_pods(value, f"{where}.pods"))
+def networks_peer(value: object, where: str) -> Peer:
+    """``networks``: 1-25 CIDRs (duplicates dropped)."""
     if not isinstance(value, list) or not 1 <= len(value) <= 25:
-        raise RuleError(f"{where}.networks: needs 1-25 CIDRs")
-    nets = tuple(cidrs.parse(text, f"{where}.networks[{i}]") for i, text in enumerate(value))
+        raise RuleError(f"{where}: needs 1-25 CIDRs")
+    nets = tuple(cidrs.parse(text, f"{where}[{i}]") for i, text in enumerate(value))
     return Peer(networks=tuple(dict.fromkeys(nets)))
+
+
+def peer_of(field: str, value: object, where: str, *, namespaces_optional: bool = False) -> Peer:
+    """The peer of one known peer field (``namespaces``, ``pods``,
+    ``networks`` or ``nodes``); ``where`` names the peer."""
+    where = f"{where}.{field}"
+    if field == "namespaces":
+        return Peer(namespace_selector=selectors.parse(value, where=where))
+    if field == "pods":
+        return Peer(*pods_selectors(value, where, namespaces_optional=namespaces_optional))
+    if field == "nodes":
+        return Peer(node_selector=selectors.parse(value, where=where))
+    return networks_peer(value, where)
+
+
+PEER_FIELDS: dict[Direction, tuple[str, ...]] = {
+    "ingress": ("namespaces", "pods", "networks"),
+    "egress": ("namespaces", "pods", "networks", "nodes"),
+}
+
+
+def _peer(raw: object, direction: Direction, where: str) -> Peer:
+    field, value = _one_of(raw, PEER_FIELDS[direction], where)
+    return peer_of(field, value, where)
 
 
 def _number(raw: object, where: str) -> int:
@@ -149,7 +199,8 @@ def _protocol(raw: Mapping[str, Any], where: str) -> str:
     return str(protocol)
 
 
-def _port(raw: object, where: str) -> Port:
+def parse_port(raw: object, where: str) -> Port:
+    """``{portNumber | portRange | namedPort}`` (also AdminNetworkPolicy's form)."""
     field, value = _one_of(raw, ("portNumber", "portRange", "namedPort"), where)
     where = f"{where}.{field}"
     if field == "namedPort":
@@ -190,8 +241,8 @@ def _entry(raw: object, direction: Direction, tier: Tier, where: str) -> Entry:
         name=name,
         action=action,
         log=log,
-        peers=tuple(_peer(p, f"{where}.{field}[{i}]") for i, p in enumerate(peers)),
-        ports=tuple(_port(p, f"{where}.ports[{i}]") for i, p in enumerate(ports)),
+        peers=tuple(_peer(p, direction, f"{where}.{field}[{i}]") for i, p in enumerate(peers)),
+        ports=tuple(parse_port(p, f"{where}.ports[{i}]") for i, p in enumerate(ports)),
     )
 
 

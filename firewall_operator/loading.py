@@ -2,13 +2,15 @@
 
 Files hold one or more documents (``---``), possibly ``kind: List``; folders
 are read recursively, files ending in ``.yaml``, ``.yml`` or ``.json``, in
-name order.  This module does file I/O only; it never talks to a cluster.
+name order; ``read_stream`` reads one open stream (standard input for ``-f -``).
+This module does file I/O only; it never talks to a cluster.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TextIO
 
 import yaml
 
@@ -43,6 +45,16 @@ def read_documents(paths: Iterable[str]) -> list[object]:
             except yaml.YAMLError as exc:
                 raise LoadError(f"{name}: not valid YAML: {exc}") from exc
     return docs
+
+
+def read_stream(stream: TextIO, name: str) -> list[object]:
+    """Every document of an open stream (``name`` for messages)."""
+    try:
+        return [doc for doc in yaml.safe_load_all(stream) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise LoadError(f"{name}: not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise LoadError(f"{name}: {exc.strerror}") from exc
 
 
 def load_snapshot(paths: Iterable[str]) -> Snapshot:

@@ -5,6 +5,11 @@ egress rules exist; a port without protocol is TCP; a missing or empty
 ``from``/``to``/``ports`` matches everything (``peers``/``ports`` are then
 ``()``); an empty ``ingress`` list allows nothing.
 
+The annotation ``podwall.io/log: "true"`` (``LOG_ANNOTATION``, like Antrea's
+``policy.antrea.io/enable-logging``) asks for the traffic the policy denies
+(the isolation drop of the pods it selects) to be logged; any value other
+than ``"true"``/``"false"`` is a warning and means false.
+
 A policy with any problem keeps its pod selection but loses all its rules, so
 the pods it selects are isolated in its directions (fail closed).  A policy
 whose ``podSelector`` is invalid selects every pod of its namespace.
@@ -25,6 +30,7 @@ from firewall_operator.problems import Problem
 Direction = Literal["ingress", "egress"]
 KIND = "NetworkPolicy"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+LOG_ANNOTATION = "podwall.io/log"
 PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 
 
@@ -72,6 +78,9 @@ class NetworkPolicy:
     ingress: tuple[Rule, ...] = ()
     egress: tuple[Rule, ...] = ()
     problems: tuple[Problem, ...] = ()
+    log: bool = False  # the LOG_ANNOTATION
+    generation: int = 0  # metadata.generation (realization status)
+    uid: str = ""  # metadata.uid (Warning events name it)
 
     @property
     def key(self) -> str:
@@ -166,11 +175,33 @@ def _policy_types(spec: Mapping[str, Any]) -> frozenset[Direction]:
     return frozenset("ingress" if t == "Ingress" else "egress" for t in raw)
 
 
+def _log(meta: Mapping[str, Any], policy: NetworkPolicy) -> NetworkPolicy:
+    annotations = meta.get("annotations")
+    raw = annotations.get(LOG_ANNOTATION) if isinstance(annotations, Mapping) else None
+    if raw is None or str(raw).lower() == "false":
+        return policy
+    if str(raw).lower() == "true":
+        return replace(policy, log=True)
+    reason = f"annotation {LOG_ANNOTATION}: {raw!s} is not true or false; not logging"
+    problem = Problem(KIND, policy.namespace, policy.name, reason, "warning")
+    return replace(policy, problems=(*policy.problems, problem))
+
+
 def parse(doc: Mapping[str, Any]) -> NetworkPolicy:
     """The typed policy; problems make it fail closed (see module doc)."""
     meta = doc.get("metadata") or {}
     spec = doc.get("spec") or {}
-    policy = NetworkPolicy(str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+    generation = meta.get("generation")
+    policy = NetworkPolicy(
+        str(meta.get("namespace") or "default"),
+        str(meta.get("name") or ""),
+        generation=generation if isinstance(generation, int) else 0,
+        uid=str(meta.get("uid") or ""),
+    )
+    return _log(meta, _parse_spec(policy, spec))
+
+
+def _parse_spec(policy: NetworkPolicy, spec: Mapping[str, Any]) -> NetworkPolicy:
     problem = None
     try:
         policy = replace(
@@ -196,4 +227,4 @@ def parse(doc: Mapping[str, Any]) -> NetworkPolicy:
 
 def _failed(policy: NetworkPolicy, reason: str) -> NetworkPolicy:
     problem = Problem(KIND, policy.namespace, policy.name, f"{reason}; failing closed")
-    return replace(policy, ingress=(), egress=(), problems=(problem,))
+    return replace(policy, ingress=(), egress=(), problems=(*policy.problems, problem))

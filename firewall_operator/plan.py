@@ -94,6 +94,12 @@ ANY_PORT = PortMatch()
 
 @dataclass(frozen=True, slots=True)
 class PlanRule:
+    """One rule of a tier.  ``origin`` is the whole name for comments
+    ("FirewallRule no-web ingress deny-web"); ``policy`` ("FirewallRule
+    no-web", "NetworkPolicy x/allow") and ``rule`` ("deny-web", "ingress[0]")
+    are its parts for sentences, log tags and metric labels.  ``log``: log the
+    packets this rule decides."""
+
     tier: Tier
     action: Action
     origin: str
@@ -101,15 +107,22 @@ class PlanRule:
     ports: tuple[PortMatch, ...] = (ANY_PORT,)
     log: bool = False
     log_name: str = ""
+    policy: str = ""
+    rule: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class DirectionPlan:
+    """``netpol_selectors`` name what isolates the pod in this direction;
+    ``netpol_log``: one of them asks for its drops to be logged (the
+    NetworkPolicy ``podwall.io/log`` annotation)."""
+
     direction: Direction
     admin: tuple[PlanRule, ...] = ()
     netpol: tuple[PlanRule, ...] | None = None
     netpol_selectors: tuple[str, ...] = ()
     baseline: tuple[PlanRule, ...] = ()
+    netpol_log: bool = False
 
 
 def np_port(port: netpol.Port) -> PortMatch:

@@ -5,10 +5,22 @@ selection per policy selector, through the index); peers are resolved once per
 distinct selector.  A plan is memoised per pod and direction.  ``update``
 moves a planner to the next snapshot, keeping the index's selections.
 
+FirewallRules and the upstream cluster policies (``Snapshot.tiered``) are one
+list, ordered by ``FirewallRule.order``.  ``nodes`` peers are resolved here,
+into the rule objects the planner hands out (``rules_for``): the addresses
+of the Nodes they select become the peer's ``networks`` (a peer that selects
+no Node with an address matches nothing), so a change of Node labels or
+addresses changes those rule objects and with them every chain that uses
+them.
+
 Pure: no I/O.
 """
 
 from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import replace
 
 from firewall_operator import cidrs, cluster, fwrule, netpol, selectors
 from firewall_operator.index import Changes, ClusterIndex, Selection
@@ -32,6 +44,31 @@ def _net_key(nets: tuple[cidrs.Network, ...], excepts: tuple[cidrs.Network, ...]
     return key + (" except " + ",".join(sorted(str(e) for e in excepts)) if excepts else "")
 
 
+def resolve_nodes(rule: fwrule.FirewallRule, nodes: Sequence[cluster.Node]) -> fwrule.FirewallRule:
+    """``rule`` with each ``nodes`` peer's ``networks`` set to the addresses
+    (as /32 and /128) of the Nodes it selects; ``rule`` itself if it has none."""
+    if not any(p.node_selector is not None for e in rule.egress for p in e.peers):
+        return rule
+
+    def resolved(peer: fwrule.Peer) -> fwrule.Peer:
+        if peer.node_selector is None:
+            return peer
+        nets = [
+            ipaddress.ip_network(ip)
+            for node in nodes
+            if peer.node_selector.matches(node.labels)
+            for ip in node.addresses
+        ]
+        return replace(peer, networks=tuple(dict.fromkeys(nets)))
+
+    egress = tuple(replace(e, peers=tuple(resolved(p) for p in e.peers)) for e in rule.egress)
+    return replace(rule, egress=egress)
+
+
+def _policy_inputs(snapshot: cluster.Snapshot) -> tuple[object, ...]:
+    return (snapshot.policies, snapshot.firewall_rules, snapshot.cluster_policies, snapshot.nodes)
+
+
 class Planner:
     """Plans for the pods of one snapshot; ``update`` moves it to the next."""
 
@@ -48,8 +85,11 @@ class Planner:
             selection = Selection(policy.namespace, None, policy.pod_selector)
             self._by_namespace.setdefault(policy.namespace, []).append((policy, selection))
         self._ordered_rules = [
-            (rule, Selection(None, rule.subject.namespace_selector, rule.subject.pod_selector))
-            for rule in sorted(snapshot.firewall_rules, key=lambda r: r.order)
+            (
+                resolve_nodes(rule, snapshot.nodes),
+                Selection(None, rule.subject.namespace_selector, rule.subject.pod_selector),
+            )
+            for rule in sorted(snapshot.tiered, key=lambda r: r.order)
             if rule.subject is not None
         ]
 
@@ -59,10 +99,7 @@ class Planner:
         previous = self.snapshot
         changes = self.index.update(snapshot)
         self.snapshot = snapshot
-        if (previous.policies, previous.firewall_rules) != (
-            snapshot.policies,
-            snapshot.firewall_rules,
-        ):
+        if _policy_inputs(previous) != _policy_inputs(snapshot):
             self._set_policies(snapshot)
         self._peers.clear()
         self._plans.clear()
@@ -78,7 +115,8 @@ class Planner:
         )
 
     def rules_for(self, pod_id: int) -> tuple[fwrule.FirewallRule, ...]:
-        """The FirewallRules whose subject is pod ``pod_id``, by priority and name."""
+        """The tiered policies whose subject is pod ``pod_id``, in evaluation
+        order (``FirewallRule.order``), with their ``nodes`` peers resolved."""
         members = self.index.members
         return tuple(
             rule for rule, selection in self._ordered_rules if pod_id in members(selection)
@@ -115,6 +153,9 @@ class Planner:
         )
 
     def _fw_peer(self, peer: fwrule.Peer) -> PeerMatch:
+        if peer.node_selector is not None and not peer.networks:
+            key = f"nodes {peer.node_selector.key}: none"
+            return self._peers.setdefault(key, PeerMatch(key, pods=frozenset()))
         if peer.networks:
             return self.nets_peer(peer.networks)
         return self.pods_peer(
@@ -133,6 +174,8 @@ class Planner:
                     origin=f"NetworkPolicy {policy.key} {direction}[{number}]",
                     peers=tuple(self._np_peer(policy, p) for p in rule.peers) or (ANY_PEER,),
                     ports=tuple(np_port(p) for p in rule.ports) or (ANY_PORT,),
+                    policy=f"NetworkPolicy {policy.key}",
+                    rule=f"{direction}[{number}]",
                 )
             )
         return rules
@@ -143,11 +186,13 @@ class Planner:
             PlanRule(
                 tier=tier,
                 action=entry.action,
-                origin=f"FirewallRule {rule.name} {direction} {entry.name}",
+                origin=f"{rule.kind} {rule.name} {direction} {entry.name}",
                 peers=tuple(self._fw_peer(p) for p in entry.peers) or (ANY_PEER,),
                 ports=tuple(fw_port(p) for p in entry.ports) or (ANY_PORT,),
                 log=entry.log,
-                log_name=f"{rule.name}/{entry.name}",
+                log_name=f"{rule.key}/{entry.name}",
+                policy=f"{rule.kind} {rule.name}",
+                rule=entry.name,
             )
             for entry in rule.entries(direction)
         ]
@@ -166,20 +211,23 @@ class Planner:
         baseline: list[PlanRule] = []
         selecting: list[str] = []
         allows: list[PlanRule] = []
+        log = False
         for rule in self.rules_for(pod_id):
             if direction in rule.isolate:
-                selecting.append(f"FirewallRule {rule.name} (invalid)")
+                selecting.append(f"{rule.kind} {rule.name} (invalid)")
             (admin if rule.tier == "Admin" else baseline).extend(self._fw_rules(rule, direction))
         for policy in self.policies_for(pod_id):
             if direction in policy.policy_types:
                 selecting.append(f"NetworkPolicy {policy.key}")
                 allows.extend(self._np_rules(policy, direction))
+                log = log or policy.log
         return DirectionPlan(
             direction=direction,
             admin=tuple(admin),
             netpol=tuple(allows) if selecting else None,
             netpol_selectors=tuple(selecting),
             baseline=tuple(baseline),
+            netpol_log=log and bool(selecting),
         )
 
     def plan_for(self, pod: cluster.Pod, direction: Direction) -> DirectionPlan:
@@ -202,7 +250,7 @@ class Planner:
                                     netpol.KIND, policy.namespace, policy.name, reason, "warning"
                                 )
                             )
-        for fw in self.snapshot.firewall_rules:
+        for fw in self.snapshot.tiered:
             for direction in DIRECTIONS:
                 for entry in fw.entries(direction):
                     for fport in entry.ports:
@@ -210,5 +258,5 @@ class Planner:
                             reason = (
                                 f"{direction} {entry.name}: no pod has a port named {fport.name!r}"
                             )
-                            found.append(Problem(fwrule.KIND, "", fw.name, reason, "warning"))
+                            found.append(Problem(fw.kind, "", fw.name, reason, "warning"))
         return sorted(set(found))

@@ -115,3 +115,49 @@ def _longest_zero_run(groups: list[str]) -> tuple[int, int]:
         if index - start + 1 > best_length:
             best_start, best_length = start, index - start + 1
     return best_start, best_length
+
+
+def value_of(text: str) -> tuple[int, int, int]:
+    """(32 or 128, the address as an integer, prefix length) of ``IP[/prefix]``
+    in a plain form; ValueError otherwise."""
+    parsed = _parse(text)
+    if parsed is None:
+        raise ValueError(f"{text!r} is not a plain IPv4 or IPv6 address")
+    return parsed
+
+
+def packed(text: str) -> bytes:
+    """The address of ``IP[/prefix]`` in network byte order (4 or 16 bytes)."""
+    bits, value, _ = value_of(text)
+    return value.to_bytes(bits // 8, "big")
+
+
+#: (bits, network, prefix, what it is) of addresses a pod can never own
+_NOT_A_POD = (
+    (32, 0, 32, "the unspecified address"),
+    (32, 0x7F000000, 8, "a loopback address"),
+    (32, 0xA9FE0000, 16, "an IPv4 link-local address"),
+    (32, 0xE0000000, 4, "a multicast address"),
+    (32, 0xFFFFFFFF, 32, "the broadcast address"),
+    (128, 0, 128, "the unspecified address"),
+    (128, 1, 128, "the loopback address"),
+    (128, 0xFE80 << 112, 10, "an IPv6 link-local address"),
+    (128, 0xFF << 120, 8, "a multicast address"),
+)
+
+
+def not_a_pod_address(text: str) -> str:
+    """Why ``IP/prefix`` cannot be a pod's own address ('' when it can): the
+    unspecified, loopback, link-local, multicast and broadcast addresses,
+    and the broadcast address of its own IPv4 subnet."""
+    bits, value, prefix = value_of(text)
+    for width, network, length, what in _NOT_A_POD:
+        if width == bits and value >> (bits - length) == network >> (bits - length):
+            return what
+    host_bits = bits - prefix
+    host_part = value & ((1 << host_bits) - 1)
+    if bits == 32 and host_bits >= 2 and host_part == (1 << host_bits) - 1:
+        return f"the broadcast address of its subnet /{prefix}"
+    if host_bits >= 2 and host_part == 0:
+        return f"the network address of its subnet /{prefix}"
+    return ""

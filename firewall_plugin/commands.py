@@ -3,10 +3,16 @@
 ``cmd_add`` returns the result to print; the other verbs return None or raise
 an error from ``firewall_plugin.errors``/``protocol`` that ``cni.main`` turns
 into CNI error JSON.  Nothing here writes to stdout or exits; the only stderr
-output is one line when the agent's fast path fails.
+output is one line when the agent's fast path or the conntrack flush fails.
 
-ADD, DEL and GC write under ``locking.podwall_lock``; CHECK and STATUS are
-read-only (no lock, no file, no chain is created).
+ADD trusts nothing it is given: a prevResult address that no pod can own
+(unspecified, loopback, link-local, multicast, broadcast) or that another
+attachment of this node holds is refused before anything is written, and
+the pod's identity (host-side interface, its bridge, its link-local address)
+is read from the kernel, not from the result.  ADD, DEL and GC write under
+``locking.podwall_lock``; CHECK and STATUS are read-only (no lock, no file,
+no chain is created).  The data plane is ``nft.ops`` for the nftables
+backend and ``sync`` (iptables) for the others.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ import os
 import sys
 
 from firewall_plugin import (
+    addresses,
     agent_client,
     endpoints,
     errors,
+    links,
     locking,
     model,
     names,
+    podns,
     protocol,
     result,
     sync,
@@ -29,11 +38,13 @@ from firewall_plugin import (
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     from firewall_plugin.backends.table import KernelTable
     from firewall_plugin.config import PluginConfig
+
+NFTABLES = "nftables"
 
 
 def cmd_version() -> dict[str, Any]:
@@ -64,20 +75,58 @@ def _pod_ips(prev: Mapping[str, Any], env: protocol.Environment) -> tuple[str, .
         raise errors.ConfigError(
             f"prevResult has no IP for interface {env.ifname}: nothing podwall could filter"
         )
+    for ip in ips:
+        why = addresses.not_a_pod_address(ip)
+        if why:
+            raise errors.ConfigError(f"prevResult address {ip} is {why}: no pod can own it")
     return ips
 
 
 def _host_interface(host_side: list[str]) -> str:
-    ports = [name for name in host_side if not sysctl.is_bridge(name)]
-    return ports[-1] if ports else ""
+    """The pod's end on this node: the last host-side interface of the result
+    that exists here and is a veth (or any link whose peer is in another
+    namespace); not, e.g., the bridge, or the ifb the ``bandwidth`` plugin adds."""
+    for name in reversed(host_side):
+        kind, elsewhere = links.kind(name)
+        if kind == "veth" or elsewhere:
+            return name
+    raise errors.ConfigError(
+        "prevResult names no host-side interface of this node for the pod (a veth end): "
+        "podwall tells pods apart by the interface their packets arrive on"
+    )
+
+
+def _refuse_duplicates(
+    record: endpoints.EndpointRecord, records: Sequence[endpoints.EndpointRecord]
+) -> None:
+    mine = set(record.addresses())
+    for other in records:
+        if other.attachment == record.attachment:
+            continue
+        shared = mine & set(other.addresses())
+        if shared:
+            raise errors.ConfigError(
+                f"prevResult address {sorted(shared)[0]} is already held by "
+                f"{other.pod} ({other.containerID}/{other.ifName}) on this node"
+            )
+
+
+def _link_local(env: protocol.Environment, ips: tuple[str, ...]) -> str:
+    if not any(model.family_of(ip) == "ipv6" for ip in ips):
+        return ""
+    try:
+        return podns.link_local(env.netns, env.ifname)
+    except OSError as exc:
+        raise errors.StateError(f"cannot read the pod's link-local address: {exc}") from exc
 
 
 def cmd_add(env: protocol.Environment, config: PluginConfig) -> dict[str, Any]:
     prev = _prev_result(config, "ADD")
     _require_netns(env)
     ips = _pod_ips(prev, env)
-    host_side = result.host_side_interfaces(prev)
-    if sysctl.is_bridged(host_side):
+    interface = _host_interface(result.host_side_interfaces(prev))
+    bridge = sysctl.bridge_of(interface)
+    if bridge:
         sysctl.ensure_bridge_netfilter(sync.families_of(ips), fix=config.ensure_bridge_netfilter)
     record = endpoints.EndpointRecord.make(
         container_id=env.container_id,
@@ -86,14 +135,49 @@ def cmd_add(env: protocol.Environment, config: PluginConfig) -> dict[str, Any]:
         podName=env.pod_name,
         podUID=env.pod_uid,
         ips=ips,
-        hostInterface=_host_interface(host_side),
+        hostInterface=interface,
+        bridge=bridge,
+        linkLocal=_link_local(env, ips),
         netns=env.netns,
     )
     with locking.podwall_lock(config.run_dir, timeout=env.lock_timeout):
-        backend = sync.resolve_backend(config, remember=True)
-        sync.attach(backend, config, record)
+        others = [r for r in endpoints.read_all(config.state_dir) if r.key != record.key]
+        _refuse_duplicates(record, others)
+        if sync.resolve_name(config, remember=True) == NFTABLES:
+            _attach_nft(config, record, others)
+        else:
+            sync.attach(sync.resolve_backend(config, remember=True), config, record)
+        _forget_flows(ips, "ADD", env)
     _ask_agent(env, config)
     return result.convert(prev, config.cni_version)
+
+
+def _attach_nft(
+    config: PluginConfig,
+    record: endpoints.EndpointRecord,
+    others: Sequence[endpoints.EndpointRecord],
+) -> None:
+    from firewall_plugin.nft import ops
+
+    endpoints.write(config.state_dir, record)
+    try:
+        ops.attach(config, record, [*others, record])
+    except BaseException:
+        endpoints.remove(config.state_dir, record.containerID, record.ifName)
+        raise  # one transaction: the kernel holds nothing of it
+
+
+def _forget_flows(ips: Sequence[str], verb: str, env: protocol.Environment) -> None:
+    """Delete the conntrack entries of the pod's addresses (a reused IP must
+    not inherit an old flow); a failure is reported, never fatal."""
+    if not ips:
+        return
+    from firewall_plugin import conntrack
+
+    try:
+        conntrack.forget(ips)
+    except errors.PodwallError as exc:
+        print(f"podwall: {verb} {env.container_id}/{env.ifname}: conntrack: {exc}", file=sys.stderr)
 
 
 def _ask_agent(env: protocol.Environment, config: PluginConfig) -> None:
@@ -115,8 +199,35 @@ def _ask_agent(env: protocol.Environment, config: PluginConfig) -> None:
 
 def cmd_del(env: protocol.Environment, config: PluginConfig) -> None:
     with locking.podwall_lock(config.run_dir, timeout=env.lock_timeout):
-        backend = sync.resolve_backend(config, remember=True)
-        sync.detach(backend, config, env.container_id, env.ifname)
+        if sync.resolve_name(config, remember=True) == NFTABLES:
+            ips = _detach_nft(config, env.container_id, env.ifname)
+        else:
+            ips = _record_ips(config, env)
+            sync.detach(
+                sync.resolve_backend(config, remember=True), config, env.container_id, env.ifname
+            )
+    _forget_flows(ips, "DEL", env)
+
+
+def _record_ips(config: PluginConfig, env: protocol.Environment) -> list[str]:
+    try:
+        record = endpoints.read(config.state_dir, env.container_id, env.ifname)
+    except errors.StateError:
+        return []
+    return list(record.ips) if record else []
+
+
+def _detach_nft(config: PluginConfig, container_id: str, ifname: str) -> list[str]:
+    from firewall_plugin.nft import ops
+
+    try:
+        record = endpoints.read(config.state_dir, container_id, ifname)
+    except errors.StateError:
+        record = None
+    endpoints.remove(config.state_dir, container_id, ifname)
+    return ops.detach(
+        config, container_id, ifname, record, list(endpoints.read_all(config.state_dir))
+    )
 
 
 def cmd_check(env: protocol.Environment, config: PluginConfig) -> None:
@@ -124,57 +235,78 @@ def cmd_check(env: protocol.Environment, config: PluginConfig) -> None:
     _require_netns(env)
     ips = _pod_ips(prev, env)
     problems: list[str] = []
-    if endpoints.read(config.state_dir, env.container_id, env.ifname) is None:
+    try:
+        record = endpoints.read(config.state_dir, env.container_id, env.ifname)
+    except errors.StateError as exc:
+        record = None
+        problems.append(str(exc))
+    if record is None:
         path = endpoints.record_path(config.state_dir, env.container_id, env.ifname)
         problems.append(f"endpoint record {path} is missing")
+        interface = _host_interface(result.host_side_interfaces(prev))
+        endpoint = model.Endpoint(
+            key=endpoints.record_stem(env.container_id, env.ifname),
+            container_id=env.container_id,
+            ifname=env.ifname,
+            pod=f"{env.pod_namespace}/{env.pod_name}",
+            interface=interface,
+            bridge=sysctl.bridge_of(interface),
+            addresses=tuple(ip.split("/", 1)[0] for ip in ips),
+        )
+    else:
+        endpoint = record.endpoint()
+    if sync.resolve_name(config, remember=False) == NFTABLES:
+        from firewall_plugin.nft import ops
+
+        problems += ops.check(config, record, endpoint)
+    else:
+        problems += _check_iptables(config, endpoint)
+    if problems:
+        raise protocol.CheckError("; ".join(problems))
+
+
+def _check_iptables(config: PluginConfig, endpoint: model.Endpoint) -> list[str]:
     backend = sync.resolve_backend(config, remember=False)
-    families = sync.families_of(ips)
-    wanted = [names.FORWARD_CHAIN, *sync.pod_chains(env.container_id, env.ifname)]
+    families = [family for family in model.FAMILIES if endpoint.sources(family)]
+    wanted = [*sync.DISPATCH, *sync.owned_chains(endpoint.container_id, endpoint.ifname)]
 
     def read(family: model.Family) -> KernelTable:
         return backend.read_chains(family, wanted)
 
     tables = sync.for_families(backend, families, read)
+    problems: list[str] = []
     for family in families:
-        problems += _missing(tables[family], family, env, ips)
-    if problems:
-        raise protocol.CheckError("; ".join(problems))
+        problems += _missing(tables[family], family, endpoint)
+    return problems
 
 
-def _dispatches(spec: str, flag: str, address: str, chain: str) -> bool:
-    words = spec.split()
-    pairs = {(words[i], words[i + 1]) for i in range(len(words) - 1)}
-    return (flag, address) in pairs and ("-j", chain) in pairs
-
-
-def _missing(
-    table: KernelTable, family: model.Family, env: protocol.Environment, ips: tuple[str, ...]
-) -> list[str]:
+def _missing(table: KernelTable, family: model.Family, endpoint: model.Endpoint) -> list[str]:
     """What CHECK finds missing in one family's table."""
-    ingress = names.ingress_chain(env.container_id, env.ifname)
-    egress = names.egress_chain(env.container_id, env.ifname)
     problems = [
         f"chain {chain} ({family}) is missing"
-        for chain in (ingress, egress)
+        for chain in sync.owned_chains(endpoint.container_id, endpoint.ifname)
         if chain not in table.chains
     ]
-    first = table.forward[0].split()[-2:] if table.forward else []
-    if first != ["-j", names.FORWARD_CHAIN]:
-        problems.append(f"the FORWARD jump to {names.FORWARD_CHAIN} ({family}) is not rule 1")
-    forward = table.chains.get(names.FORWARD_CHAIN)
-    if forward is None:
-        return [*problems, f"chain {names.FORWARD_CHAIN} ({family}) is missing"]
-    width = 128 if family == "ipv6" else 32
-    for ip in ips:
-        if model.family_of(ip) != family:
-            continue
-        address = f"{ip.split('/', 1)[0]}/{width}"
-        for flag, chain, kind in (("-s", egress, "egress"), ("-d", ingress, "ingress")):
-            if not any(_dispatches(spec, flag, address, chain) for spec in forward):
-                problems.append(
-                    f"{kind} dispatch rule for IP {address} ({flag} {address} -j {chain}) "
-                    f"is missing from {names.FORWARD_CHAIN}"
-                )
+    for hook, chain in names.HOOK_CHAINS.items():
+        first = table.hooks[hook][0].split()[-2:] if table.hooks[hook] else []
+        if first != ["-j", chain]:
+            problems.append(f"the {hook} jump to {chain} ({family}) is not rule 1")
+        if chain not in table.chains:
+            problems.append(f"chain {chain} ({family}) is missing")
+    if not sync.anchored(table, endpoint):
+        source = names.from_chain(endpoint.container_id, endpoint.ifname)
+        problems.append(
+            f"the dispatch to {source} ({family}) is missing from {names.FORWARD_CHAIN}"
+        )
+    to = table.chains.get(names.TO_CHAIN, [])
+    ingress = names.ingress_chain(endpoint.container_id, endpoint.ifname)
+    for address in endpoint.sources(family):
+        width = 128 if family == "ipv6" else 32
+        wanted = (f"-d {address}/{width}", f"-j {ingress}")
+        if not any(all(part in spec for part in wanted) for spec in to):
+            problems.append(
+                f"ingress dispatch for {address} (-j {ingress}) is missing from {names.TO_CHAIN}"
+            )
     return problems
 
 
@@ -200,8 +332,13 @@ def valid_attachments(config: PluginConfig) -> set[tuple[str, str]]:
 def cmd_gc(env: protocol.Environment, config: PluginConfig) -> None:
     valid = valid_attachments(config)
     with locking.podwall_lock(config.run_dir, timeout=env.lock_timeout):
-        backend = sync.resolve_backend(config, remember=True)
-        sync.collect(backend, config, valid)
+        if sync.resolve_name(config, remember=True) == NFTABLES:
+            from firewall_plugin.nft import ops
+
+            kept = sync.prune_records(config, valid)
+            ops.sweep(config, kept)
+        else:
+            sync.collect(sync.resolve_backend(config, remember=True), config, valid)
 
 
 def _writable(path: str) -> str:
@@ -227,8 +364,14 @@ def cmd_status(env: protocol.Environment, config: PluginConfig) -> None:
         if why:
             problems.append(f"{key} {path}: {why}")
     try:
-        backend = sync.resolve_backend(config, remember=False)
-        backend.read_chains("ipv4", [])
+        if sync.resolve_name(config, remember=False) == NFTABLES:
+            from firewall_plugin.nft import ops
+
+            why = ops.ready()
+            if why:
+                problems.append(f"backend nftables: {why}")
+        else:
+            sync.resolve_backend(config, remember=False).read_chains("ipv4", [])
     except errors.PodwallError as exc:
         problems.append(f"backend {config.backend}: {exc}")
     if problems:

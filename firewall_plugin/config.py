@@ -1,11 +1,11 @@
 """Parse and validate podwall's conflist entry (the JSON on the plugin's stdin).
 
-Keys podwall reads (DESIGN.md "The CNI plugin")::
+Keys podwall reads (docs/design.md "The CNI plugin")::
 
     type                  "podwall" (required)
     name                  network name (required, non-empty string)
     cniVersion            "0.4.0" | "1.0.0" | "1.1.0" (required)
-    backend               auto | iptables-nft | iptables-legacy | iptc   (auto)
+    backend               auto | nftables | iptables-nft | iptables-legacy | iptc   (auto)
     podDefault            deny | allow                                     (deny)
     denyAction            drop | reject                                    (drop)
     stateDir              absolute path                       (/var/lib/podwall)
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-BACKENDS = ("auto", "iptables-nft", "iptables-legacy", "iptc")
+BACKENDS = ("auto", "nftables", "iptables-nft", "iptables-legacy", "iptc")
 POD_DEFAULTS = ("deny", "allow")
 DENY_ACTIONS = ("drop", "reject")
 PLUGIN_TYPE = "podwall"

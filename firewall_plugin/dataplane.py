@@ -1,11 +1,15 @@
-"""The kernel layout both the plugin and the agent build (DESIGN.md).
+"""The per-pod policy chains every backend renders, and their shared pieces.
 
-``FORWARD`` → ``PODWALL-FORWARD`` (rule 1) → per attachment ``-s IP -j
-PODWALL-E-<h>`` for every endpoint, then ``-d IP -j PODWALL-I-<h>``.  Replies
-(ESTABLISHED/RELATED) and, in IPv6, neighbour discovery return first.
-Per-pod chains start by dropping INVALID packets; ingress chains then let the
-node itself in (``addrtype LOCAL``).
-podwall only subtracts: its chains end in DROP/REJECT or RETURN, never ACCEPT.
+Each attachment has an ingress chain (``PODWALL-I-<h>``) and an egress chain
+(``PODWALL-E-<h>``) per family.  The plugin creates them at ADD with the
+configured ``podDefault``; the agent fills them with the pod's tiers
+(``firewall_operator.chains``).  A policy chain starts by dropping INVALID
+packets, ends in drop/reject or return: podwall only subtracts.
+
+How packets reach these chains (identity, dispatch, anti-spoofing) is the
+backend's layout: ``firewall_plugin.xtables`` for the iptables backends,
+``firewall_plugin.nft.layout`` for nftables.  Both render the same
+``model.Endpoint`` list.
 
 Pure: no I/O.
 """
@@ -17,56 +21,31 @@ from firewall_plugin.values import literal_aliases
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
 if TYPE_CHECKING:
-    from collections.abc import Iterable
     from typing import Literal
 
     from firewall_plugin.endpoints import EndpointRecord
 
     DenyAction = Literal["drop", "reject"]
     PodDefault = Literal["deny", "allow"]
+    Direction = Literal["ingress", "egress"]
 else:
     __getattr__ = literal_aliases(
-        __name__, {"DenyAction": ("drop", "reject"), "PodDefault": ("deny", "allow")}
+        __name__,
+        {
+            "DenyAction": ("drop", "reject"),
+            "PodDefault": ("deny", "allow"),
+            "Direction": ("ingress", "egress"),
+        },
     )
 
-ESTABLISHED = model.Match("conntrack", (("ctstate", "RELATED,ESTABLISHED"),))
+ESTABLISHED = model.Match("conntrack", (("ctstate", "ESTABLISHED"),))
+RELATED = model.Match("conntrack", (("ctstate", "RELATED"),))
 INVALID = model.Match("conntrack", (("ctstate", "INVALID"),))
-FROM_LOCAL = model.Match("addrtype", (("src-type", "LOCAL"),))
-#: IPv6 neighbour solicitation (135) and advertisement (136) cross FORWARD
-#: between pods on one bridge, unlike ARP; dropping them would cut allowed
-#: IPv6 traffic of an isolated pod on a cold neighbour cache.
-NEIGHBOUR_DISCOVERY = tuple(
-    model.Rule(
-        "RETURN",
-        names.comment("ipv6 neighbour discovery"),
-        protocol="ipv6-icmp",
-        matches=(model.Match("icmp6", (("icmpv6-type", icmp_type),)),),
-    )
-    for icmp_type in ("135", "136")
-)
 
 
 def addresses(record: EndpointRecord, family: model.Family) -> list[str]:
     """The record's IPs of one family, without prefix length."""
     return [ip.split("/", 1)[0] for ip in record.ips if model.family_of(ip) == family]
-
-
-def forward_chain(records: Iterable[EndpointRecord], family: model.Family) -> model.Chain:
-    """``PODWALL-FORWARD`` for the given endpoints: replies first, then every
-    egress dispatch, then every ingress dispatch (same-node flows pass both)."""
-    ordered = sorted(records, key=lambda record: record.key)
-    rules = [model.Rule("RETURN", names.comment("replies"), matches=(ESTABLISHED,))]
-    if family == "ipv6":
-        rules += NEIGHBOUR_DISCOVERY
-    for record in ordered:
-        for ip in addresses(record, family):
-            note = names.comment(f"egress {record.podNamespace}/{record.podName} {record.key}")
-            rules.append(model.Rule(record.egressChain, note, source=ip))
-    for record in ordered:
-        for ip in addresses(record, family):
-            note = names.comment(f"ingress {record.podNamespace}/{record.podName} {record.key}")
-            rules.append(model.Rule(record.ingressChain, note, destination=ip))
-    return model.Chain(names.FORWARD_CHAIN, tuple(rules))
 
 
 def deny_rules(family: model.Family, action: DenyAction, note: str) -> tuple[model.Rule, ...]:
@@ -81,12 +60,12 @@ def deny_rules(family: model.Family, action: DenyAction, note: str) -> tuple[mod
     )
 
 
-def chain_head(direction: Literal["ingress", "egress"]) -> tuple[model.Rule, ...]:
-    """The rules every per-pod chain starts with."""
-    head = [model.Rule("DROP", names.comment("invalid"), matches=(INVALID,))]
-    if direction == "ingress":
-        head.append(model.Rule("RETURN", names.comment("from own node"), matches=(FROM_LOCAL,)))
-    return tuple(head)
+def chain_head(direction: Direction) -> tuple[model.Rule, ...]:
+    """The rules every per-pod policy chain starts with.  There is no
+    exemption by source address: node traffic never reaches an ingress chain
+    (it leaves the node's own stack through OUTPUT, not FORWARD)."""
+    del direction  # both directions start alike
+    return (model.Rule("DROP", names.comment("invalid"), matches=(INVALID,)),)
 
 
 def default_chains(
@@ -106,3 +85,57 @@ def default_chains(
             rules += deny_rules(family, deny_action, note)
         chains.append(model.Chain(name, rules))
     return chains[0], chains[1]
+
+
+NFLOG_SIZE = "128"  # the agent's traffic log reads this much of each packet
+
+
+def log_rule(base: model.Rule, tag: str, note: str, spec: model.LogSpec) -> model.Rule:
+    """An NFLOG rule with ``base``'s matches, rate-limited by ``spec`` (per
+    rule, in the kernel), its prefix ``tag``: what goes before a logged drop."""
+    limit: tuple[model.Option, ...] = (("limit", spec.iptables_rate),)
+    if spec.burst != 5:  # iptables-save leaves the default out
+        limit += (("limit-burst", str(spec.burst)),)
+    options = (("nflog-prefix", tag), ("nflog-group", str(spec.group)), ("nflog-size", NFLOG_SIZE))
+    return base.replace(
+        target="NFLOG",
+        comment=note,
+        matches=(*base.matches, model.Match("limit", limit)),
+        target_options=options,
+        goto=False,
+    )
+
+
+def tag_drops(
+    rules: tuple[model.Rule, ...] | list[model.Rule],
+    *,
+    direction: str,
+    tier: str,
+    pod: str,
+    log: model.LogSpec | None,
+    tags: dict[str, tuple[str, ...]] | None = None,
+) -> tuple[model.Rule, ...]:
+    """``rules`` with every DROP tagged (its comment starts with the tag, its
+    counter then counts per tag) and, with ``log``, logged first.  ``tags``
+    collects what each tag stands for (direction, verdict, tier, policy,
+    rule, pod: ``logtags.LogTag``'s fields)."""
+    out: list[model.Rule] = []
+    for rule in rules:
+        if rule.target != "DROP":
+            out.append(rule)
+            continue
+        text = rule.comment.removeprefix(f"{names.COMMENT_PREFIX}: ")
+        reason = text.split(": ", 1)[0]  # "spoofed source: from x/a" counts as "spoofed source"
+        fields = (direction, "deny", tier, TIER_POLICY.get(tier, tier), reason, pod)
+        tag = names.log_tag(*fields)
+        if tags is not None:
+            tags[tag] = fields
+        note = names.comment(f"{tag} {text}")
+        if log is not None:
+            out.append(log_rule(rule, tag, note, log))
+        out.append(rule.replace(comment=note))
+    return tuple(out)
+
+
+#: the "policy" a drop of a fixed tier is counted under
+TIER_POLICY = {"spoofing": "anti-spoofing", "isolation": "multicast isolation"}

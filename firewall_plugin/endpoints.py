@@ -1,15 +1,27 @@
 """Endpoint records: the node-local contract between the plugin and the agent.
 
-At ADD the plugin writes ``<stateDir>/endpoints/<containerID>_<ifname>.json``
-atomically (temp file in the same folder, then rename); DEL removes it.  The
-agent reads them to learn which attachments live on its node.
+At ADD the plugin writes one record per attachment under
+``<stateDir>/endpoints/``, atomically (temp file in the same folder, then
+rename); DEL removes it.  The agent reads them to learn which attachments
+live on its node and what their identity is (host-side interface, bridge,
+addresses, link-local address).
+
+The file name is ``<containerID>_<ifname>.json`` with ``%``, ``_`` and ``/``
+in either part written as ``%25``, ``%5F`` and ``%2F``: two different
+(container ID, ifname) pairs never share a file (``a_b``+``c`` and
+``a``+``b_c`` once did).  For the usual IDs and names nothing is escaped.
+
+A record is data from disk and is trusted for nothing it does not have to
+be: every field is validated when read (an invalid record is skipped, as if
+absent), and chain names are always recomputed from (container ID, ifname),
+never read back.
 """
 
 from __future__ import annotations
 
 import os
 
-from firewall_plugin import jsoncodec, names
+from firewall_plugin import addresses, jsoncodec, model, names, protocol
 from firewall_plugin.errors import StateError
 from firewall_plugin.values import Frozen, init_fields
 
@@ -18,19 +30,20 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 ENDPOINTS_DIR = "endpoints"
+_ESCAPES = (("%", "%25"), ("_", "%5F"), ("/", "%2F"))
 
 
 class EndpointRecord(Frozen):
     """One CNI attachment on this node (JSON keys are the field names, camelCase)."""
 
     __slots__ = (
+        "bridge",
         "containerID",
-        "egressChain",
         "extra",
         "hostInterface",
         "ifName",
-        "ingressChain",
         "ips",
+        "linkLocal",
         "netns",
         "podName",
         "podNamespace",
@@ -43,9 +56,9 @@ class EndpointRecord(Frozen):
     podUID: str
     ips: tuple[str, ...]
     hostInterface: str
+    bridge: str
+    linkLocal: str
     netns: str
-    ingressChain: str
-    egressChain: str
     extra: dict[str, str]
 
     def __init__(
@@ -57,9 +70,9 @@ class EndpointRecord(Frozen):
         podUID: str = "",
         ips: tuple[str, ...] = (),
         hostInterface: str = "",
+        bridge: str = "",
+        linkLocal: str = "",
         netns: str = "",
-        ingressChain: str = "",
-        egressChain: str = "",
         extra: dict[str, str] | None = None,
     ) -> None:
         init_fields(
@@ -71,52 +84,115 @@ class EndpointRecord(Frozen):
             podUID,
             ips,
             hostInterface,
+            bridge,
+            linkLocal,
             netns,
-            ingressChain,
-            egressChain,
             {} if extra is None else extra,
         )
 
     @property
     def key(self) -> str:
-        """``<containerID>_<ifname>``: the record's file stem."""
+        """The record's file stem (unambiguous, see the module docstring)."""
         return record_stem(self.containerID, self.ifName)
 
     @property
     def attachment(self) -> tuple[str, str]:
         return (self.containerID, self.ifName)
 
-    @classmethod
-    def make(cls, *, container_id: str, ifname: str, **fields: object) -> EndpointRecord:
-        """A record whose chain names derive from container ID and ifname."""
-        return cls(
-            containerID=container_id,
-            ifName=ifname,
-            ingressChain=names.ingress_chain(container_id, ifname),
-            egressChain=names.egress_chain(container_id, ifname),
-            **fields,  # type: ignore[arg-type]
+    @property
+    def ingressChain(self) -> str:
+        return names.ingress_chain(self.containerID, self.ifName)
+
+    @property
+    def egressChain(self) -> str:
+        return names.egress_chain(self.containerID, self.ifName)
+
+    @property
+    def pod(self) -> str:
+        return f"{self.podNamespace}/{self.podName}"
+
+    def addresses(self) -> tuple[str, ...]:
+        """The pod's IPs without prefix length."""
+        return tuple(ip.split("/", 1)[0] for ip in self.ips)
+
+    def endpoint(self, *, ingress_open: bool = False) -> model.Endpoint:
+        """The attachment's identity as the data plane renders it."""
+        return model.Endpoint(
+            key=self.key,
+            container_id=self.containerID,
+            ifname=self.ifName,
+            pod=self.pod,
+            interface=self.hostInterface,
+            bridge=self.bridge,
+            addresses=self.addresses(),
+            link_local=self.linkLocal,
+            ingress_open=ingress_open,
         )
 
+    @classmethod
+    def make(cls, *, container_id: str, ifname: str, **fields: object) -> EndpointRecord:
+        """A record for (``container_id``, ``ifname``) with ``fields``."""
+        return cls(containerID=container_id, ifName=ifname, **fields)  # type: ignore[arg-type]
+
     def to_json(self) -> str:
-        """The record as a JSON object, one key per line, keys sorted."""
-        data = self.as_dict()
+        """The record as a JSON object, one key per line, keys sorted.  The
+        chain names are written for people reading the file; podwall never
+        reads them back."""
+        data: dict[str, object] = self.as_dict()
         data["ips"] = list(self.ips)
         data["extra"] = dict(self.extra)
+        data["ingressChain"] = self.ingressChain
+        data["egressChain"] = self.egressChain
         lines = [f" {jsoncodec.dumps(key)}: {jsoncodec.dumps(data[key])}" for key in sorted(data)]
         return "{\n" + ",\n".join(lines) + "\n}"
 
     @classmethod
     def from_json(cls, text: str) -> EndpointRecord:
+        """A validated record; ValueError when any field is not what ADD writes."""
         data = jsoncodec.loads(text)
         if not isinstance(data, dict) or "containerID" not in data or "ifName" not in data:
             raise ValueError("not an endpoint record")
         known = {key: data[key] for key in cls.__slots__ if key in data}
+        for key, value in known.items():
+            if key == "ips":
+                if not isinstance(value, list) or not all(isinstance(ip, str) for ip in value):
+                    raise ValueError("ips is not a list of strings")
+            elif key == "extra":
+                if not isinstance(value, dict):
+                    raise ValueError("extra is not an object")
+            elif not isinstance(value, str):
+                raise ValueError(f"{key} is not a string")
         known["ips"] = tuple(known.get("ips", ()))
-        return cls(**known)
+        record = cls(**known)
+        validate(record)
+        return record
+
+
+def validate(record: EndpointRecord) -> None:
+    """ValueError unless every field that reaches the kernel is well formed."""
+    try:
+        protocol.validate_container_id(record.containerID)
+        protocol.validate_ifname(record.ifName)
+        for name in (record.hostInterface, record.bridge):
+            if name:
+                protocol.validate_ifname(name)
+    except protocol.EnvError as exc:
+        raise ValueError(str(exc)) from exc
+    for ip in record.ips:
+        if addresses.interface(ip) != ip:
+            raise ValueError(f"ip {ip!r} is not in normal form")
+    if record.linkLocal and not addresses.interface(record.linkLocal).startswith("fe80:"):
+        raise ValueError(f"linkLocal {record.linkLocal!r} is not an IPv6 link-local address")
+
+
+def _escape(part: str) -> str:
+    for raw, escaped in _ESCAPES:
+        part = part.replace(raw, escaped)
+    return part
 
 
 def record_stem(container_id: str, ifname: str) -> str:
-    return f"{container_id}_{ifname}"
+    return f"{_escape(container_id)}_{_escape(ifname)}"
 
 
 def endpoints_dir(state_dir: str) -> str:
@@ -155,17 +231,24 @@ def remove(state_dir: str, container_id: str, ifname: str) -> bool:
 
 
 def read(state_dir: str, container_id: str, ifname: str) -> EndpointRecord | None:
+    """The record of one attachment; None when absent.  StateError when the
+    file is unreadable, invalid, or holds another attachment."""
+    path = record_path(state_dir, container_id, ifname)
     try:
-        with open(record_path(state_dir, container_id, ifname)) as handle:
-            return EndpointRecord.from_json(handle.read())
+        with open(path) as handle:
+            record = EndpointRecord.from_json(handle.read())
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError) as exc:
         raise StateError(f"unreadable endpoint record {container_id}/{ifname}: {exc}") from exc
+    if record.attachment != (container_id, ifname):
+        raise StateError(f"endpoint record {path} holds {record.containerID}/{record.ifName}")
+    return record
 
 
 def read_all(state_dir: str) -> Iterator[EndpointRecord]:
-    """Every readable record, sorted by key; unreadable files are skipped."""
+    """Every valid record, sorted by key; unreadable or invalid files, and
+    files whose name is not their record's key, are skipped."""
     directory = endpoints_dir(state_dir)
     try:
         entries = sorted(os.listdir(directory))
@@ -176,6 +259,26 @@ def read_all(state_dir: str) -> Iterator[EndpointRecord]:
             continue
         try:
             with open(os.path.join(directory, entry)) as handle:
-                yield EndpointRecord.from_json(handle.read())
+                record = EndpointRecord.from_json(handle.read())
         except (OSError, ValueError, TypeError):
             continue
+        if record.key + ".json" == entry:
+            yield record
+
+
+def stale_temp_files(state_dir: str) -> list[str]:
+    """Temp files a plugin killed mid-write left behind (``.tmp-<pid>-…``)
+    whose writer is gone."""
+    directory = endpoints_dir(state_dir)
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in entries:
+        if not entry.startswith(".tmp-"):
+            continue
+        pid = entry[5:].split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            found.append(os.path.join(directory, entry))
+    return found

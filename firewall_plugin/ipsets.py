@@ -1,7 +1,7 @@
 """Read and atomically replace podwall's ipsets with ``ipset restore``.
 
 ``ipset restore`` fills 10,000 entries in ~55 ms where pyroute2's IPSet
-netlink API takes ~2 s (FACTS.md), so sets are written as text in one process.
+netlink API takes ~2 s (docs/facts.md), so sets are written as text in one process.
 Sets are not per iptables family: one call handles IPv4 and IPv6 sets.
 
 ``apply`` fills every replacement under a temporary ``-T`` name and swaps it

@@ -148,6 +148,104 @@ class FamilyState(Frozen):
         init_fields(self, family, {} if chains is None else chains, {} if sets is None else sets)
 
 
+class Endpoint(Frozen):
+    """One pod attachment as the data plane sees it: which chains are its own
+    and where its packets come from (DESIGN: identity is the interface).
+
+    ``interface`` is the host-side interface of the attachment (the veth end);
+    ``bridge`` the bridge that interface is a port of ("" when it is routed,
+    as with ``ptp``).  A packet from the pod arrives on ``interface`` (bridge:
+    on the bridge, from that port) and its source must be one of ``sources``.
+    ``ingress_open``: nothing filters traffic to the pod (no policy isolates
+    it): only then does it receive multicast and broadcast from other pods.
+    Chain names derive from (container ID, ifname), never from addresses.
+    """
+
+    __slots__ = (
+        "addresses",
+        "bridge",
+        "container_id",
+        "ifname",
+        "ingress_open",
+        "interface",
+        "key",
+        "link_local",
+        "pod",
+    )
+    key: str
+    container_id: str
+    ifname: str
+    pod: str
+    interface: str
+    bridge: str
+    addresses: tuple[str, ...]
+    link_local: str
+    ingress_open: bool
+
+    def __init__(
+        self,
+        key: str,
+        container_id: str,
+        ifname: str,
+        pod: str,
+        interface: str,
+        bridge: str = "",
+        addresses: tuple[str, ...] = (),
+        link_local: str = "",
+        ingress_open: bool = False,
+    ) -> None:
+        init_fields(
+            self,
+            key,
+            container_id,
+            ifname,
+            pod,
+            interface,
+            bridge,
+            addresses,
+            link_local,
+            ingress_open,
+        )
+
+    @property
+    def path(self) -> str:
+        """The interface the IP hooks see the pod's packets arrive on (and
+        leave to): its bridge, or its own interface when routed."""
+        return self.bridge or self.interface
+
+    def addresses_of(self, family: Family) -> tuple[str, ...]:
+        """The pod's IPs of ``family`` (no prefix length)."""
+        return tuple(ip for ip in self.addresses if family_of(ip) == family)
+
+    def sources(self, family: Family) -> tuple[str, ...]:
+        """Every source address the pod may send from in ``family``: its IPs,
+        and in IPv6 its own link-local address."""
+        own = self.addresses_of(family)
+        if family == "ipv6" and self.link_local:
+            own += (self.link_local,)
+        return own
+
+
+class LogSpec(Frozen):
+    """How a log rule is rendered: NFLOG ``group``, at most ``rate`` packets
+    per ``per_seconds`` after a ``burst`` (a kernel limit per rule)."""
+
+    __slots__ = ("burst", "group", "per_seconds", "rate")
+    group: int
+    rate: int
+    per_seconds: int
+    burst: int
+
+    def __init__(self, group: int, rate: int = 10, per_seconds: int = 60, burst: int = 5) -> None:
+        init_fields(self, group, rate, per_seconds, burst)
+
+    @property
+    def iptables_rate(self) -> str:
+        """The rate as iptables-save prints it (``10/min``)."""
+        unit = {1: "sec", 60: "min", 3600: "hour", 86400: "day"}[self.per_seconds]
+        return f"{self.rate}/{unit}"
+
+
 def family_of(address: str) -> Family:
     """``ipv6`` when the address or CIDR contains a colon, else ``ipv4``."""
     return "ipv6" if ":" in address else "ipv4"

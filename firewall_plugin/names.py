@@ -14,7 +14,7 @@ from __future__ import annotations
 # hashlib: ``import hashlib`` loads OpenSSL's libcrypto, which costs the CNI
 # plugin 3-8 ms of start-up for one 40-byte digest.  Same function, same bytes.
 try:
-    from _sha256 import sha256  # type: ignore[import-not-found]
+    from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # pragma: no cover - depends on the interpreter build
     try:
         from _sha2 import sha256  # type: ignore[import-not-found]
@@ -23,13 +23,27 @@ except ImportError:  # pragma: no cover - depends on the interpreter build
 
 PREFIX = "PODWALL"
 FORWARD_CHAIN = "PODWALL-FORWARD"
+INPUT_CHAIN = "PODWALL-INPUT"
+#: iptables: the ingress dispatch (by output interface and destination)
+TO_CHAIN = "PODWALL-TO"
+#: iptables: the built-in chain that jumps (at position 1) to each podwall chain
+HOOK_CHAINS = {"FORWARD": FORWARD_CHAIN, "INPUT": INPUT_CHAIN}
 INGRESS_KIND = "I"
 EGRESS_KIND = "E"
+#: iptables: per attachment, what arrives from it in FORWARD / INPUT
+FROM_KIND = "F"
+NODE_KIND = "N"
 MAX_NAME = 28
 COMMENT_PREFIX = "podwall"
 MAX_COMMENT = 240  # UTF-8 bytes; the kernel keeps 255; leave room for quoting
 SWAP_SUFFIX = "-T"
 BASE32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648, as base64.b32encode
+
+
+def short_digest(raw: bytes, length: int = 8) -> bytes:
+    """The first ``length`` bytes of sha256(``raw``)."""
+    digest_bytes: bytes = sha256(raw).digest()
+    return digest_bytes[:length]
 
 
 def digest(identity: str, length: int) -> str:
@@ -74,6 +88,47 @@ def ingress_chain(container_id: str, ifname: str) -> str:
 def egress_chain(container_id: str, ifname: str) -> str:
     """The per-pod chain that filters traffic *from* the attachment."""
     return f"{PREFIX}-{EGRESS_KIND}-{endpoint_hash(container_id, ifname)}"
+
+
+def from_chain(container_id: str, ifname: str) -> str:
+    """iptables: checks the source of what the attachment forwards, then
+    runs its egress chain and the ingress dispatch."""
+    return f"{PREFIX}-{FROM_KIND}-{endpoint_hash(container_id, ifname)}"
+
+
+def node_chain(container_id: str, ifname: str) -> str:
+    """iptables: checks the source of what the attachment sends to its own
+    node, then runs its egress chain."""
+    return f"{PREFIX}-{NODE_KIND}-{endpoint_hash(container_id, ifname)}"
+
+
+TIER_LETTERS = {"admin": "A", "netpol": "N", "baseline": "B"}
+
+
+def tier_chain(key: str, direction: str, tier: str) -> str:
+    """``PODWALL-IA-…``/``-IN-``/``-IB-`` (``E`` for egress): the tier chains
+    of the attachment whose record key is ``key``."""
+    kind = f"{'I' if direction == 'ingress' else 'E'}{TIER_LETTERS[tier]}"
+    return hashed_name(kind, f"{key}|{direction}|{tier}")
+
+
+def tier_chains(key: str) -> list[str]:
+    """Every tier chain name an attachment may have."""
+    return [
+        tier_chain(key, direction, tier)
+        for direction in ("ingress", "egress")
+        for tier in TIER_LETTERS
+    ]
+
+
+LOG_TAG_PREFIX = "pw:"
+
+
+def log_tag(direction: str, verdict: str, tier: str, policy: str, rule: str, pod: str) -> str:
+    """The tag a logging or counting rule carries (``pw:`` + 10 base32
+    characters of a sha256 of the fields): what ``logtags.tag_for`` names."""
+    key = "\0".join((direction, verdict, tier, policy, rule, pod))
+    return LOG_TAG_PREFIX + digest(key, 10).lower()
 
 
 def is_podwall_name(name: str) -> bool:

@@ -17,7 +17,7 @@ TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-FORWARD_JUMP_COMMENT = names.comment("dispatch to per-pod chains")
+HOOK_JUMP_COMMENT = names.comment("dispatch to per-pod chains")
 MAX_SET_ENTRIES = 1048576
 #: options whose values iptables-save prints with ``xtables_save_string``
 STRING_OPTIONS = frozenset({"comment", "log-prefix", "nflog-prefix"})
@@ -95,20 +95,21 @@ def render_rule(chain: str, rule: model.Rule, family: model.Family = "ipv4") -> 
     return f"-A {chain} {rule_spec(rule, family)}"
 
 
-def forward_jump_rule() -> model.Rule:
-    """The one FORWARD rule podwall owns: a jump to ``PODWALL-FORWARD``."""
-    return model.Rule(names.FORWARD_CHAIN, FORWARD_JUMP_COMMENT)
+def hook_jump_rule(hook: str) -> model.Rule:
+    """The one rule podwall owns in built-in chain ``hook`` (FORWARD, INPUT):
+    a jump to its own chain (``names.HOOK_CHAINS``)."""
+    return model.Rule(names.HOOK_CHAINS[hook], HOOK_JUMP_COMMENT)
 
 
-def forward_jump_spec() -> str:
-    """The spec of the one FORWARD rule podwall owns."""
-    return rule_spec(forward_jump_rule())
+def hook_jump_spec(hook: str) -> str:
+    """The spec of podwall's jump in built-in chain ``hook``."""
+    return rule_spec(hook_jump_rule(hook))
 
 
-def is_forward_jump(spec: str) -> bool:
-    """True for a FORWARD spec that jumps (or goes) to ``PODWALL-FORWARD``."""
+def is_hook_jump(spec: str, hook: str) -> bool:
+    """True for a spec of ``hook`` that jumps (or goes) to podwall's chain."""
     words = spec.split()
-    return len(words) >= 2 and words[-2] in ("-j", "-g") and words[-1] == names.FORWARD_CHAIN
+    return len(words) >= 2 and words[-2] in ("-j", "-g") and words[-1] == names.HOOK_CHAINS[hook]
 
 
 def render_restore(
@@ -116,13 +117,13 @@ def render_restore(
     family: model.Family,
     replace: Sequence[model.Chain] = (),
     delete: Sequence[str] = (),
-    forward_lines: Sequence[str] = (),
+    hook_lines: Sequence[str] = (),
     current: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """Text for one ``iptables-restore --noflush`` of the filter table.
 
     Every chain in ``replace`` is declared (created, or flushed when it exists)
-    and refilled; ``forward_lines`` (e.g. ``-D FORWARD …``/``-I FORWARD 1 …``)
+    and refilled; ``hook_lines`` (e.g. ``-D FORWARD …``/``-I INPUT 1 …``)
     follow; chains in ``delete`` are then flushed and removed, after the rules
     that referenced them were rewritten.
 
@@ -131,7 +132,7 @@ def render_restore(
     order, among its new ones is not flushed: the missing rules are inserted
     at their places (``insert_lines``).  Same end state, but the transaction
     then deletes nothing, and with nf_tables every transaction that deletes
-    waits ~10 ms for an RCU grace period (FACTS.md).  A chain whose new rules
+    waits ~10 ms for an RCU grace period (docs/facts.md).  A chain whose new rules
     all appear, in order, among its current ones loses only the others, each
     deleted by its spec (``delete_lines``): on a loaded node, deleting one
     pod's two dispatch rules costs half of rewriting ~200.  A rule deleted by
@@ -156,7 +157,7 @@ def render_restore(
     lines += [f":{name} - [0:0]" for name in declared]
     lines += [f":{name} - [0:0]" for name in delete]
     lines += fill
-    lines += list(forward_lines)
+    lines += list(hook_lines)
     lines += [f"-X {name}" for name in delete]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"

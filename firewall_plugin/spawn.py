@@ -8,7 +8,9 @@ stderr are memory files (``memfd_create``), so neither side can block on a
 full pipe however large the input or output, and no reader thread or poll
 loop is needed: the output is read back after the child exits.
 
-Linux only.  Raises OSError when the program cannot be started.
+Linux only.  Raises OSError when the program cannot be started; a program
+that is not on PATH raises FileNotFoundError whose ``strerror`` says what to
+do (the iptables backends run the host's tools; ``MISSING_HINT``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def _read_all(fd: int) -> str:
         return handle.read().decode()
 
 
+MISSING_HINT = (
+    "the iptables backends run the node's own iptables and ipset tools: install them "
+    "on the node (Debian/Ubuntu: apt-get install iptables ipset) or use backend nftables"
+)
+
+
 def run(argv: Sequence[str], text: str = "") -> Completed:
     """Run ``argv`` (``argv[0]`` looked up on PATH) with ``text`` on stdin."""
     fds = [
@@ -58,7 +66,12 @@ def run(argv: Sequence[str], text: str = "") -> Completed:
     ]
     try:
         actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
-        pid = os.posix_spawnp(argv[0], list(argv), os.environ, file_actions=actions)
+        try:
+            pid = os.posix_spawnp(argv[0], list(argv), os.environ, file_actions=actions)
+        except FileNotFoundError as exc:
+            path = os.environ.get("PATH", "")
+            exc.strerror = f"not found on PATH ({path}); {MISSING_HINT}"
+            raise
         _, status = os.waitpid(pid, 0)
         return Completed(os.waitstatus_to_exitcode(status), _read_all(fds[1]), _read_all(fds[2]))
     finally:

@@ -1,23 +1,25 @@
-"""The node-level writes of the CNI plugin: records plus one apply per family.
+"""The CNI plugin's node writes with the iptables backends: one restore per family.
 
-``PODWALL-FORWARD`` is rebuilt from ALL endpoint records each time
-(level-triggered, idempotent).  It exists in a family exactly when some record
-has an address of that family: the DEL (or GC) of the last endpoint of a family
-removes ``PODWALL-FORWARD`` and the FORWARD jump too, so a node without pods
-carries no podwall trace.  The agent follows the same rule.
+The identity and dispatch chains (``xtables``: ``PODWALL-FORWARD``,
+``PODWALL-INPUT``, ``PODWALL-TO``, each endpoint's ``PODWALL-F-/N-``) are
+rebuilt from ALL endpoint records at every ADD, DEL and GC (level-triggered,
+idempotent).  They exist in a family exactly when some record has an address
+of that family: the DEL of the last endpoint of a family removes them and the
+hook jumps too, so a node without pods carries no podwall trace.
+
+Never wedged by other endpoints' kernel state: ADD and DEL read the three
+dispatch chains first (one listing), and every record whose dispatch is not
+there (after a reboot that kept the state folder, after another tool flushed
+the table, after a plugin died between writing its record and its rules) gets
+its identity chains and the ``podDefault`` policy chains in the same
+transaction: fail-closed until the agent programs it.  A record whose
+dispatch is there proves its chains exist (iptables refuses a rule that
+jumps to a missing chain) and is left alone.
 
 Families are written in parallel threads (each apply is one subprocess-bound
 transaction of its own table); the ``iptc`` backend runs them one after the
-other.  DEL of a recorded pod lets the backend skip reading the table first
-(``assume_jump``): one restore per family instead of a save and a restore;
-among many endpoints it lists FORWARD and PODWALL-FORWARD first, so the
-restore deletes the pod's two dispatch rules by spec instead of rewriting
-hundreds.
-ADD, and DEL without a record, read only the chains they touch
-(``Backend.read_chains``: FORWARD, PODWALL-FORWARD, the pod's two chains), never
-the whole table, which on a busy node holds the agent's thousands of rules; GC
-reads the whole table (it looks for every per-pod chain).
-Callers hold ``locking.podwall_lock`` around ``attach``/``detach``/``collect``.
+other.  Callers hold ``locking.podwall_lock`` around ``attach``/``detach``/
+``collect``.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from __future__ import annotations
 import _thread  # the documented low-level module: ``threading`` costs ~1 ms to import
 import os
 
-from firewall_plugin import backends, dataplane, endpoints, model, names
-from firewall_plugin.errors import PodwallError, StateError
+from firewall_plugin import backends, dataplane, endpoints, model, names, xtables
+from firewall_plugin.errors import ConfigError, PodwallError, StateError
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
 if TYPE_CHECKING:
@@ -39,14 +41,18 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-POD_CHAIN_PREFIXES = (
-    f"{names.PREFIX}-{names.INGRESS_KIND}-",
-    f"{names.PREFIX}-{names.EGRESS_KIND}-",
+POD_CHAIN_PREFIXES = tuple(
+    f"{names.PREFIX}-{kind}-"
+    for kind in (
+        names.INGRESS_KIND,
+        names.EGRESS_KIND,
+        names.FROM_KIND,
+        names.NODE_KIND,
+        *(f"{d}{t}" for d in "IE" for t in "ANB"),
+    )
 )
+DISPATCH = [names.FORWARD_CHAIN, names.INPUT_CHAIN, names.TO_CHAIN]
 REMEMBERED_BACKEND = "backend"
-#: DEL lists PODWALL-FORWARD first from this many other endpoints of a family
-#: on (see ``_lists_to_delete``)
-LISTED_DEL_RECORDS = 16
 
 
 def families_of(ips: Iterable[str]) -> list[model.Family]:
@@ -55,28 +61,39 @@ def families_of(ips: Iterable[str]) -> list[model.Family]:
     return [family for family in model.FAMILIES if family in present]
 
 
-def resolve_backend(config: PluginConfig, *, remember: bool) -> Backend:
-    """The configured backend.  ``auto`` is detected once per node and kept in
-    ``<runDir>/backend`` (plugin and agent share it; delete it to re-detect);
-    ``remember`` false never writes that file."""
-    if config.backend != "auto":
-        return backends.get_backend(config.backend)
-    path = os.path.join(config.run_dir, REMEMBERED_BACKEND)
+def resolve_name(config: PluginConfig, *, remember: bool) -> str:
+    """The configured backend's name.  ``auto`` is detected once per node and
+    kept in ``<runDir>/backend`` (plugin and agent share it; delete it to
+    re-detect); ``remember`` false never writes that file."""
+    return resolve(config.backend, config.run_dir, remember=remember)
+
+
+def resolve(backend: str, run_dir: str, *, remember: bool) -> str:
+    """``resolve_name`` for a backend setting and a run folder."""
+    if backend != "auto":
+        return backend
+    path = os.path.join(run_dir, REMEMBERED_BACKEND)
     try:
         with open(path) as handle:
             name = handle.read().strip()
     except OSError:
         name = ""
-    if name not in ("iptables-nft", "iptables-legacy"):
+    if name not in backends.CONCRETE_NAMES:
         name = backends.detect()
         if remember:
             _write_atomic(path, name + "\n")
-    return backends.get_backend(name)
+    return name
+
+
+def resolve_backend(config: PluginConfig, *, remember: bool) -> Backend:
+    """The iptables backend the configuration names (see ``resolve_name``)."""
+    return backends.get_backend(resolve_name(config, remember=remember))
 
 
 def _write_atomic(path: str, text: str) -> None:
     temp = f"{path}.{os.getpid()}.tmp"
     try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(temp, "w") as handle:
             handle.write(text)
         os.replace(temp, path)
@@ -118,70 +135,79 @@ def for_families(
     return results
 
 
-def apply_family(
-    backend: Backend,
-    family: model.Family,
-    records: Sequence[endpoints.EndpointRecord],
-    *,
-    add: Sequence[model.Chain] = (),
-    delete: Sequence[str] = (),
-    assume_jump: bool = False,
-    current: KernelTable | None = None,
-) -> None:
-    """One transaction: ``PODWALL-FORWARD`` from ``records`` (or its removal when
-    no record has an address of ``family``), ``add`` chains, ``delete`` chains.
-    ``assume_jump``, ``current``: see ``Backend.apply`` (``current`` must name
-    ``delete`` and PODWALL-FORWARD when they may exist)."""
-    if any(dataplane.addresses(record, family) for record in records):
-        forward = dataplane.forward_chain(records, family)
-        replace, gone = [forward, *add], list(delete)
-    else:
-        replace, gone = list(add), [*delete, names.FORWARD_CHAIN]
-    backend.apply(family, replace=replace, delete=gone, assume_jump=assume_jump, current=current)
-
-
 def pod_chains(container_id: str, ifname: str) -> list[str]:
-    """The attachment's ingress and egress chains."""
+    """The attachment's ingress and egress policy chains."""
     return [names.ingress_chain(container_id, ifname), names.egress_chain(container_id, ifname)]
 
 
-def _add_reads(
-    records: Sequence[endpoints.EndpointRecord],
-    record: endpoints.EndpointRecord,
+def owned_chains(container_id: str, ifname: str) -> list[str]:
+    """Every chain the plugin makes for an attachment (identity first)."""
+    return [*xtables.endpoint_chain_names(container_id, ifname), *pod_chains(container_id, ifname)]
+
+
+def anchored(table: KernelTable, endpoint: model.Endpoint) -> bool:
+    """Whether the kernel's dispatch already leads to ``endpoint``'s chains
+    (then they exist: iptables refuses a jump to a missing chain)."""
+    target = names.from_chain(endpoint.container_id, endpoint.ifname)
+    forward = table.chains.get(names.FORWARD_CHAIN, ())
+    return any(spec.endswith(f"-g {target}") for spec in forward)
+
+
+def write_family(
+    backend: Backend,
+    config: PluginConfig,
     family: model.Family,
+    records: Sequence[endpoints.EndpointRecord],
     *,
-    again: bool,
-) -> list[str]:
-    """The chains ADD lists besides FORWARD: PODWALL-FORWARD when another
-    record has an address of ``family`` (else it is most likely absent:
-    declared afresh), the pod's own chains when its record was already there
-    (ADD again; else they are most likely absent).  A chain not listed is
-    declared afresh, which ends the same; listing an absent one costs a run."""
-    others = (r for r in records if r.attachment != record.attachment)
-    wanted = [names.FORWARD_CHAIN] if any(dataplane.addresses(r, family) for r in others) else []
-    return [*wanted, *pod_chains(record.containerID, record.ifName)] if again else wanted
+    fresh: Sequence[endpoints.EndpointRecord] = (),
+    delete: Sequence[str] = (),
+) -> None:
+    """One transaction: the dispatch of ``records`` (or its removal when none
+    has an address of ``family``), identity and default chains for ``fresh``
+    records and for every record the kernel's dispatch lacks, ``delete``."""
+    current = backend.read_chains(family, DISPATCH)
+    owner = xtables.owner(current.chains.get(names.FORWARD_CHAIN, ()))
+    if owner and owner != config.state_dir:
+        raise ConfigError(
+            f"this node's podwall state lives in {owner}; a podwall entry with stateDir "
+            f"{config.state_dir} would drop the pods of the other: use one stateDir per node"
+        )
+    present = [record.endpoint() for record in records if dataplane.addresses(record, family)]
+    replace = xtables.shared_chains(present, family, state_dir=config.state_dir)
+    if replace:
+        renewed = {record.key for record in fresh}
+        for record in records:
+            endpoint = record.endpoint()
+            if not endpoint.sources(family):
+                continue
+            if record.key in renewed or not anchored(current, endpoint):
+                replace += [
+                    xtables.from_chain(endpoint, family),
+                    xtables.node_chain(endpoint, family),
+                    *dataplane.default_chains(
+                        record,
+                        family,
+                        pod_default=config.pod_default,  # type: ignore[arg-type]
+                        deny_action=config.deny_action,  # type: ignore[arg-type]
+                    ),
+                ]
+    gone = list(delete) + [name for name in DISPATCH if not replace]
+    for name in delete:  # the record's own chains: declare them, absent or not
+        current.chains.setdefault(name, [])
+    backend.apply(family, replace=replace, delete=gone, current=current)
 
 
 def attach(backend: Backend, config: PluginConfig, record: endpoints.EndpointRecord) -> None:
-    """ADD: write ``record``, rebuild dispatch and the pod's default chains.
-    On any failure, undo (record, dispatch, chains) and re-raise."""
+    """ADD: write ``record``, rebuild dispatch, give the pod its default
+    chains (and repair any record the kernel lacks).  On any failure, undo
+    (record, dispatch, chains) and re-raise."""
     families = families_of(record.ips)
-    path = endpoints.record_path(config.state_dir, record.containerID, record.ifName)
-    again = os.path.exists(path)
     endpoints.write(config.state_dir, record)
     try:
         records = list(endpoints.read_all(config.state_dir))
 
         def write(family: model.Family) -> None:
-            chains = dataplane.default_chains(
-                record,
-                family,
-                pod_default=config.pod_default,  # type: ignore[arg-type]
-                deny_action=config.deny_action,  # type: ignore[arg-type]
-            )
-            reads = _add_reads(records, record, family, again=again)
-            current = backend.read_chains(family, reads)
-            apply_family(backend, family, records, add=chains, current=current)
+            write_family(backend, config, family, records, fresh=[record])
 
         for_families(backend, families, write)
     except BaseException as exc:
@@ -205,21 +231,6 @@ def _rollback(
     return ""
 
 
-def _lists_to_delete(
-    backend: Backend, records: Sequence[endpoints.EndpointRecord], family: model.Family
-) -> bool:
-    """Whether DEL of a recorded pod should list FORWARD and PODWALL-FORWARD
-    first, so that the restore deletes the pod's dispatch rules by spec
-    instead of rewriting the chain (``render.delete_lines``): worth its ~4 ms
-    from ``LISTED_DEL_RECORDS`` other endpoints of ``family`` on.  Never for
-    ``iptc`` (it reads the table anyway) nor when the pod was the family's
-    last (PODWALL-FORWARD goes)."""
-    if backend.name == "iptc":
-        return False
-    others = sum(1 for record in records if dataplane.addresses(record, family))
-    return others >= LISTED_DEL_RECORDS
-
-
 def detach(
     backend: Backend,
     config: PluginConfig,
@@ -228,13 +239,9 @@ def detach(
     *,
     families: Sequence[model.Family] | None = None,
 ) -> None:
-    """DEL: remove the record, its dispatch rules and its two chains.  Without
-    ``families``: those of the record, or both when there is no record.  With
-    a record, its families hold PODWALL-FORWARD and the FORWARD jump, so the
-    backend may skip reading them first (``assume_jump``), or, with many other
-    endpoints, list only FORWARD and PODWALL-FORWARD and delete the pod's
-    dispatch rules by spec; other families read only FORWARD,
-    PODWALL-FORWARD and the two chains (``read_chains``)."""
+    """DEL: remove the record, its dispatch and its chains.  Without
+    ``families``: those of the record, or both when there is no record.
+    Succeeds whatever is left of the pod's own state."""
     try:
         record = endpoints.read(config.state_dir, container_id, ifname)
     except StateError:
@@ -243,40 +250,46 @@ def detach(
     if families is None:
         families = families_of(record.ips) if record and record.ips else list(model.FAMILIES)
     records = list(endpoints.read_all(config.state_dir))
-    chains = pod_chains(container_id, ifname)
-    known = families_of(record.ips) if record else []
+    chains = owned_chains(container_id, ifname)
 
     def write(family: model.Family) -> None:
-        if family in known and _lists_to_delete(backend, records, family):
-            current = backend.read_chains(family, [names.FORWARD_CHAIN])
-            for chain in chains:  # the record says they exist; an absent one is no error
-                current.chains.setdefault(chain, [])
-            apply_family(backend, family, records, delete=chains, current=current)
-        elif family in known:
-            apply_family(backend, family, records, delete=chains, assume_jump=True)
-        else:
-            current = backend.read_chains(family, [names.FORWARD_CHAIN, *chains])
-            apply_family(backend, family, records, delete=chains, current=current)
+        write_family(backend, config, family, records, delete=chains)
 
     for_families(backend, families, write)
 
 
-def collect(backend: Backend, config: PluginConfig, valid: set[tuple[str, str]]) -> list[str]:
-    """GC: drop every record not in ``valid`` with its dispatch and chains, and
-    every per-pod chain without a record.  Returns the chains removed."""
+def prune_records(
+    config: PluginConfig, valid: set[tuple[str, str]]
+) -> list[endpoints.EndpointRecord]:
+    """GC's file part: remove every record not in ``valid`` and the temp
+    files of plugins that died mid-write; returns the records kept."""
+    for path in endpoints.stale_temp_files(config.state_dir):
+        try:  # noqa: SIM105 - contextlib costs the CNI start-up ~1 ms
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
     kept: list[endpoints.EndpointRecord] = []
     for record in endpoints.read_all(config.state_dir):
         if record.attachment in valid:
             kept.append(record)
         else:
             endpoints.remove(config.state_dir, record.containerID, record.ifName)
-    wanted = {chain for record in kept for chain in (record.ingressChain, record.egressChain)}
+    return kept
+
+
+def collect(backend: Backend, config: PluginConfig, valid: set[tuple[str, str]]) -> list[str]:
+    """GC: drop every record not in ``valid`` with its dispatch and chains,
+    every per-pod chain without a record (tier chains included), and the
+    temp files of plugins that died mid-write.  Returns the chains removed."""
+    kept = prune_records(config, valid)
+    wanted = {chain for record in kept for chain in owned_chains(*record.attachment)}
+    wanted |= {name for record in kept for name in names.tier_chains(record.key)}
 
     def sweep(family: model.Family) -> list[str]:
         table = backend.read(family)
         owned = (name for name in table.chains if name.startswith(POD_CHAIN_PREFIXES))
         stale = sorted(name for name in owned if name not in wanted)
-        apply_family(backend, family, kept, delete=stale)
+        write_family(backend, config, family, kept, delete=stale)
         return stale
 
     removed = for_families(backend, list(model.FAMILIES), sweep)

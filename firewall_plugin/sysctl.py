@@ -45,6 +45,17 @@ def is_bridge_port(ifname: str) -> bool:
     return path is not None and os.path.isdir(path)
 
 
+def bridge_of(ifname: str) -> str:
+    """The bridge ``ifname`` is a port of, '' when it is none's."""
+    path = _sys_path(ifname, "brport/bridge")
+    if path is None:
+        return ""
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:
+        return ""
+
+
 def is_bridged(host_interfaces: Iterable[str]) -> bool:
     """True when any host-side interface of the attachment is or joins a bridge."""
     return any(is_bridge(name) or is_bridge_port(name) for name in host_interfaces)

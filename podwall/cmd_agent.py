@@ -69,11 +69,60 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="kopf liveness endpoint port (/healthz), 0 to disable (default 9102)",
     )
     parser.add_argument(
+        "--listen-address",
+        default=env("PODWALL_LISTEN_ADDRESS", "0.0.0.0"),
+        help="address the metrics and health endpoints listen on (default 0.0.0.0; "
+        "127.0.0.1 keeps them off the network; $PODWALL_LISTEN_ADDRESS)",
+    )
+    parser.add_argument(
+        "--upstream-policy",
+        action="store_true",
+        default=env("PODWALL_UPSTREAM_POLICY", "") in ("1", "true"),
+        help="also enforce ClusterNetworkPolicy, AdminNetworkPolicy and "
+        "BaselineAdminNetworkPolicy (policy.networking.k8s.io; needs their CRDs "
+        "and RBAC: deploy/components/upstream-policy) (default: $PODWALL_UPSTREAM_POLICY)",
+    )
+    parser.add_argument(
         "--cleanup",
         action="store_true",
         help="remove every podwall chain and set of this node, then exit",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _logging(parser)
+
+
+def _logging(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("logs")
+    group.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="the agent's own log lines"
+    )
+    group.add_argument(
+        "--traffic-log",
+        default="-",
+        metavar="PATH",
+        help="where the denied-traffic JSON lines go: - (stdout, default), a file, or off",
+    )
+    group.add_argument(
+        "--nflog-group",
+        type=int,
+        default=0x5057,
+        metavar="N",
+        help="the NFLOG group podwall's log rules use (default 20567, 'PW')",
+    )
+    group.add_argument(
+        "--log-denied",
+        action="store_true",
+        help="log every packet podwall drops on this node (else: policies that ask for it)",
+    )
+    group.add_argument(
+        "--log-rate",
+        default="10/minute",
+        metavar="N/UNIT",
+        help="per pod, at most this many logged packets (second, minute, hour; default 10/minute)",
+    )
+    group.add_argument(
+        "--log-burst", type=int, default=5, metavar="N", help="above the rate (default 5)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

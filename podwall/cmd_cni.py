@@ -1,17 +1,19 @@
 """``podwall cni install|uninstall``: put the podwall plugin on a node, or take it off.
 
 ``install`` writes ``<bin-dir>/podwall`` and chains a podwall entry into the
-primary CNI config (``firewall_plugin.install``); with ``--watch`` it stays
+primary CNI config (``firewall_install.conf``); with ``--watch`` it stays
 running, re-checks every ``--watch-interval`` seconds and repairs both when the
 primary CNI rewrites its config or a new primary file appears, and on
 SIGTERM/SIGINT exits 0.  ``--uninstall-on-exit`` (``=always``, the default)
 reverts before exiting; ``--uninstall-on-exit=if-daemonset-gone`` reverts only
 when the API server says the DaemonSet (``--daemonset``, else env
 ``POD_NAMESPACE``/``DAEMONSET_NAME``) is gone or being deleted
-(``firewall_plugin.removal``; in-cluster config, or ``--kubeconfig``).
-``uninstall`` reverts both; it succeeds when nothing is installed.
+(``firewall_install.removal``; in-cluster config, or ``--kubeconfig``).
+``uninstall`` reverts both; it succeeds when nothing is installed.  ``glibc``
+prints the glibc floor of ELF files (default: the bundle ``--bundle`` would
+write).
 
-Flags, messages and exit codes only: the file work lives in ``firewall_plugin``.
+Flags, messages and exit codes only: the work lives in ``firewall_install``.
 Errors print ``podwall cni <verb>: <message>`` on stderr and exit 1.
 """
 
@@ -26,7 +28,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from firewall_plugin import apiclient, config, install, install_bin, removal
+from firewall_install import apiclient, conf, launcher, removal
+from firewall_install.errors import InstallError
+from firewall_plugin import config, conflist
 
 #: CLI flag dest → conflist key of the podwall entry
 SETTING_FLAGS = {
@@ -42,7 +46,7 @@ SETTING_FLAGS = {
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="install|uninstall")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="install|uninstall|glibc")
     add = verbs.add_parser("install", help="write the executable and chain podwall in")
     _common(add)
     _settings(add)
@@ -50,8 +54,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add.add_argument(
         "--bundle",
         action="store_true",
-        help="copy this interpreter, its stdlib and podwall into <bin-dir>/podwall.d "
+        help="copy this interpreter and the modules the plugin loads into <bin-dir>/podwall.d "
         "(for hosts without Python)",
+    )
+    add.add_argument(
+        "--host-root",
+        default="/",
+        metavar="PATH",
+        help="with --bundle: the host's file system as seen here (its /usr and /lib), "
+        "to check its glibc (default /: running on the host)",
     )
     add.add_argument("--watch", action="store_true", help="keep the chain in place until stopped")
     add.add_argument(
@@ -80,6 +91,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     remove = verbs.add_parser("uninstall", help="remove podwall from the configs and bin dir")
     _common(remove)
+    floor = verbs.add_parser("glibc", help="print the highest GLIBC version ELF files need")
+    floor.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="files or folders (default: the files of the bundle --bundle would write)",
+    )
+    floor.add_argument("-v", "--verbose", action="store_true", help="one line per ELF file")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -89,12 +108,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _settings(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("plugin settings (left out: the plugin's default)")
-    group.add_argument("--backend", choices=config.BACKENDS)
-    group.add_argument("--pod-default", choices=config.POD_DEFAULTS)
-    group.add_argument("--deny-action", choices=config.DENY_ACTIONS)
-    group.add_argument("--state-dir", metavar="PATH")
-    group.add_argument("--run-dir", metavar="PATH")
-    group.add_argument("--agent-timeout-ms", type=int, metavar="MS")
+    group.add_argument("--backend", choices=config.BACKENDS, help="netfilter backend")
+    group.add_argument(
+        "--pod-default", choices=config.POD_DEFAULTS, help="a new pod until programmed"
+    )
+    group.add_argument("--deny-action", choices=config.DENY_ACTIONS, help="what denied packets get")
+    group.add_argument("--state-dir", metavar="PATH", help="endpoint records")
+    group.add_argument("--run-dir", metavar="PATH", help="lock, agent socket")
+    group.add_argument(
+        "--agent-timeout-ms", type=int, metavar="MS", help="how long ADD waits for the agent"
+    )
     group.add_argument(
         "--no-ensure-bridge-netfilter",
         dest="ensure_bridge_netfilter",
@@ -102,25 +125,56 @@ def _settings(parser: argparse.ArgumentParser) -> None:
         const=False,
         help="do not set net.bridge.bridge-nf-call-ip(6)tables at ADD",
     )
-    group.add_argument("--mark-bit", type=int, metavar="0..31")
+    group.add_argument("--mark-bit", type=int, metavar="0..31", help="reserved packet-mark bit")
 
 
 def run(args: argparse.Namespace) -> int:
     verb: str = args.verb
     try:
+        if verb == "glibc":
+            return print_glibc(args.paths, verbose=args.verbose)
         if verb == "uninstall":
             _print(_uninstall(args), verb)
             return 0
-        entry = install.build_entry(settings_of(args))
+        entry = conf.build_entry(settings_of(args))
         if args.uninstall_on_exit and not args.watch:
-            raise install.InstallError("--uninstall-on-exit needs --watch")
+            raise InstallError("--uninstall-on-exit needs --watch")
+        if args.bundle:
+            check_host_tools(args, entry)
         if args.watch:
             return watch(args, entry, exit_policy(args))
         _print(_install(args, entry), verb)
         return 0
-    except install.InstallError as exc:
+    except InstallError as exc:
         print(f"podwall cni {verb}: {exc}", file=sys.stderr)
         return 1
+
+
+def print_glibc(paths: list[str], *, verbose: bool) -> int:
+    """Print the glibc floor of ``paths`` (or of this interpreter's bundle)."""
+    from firewall_install import bundle, elf, glibc
+
+    if not paths:
+        paths = [source for dest, source in bundle.plan().files if not dest.endswith(".pyc")]
+    need, each = glibc.floor(paths)
+    if verbose:
+        for path, version in each:
+            print(f"GLIBC_{elf.format_version(version)}\t{path}")
+    if need is None:
+        print("no GLIBC symbol versions needed")
+    else:
+        print(f"glibc >= {elf.format_version(need)}")
+    return 0
+
+
+def check_host_tools(args: argparse.Namespace, entry: conflist.Network) -> None:
+    """Refuse a backend the bundle cannot run; warn (once) about tools the host lacks."""
+    from firewall_install import hosttools
+
+    backend = str(entry.get("backend", "auto"))
+    hosttools.refusal(backend, bundled=True)
+    for line in hosttools.warnings(args.host_root, backend):
+        print(f"podwall cni install: warning: {line}", file=sys.stderr, flush=True)
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -134,7 +188,7 @@ def exit_policy(args: argparse.Namespace) -> removal.ExitPolicy | None:
     mode: str | None = args.uninstall_on_exit
     if mode != removal.IF_DAEMONSET_GONE:
         if args.daemonset is not None or args.kubeconfig is not None:
-            raise install.InstallError(
+            raise InstallError(
                 f"--daemonset and --kubeconfig need --uninstall-on-exit={removal.IF_DAEMONSET_GONE}"
             )
         return removal.Always() if mode == removal.ALWAYS else None
@@ -146,20 +200,22 @@ def exit_policy(args: argparse.Namespace) -> removal.ExitPolicy | None:
     return removal.IfDaemonSetGone(target, namespace=namespace, name=name)
 
 
-def _install(args: argparse.Namespace, entry: install.Network) -> install.Report:
-    report = install_bin.install_executable(args.bin_dir, python=args.python, bundle=args.bundle)
-    report.extend(install.install_conf(args.conf_dir, entry))
+def _install(args: argparse.Namespace, entry: conflist.Network) -> conf.Report:
+    report = launcher.install_executable(
+        args.bin_dir, python=args.python, bundled=args.bundle, host_root=args.host_root
+    )
+    report.extend(conf.install_conf(args.conf_dir, entry))
     return report
 
 
-def _uninstall(args: argparse.Namespace) -> install.Report:
-    report = install.uninstall_conf(args.conf_dir)
-    report.extend(install_bin.uninstall_executable(args.bin_dir))
+def _uninstall(args: argparse.Namespace) -> conf.Report:
+    report = conf.uninstall_conf(args.conf_dir)
+    report.extend(launcher.uninstall_executable(args.bin_dir))
     return report
 
 
 def watch(
-    args: argparse.Namespace, entry: install.Network, policy: removal.ExitPolicy | None
+    args: argparse.Namespace, entry: conflist.Network, policy: removal.ExitPolicy | None
 ) -> int:
     """Install, then repair drift every interval until SIGTERM/SIGINT; then ask ``policy``.
 
@@ -177,7 +233,7 @@ def watch(
             try:
                 _print(_install(args, entry), "install")
                 last_error = ""
-            except install.InstallError as exc:
+            except InstallError as exc:
                 if str(exc) != last_error:
                     _log(f"{exc} (retrying)")
                 last_error = str(exc)
@@ -215,7 +271,7 @@ def _on_signals(action: Callable[[], None]) -> Callable[[], None]:
     return restore
 
 
-def _print(report: install.Report, verb: str) -> None:
+def _print(report: conf.Report, verb: str) -> None:
     for line in report.actions:
         print(line, flush=True)
     for line in report.warnings:

@@ -7,7 +7,9 @@ import argparse
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", help="keep the lab up in DIR after the demo")
-    parser.add_argument("--no-colour", dest="colour", action="store_false", default=None)
+    parser.add_argument(
+        "--no-colour", dest="colour", action="store_false", default=None, help="plain text"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

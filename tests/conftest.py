@@ -23,7 +23,7 @@ def kernel_ready() -> str | None:
     """None when kernel tests can run, else the reason they cannot."""
     if os.geteuid() != 0:
         return NO_ROOT
-    for tool in ("ip", "iptables-nft", "iptables-legacy", "ipset"):
+    for tool in ("ip", "iptables-nft", "iptables-legacy", "ipset", "nft"):
         if shutil.which(tool) is None:
             return f"kernel tests need {tool}; `make test` installs it with apt-get as root"
     return None

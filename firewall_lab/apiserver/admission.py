@@ -107,19 +107,28 @@ def admit_custom(rtype: ResourceType, obj: Json, old: Json | None, *, strict: bo
             "strict decoding error: " + ", ".join(f'unknown field "{f}"' for f in dropped)
         )
     validation.apply_defaults(schema, obj)
-    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-    old_body = None
-    if old is not None:
-        old_body = {k: v for k, v in old.items() if k not in ("apiVersion", "kind", "metadata")}
+    body = _schema_view(obj)
+    old_body = None if old is None else _schema_view(old)
     sub = dict(schema)
     props = dict(sub.get("properties") or {})
-    for key in ("apiVersion", "kind", "metadata"):
+    for key in ("apiVersion", "kind"):
         props.pop(key, None)
     sub["properties"] = props
+    sub["required"] = [k for k in sub.get("required") or [] if k not in ("apiVersion", "kind")]
     causes = validation.validate(sub, body, old=old_body)
     if causes:
         name = obj["metadata"].get("name", "")
         raise errors.Invalid.of(kind=rtype.kind, group=rtype.group, name=name, causes=causes)
+
+
+def _schema_view(obj: Json) -> Json:
+    """What a CRD schema validates: the object without apiVersion and kind,
+    and of its metadata only name and generateName (as the API server does:
+    a schema may constrain them, and root CEL rules may read them)."""
+    view = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    meta = obj.get("metadata") or {}
+    view["metadata"] = {k: meta[k] for k in ("name", "generateName") if k in meta}
+    return view
 
 
 def prepare(rtype: ResourceType, obj: Json, old: Json | None, *, strict: bool) -> Json:

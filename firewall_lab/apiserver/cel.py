@@ -133,7 +133,7 @@ def check(rules: list[Json], value: Any, *, old: Any, path: str) -> list[Json]:
             continue
         field = path + (entry.get("fieldPath") or "")
         message = entry.get("message") or f"failed rule: {rule}"
-        shown = repr(value).replace("'", '"') if not isinstance(value, (dict, list)) else "object"
+        shown = errors.shown(value) if not isinstance(value, (dict, list)) else '"object"'
         causes.append(
             errors.cause(
                 field,

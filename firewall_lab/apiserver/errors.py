@@ -13,6 +13,7 @@ This module does no I/O and knows nothing about HTTP frameworks.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 Json = dict[str, Any]
@@ -127,6 +128,27 @@ class Invalid(ApiError):
         details = _details(kind, name, group)
         details["causes"] = causes
         return cls(f'{kind}.{group or "core"} "{name}" is invalid: {text}', details=details)
+
+
+def shown(value: Any) -> str:
+    """A value as kube-apiserver messages show it: JSON (``"a"``, ``true``,
+    ``null``, ``{"k":1}``), never a Python repr."""
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError):
+        return json.dumps(str(value))
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a decoded value (``string``, ``integer``...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    names = {float: "number", str: "string", dict: "object", list: "array"}
+    return next((name for kind, name in names.items() if isinstance(value, kind)), "object")
 
 
 def cause(field: str, message: str, reason: str = "FieldValueInvalid") -> Json:

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from firewall_lab.apiserver import discovery, errors, routes, selectors, tables
+from firewall_lab.apiserver import discovery, errors, openapi, routes, selectors, tables
 from firewall_lab.apiserver.objects import Api
 from firewall_lab.apiserver.resources import ResourceType
 from firewall_lab.apiserver.watch import WatchStream
@@ -276,6 +276,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             # an empty protobuf Document: kubectl then validates nothing on the client
             # side and builds strategic merge patches from its compiled-in types
             return web.Response(body=b"", content_type=OPENAPI_V2_PB)
+        if request.path.startswith("/openapi/v3") and request.method == "GET":
+            return _openapi_v3(state, request.path)
         if request.path == "/_podwall/expire-watches" and request.method == "POST":
             state.expire_watches()
             return _json({"kind": "Status", "apiVersion": "v1", "status": "Success"})
@@ -299,7 +301,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return _error(exc)
     except Exception as exc:  # the boundary: a bug answers 500, the server lives on
         log.exception("%s %s failed", request.method, request.path)
-        return _error(errors.ApiError(f"internal error: {exc!r}"))
+        return _error(errors.ApiError(f"internal error: {type(exc).__name__}: {exc}"))
+
+
+def _openapi_v3(state: ServerState, path: str) -> web.Response:
+    """``/openapi/v3`` and ``/openapi/v3/apis/<group>/<version>`` (see ``openapi``)."""
+    registry = state.api.registry
+    parts = [p for p in path.split("/") if p][2:]
+    if not parts:
+        return _json(openapi.index(registry))
+    found = None
+    if len(parts) == 3 and parts[0] == "apis":
+        found = openapi.group_document(registry, parts[1], parts[2])
+    if found is None:
+        raise errors.NotFound("the server could not find the requested resource")
+    return _json(found)
 
 
 def make_app(state: ServerState) -> web.Application:

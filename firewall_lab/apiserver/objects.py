@@ -52,7 +52,7 @@ def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
         return int(data["rv"]), (str(data["start"][0]), str(data["start"][1]))
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise errors.BadRequest(f"invalid continue token: {token!r}") from exc
+        raise errors.BadRequest(f"invalid continue token: {errors.shown(token)}") from exc
 
 
 class Api:

@@ -109,7 +109,7 @@ def _pointer(path: str) -> list[str]:
     if path == "":
         return []
     if not path.startswith("/"):
-        raise errors.BadRequest(f"invalid JSON pointer {path!r}")
+        raise errors.BadRequest(f"invalid JSON pointer {errors.shown(path)}")
     return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
 
 
@@ -119,7 +119,7 @@ def _parent(doc: Any, parts: list[str], path: str) -> Any:
         try:
             node = node[int(part)] if isinstance(node, list) else node[part]
         except (KeyError, IndexError, ValueError, TypeError) as exc:
-            raise errors.Invalid(f"path {path!r} does not exist") from exc
+            raise errors.Invalid(f"path {errors.shown(path)} does not exist") from exc
     return node
 
 
@@ -131,7 +131,7 @@ def _get(doc: Any, path: str) -> Any:
     try:
         return parent[int(parts[-1])] if isinstance(parent, list) else parent[parts[-1]]
     except (KeyError, IndexError, ValueError, TypeError) as exc:
-        raise errors.Invalid(f"path {path!r} does not exist") from exc
+        raise errors.Invalid(f"path {errors.shown(path)} does not exist") from exc
 
 
 def _add(doc: Any, path: str, value: Any, *, replace: bool) -> Any:
@@ -147,10 +147,10 @@ def _add(doc: Any, path: str, value: Any, *, replace: bool) -> Any:
             parent.insert(index, value)
     elif isinstance(parent, dict):
         if replace and last not in parent:
-            raise errors.Invalid(f"replace: path {path!r} does not exist")
+            raise errors.Invalid(f"replace: path {errors.shown(path)} does not exist")
         parent[last] = value
     else:
-        raise errors.Invalid(f"path {path!r} does not exist")
+        raise errors.Invalid(f"path {errors.shown(path)} does not exist")
     return doc
 
 
@@ -163,7 +163,7 @@ def _remove(doc: Any, path: str) -> Any:
         else:
             del parent[parts[-1]]
     except (KeyError, IndexError, ValueError, TypeError) as exc:
-        raise errors.Invalid(f"remove: path {path!r} does not exist") from exc
+        raise errors.Invalid(f"remove: path {errors.shown(path)} does not exist") from exc
     return doc
 
 
@@ -187,7 +187,7 @@ def json_patch(target: Json, operations: Any) -> Json:
                 doc = _remove(doc, op.get("from", ""))
             doc = _add(doc, path, value, replace=False)
         else:
-            raise errors.BadRequest(f"unknown JSON patch operation {kind!r}")
+            raise errors.BadRequest(f"unknown JSON patch operation {errors.shown(kind)}")
     if not isinstance(doc, dict):
         raise errors.BadRequest("a JSON patch must leave an object")
     return doc

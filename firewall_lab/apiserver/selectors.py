@@ -53,7 +53,7 @@ def parse_labels(text: str | None) -> list[Requirement]:
             continue
         found = _SET_RE.match(term)
         if not found or (found.group(1) and found.group(3)):
-            raise errors.BadRequest(f"unable to parse requirement: {term!r}")
+            raise errors.BadRequest(f"unable to parse requirement: {errors.shown(term)}")
         bang, key, op, values = found.groups()
         if op:
             vals = tuple(v.strip() for v in values.split(",") if v.strip())
@@ -84,7 +84,7 @@ def parse_fields(text: str | None) -> list[Requirement]:
     for term in _split_terms(text or ""):
         cmp = _CMP_RE.match(term)
         if not cmp:
-            raise errors.BadRequest(f"invalid field selector: {term!r}")
+            raise errors.BadRequest(f"invalid field selector: {errors.shown(term)}")
         op = "!=" if cmp.group(2) == "!=" else "="
         out.append(Requirement(cmp.group(1), op, (cmp.group(3),)))
     return out

@@ -88,9 +88,9 @@ def apply_defaults(schema: Json, value: Any) -> None:
 
 def _scalar_causes(schema: Json, value: Any, path: str) -> list[Json]:
     out: list[Json] = []
-    shown = repr(value).replace("'", '"')
+    shown = errors.shown(value)
     if "enum" in schema and value not in schema["enum"]:
-        allowed = ", ".join(repr(v).replace("'", '"') for v in schema["enum"])
+        allowed = ", ".join(errors.shown(v) for v in schema["enum"])
         out.append(
             errors.cause(
                 path,
@@ -198,7 +198,9 @@ def _list_type_causes(schema: Json, value: list[Any], path: str) -> list[Json]:
         if ident in seen:
             out.append(
                 errors.cause(
-                    f"{path}[{index}]", f"Duplicate value: {item!r}", "FieldValueDuplicate"
+                    f"{path}[{index}]",
+                    f"Duplicate value: {errors.shown(item)}",
+                    "FieldValueDuplicate",
                 )
             )
         seen.append(ident)
@@ -225,13 +227,13 @@ def _combinator_causes(schema: Json, value: Any, path: str) -> list[Json]:
 def validate(schema: Json, value: Any, *, path: str = "", old: Any = None) -> list[Json]:
     """Every violation of ``schema`` by ``value`` (``old`` feeds CEL ``oldSelf``)."""
     if not _type_ok(schema, value):
-        got = "null" if value is None else type(value).__name__
+        got = errors.json_type(value)
         wanted = schema.get("type", "int-or-string")
         return [
             errors.cause(
                 path,
-                f"Invalid value: {got!r}: {path or 'body'} in body must be "
-                f"of type {wanted}: {value!r}",
+                f'Invalid value: "{got}": {path or "body"} in body must be '
+                f'of type {wanted}: "{got}"',
                 "FieldValueTypeInvalid",
             )
         ]

@@ -61,7 +61,8 @@ class WatchStream:
             try:
                 since = int(resource_version)
             except ValueError as exc:
-                raise errors.BadRequest(f"invalid resourceVersion {resource_version!r}") from exc
+                shown = errors.shown(resource_version)
+                raise errors.BadRequest(f"invalid resourceVersion {shown}") from exc
             initial = []
             for event in self.store.events_since(self.key, since):
                 seen = translate(event, self.flt)

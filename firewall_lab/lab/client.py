@@ -42,8 +42,25 @@ KINDS: dict[str, Kind] = {
     "NetworkPolicy": Kind("networking.k8s.io/v1", "networkpolicies", True),
     "FirewallRule": Kind("podwall.io/v1alpha1", "firewallrules", False),
     "NodeFirewall": Kind("podwall.io/v1alpha1", "nodefirewalls", False),
+    "ClusterNetworkPolicy": Kind(
+        "policy.networking.k8s.io/v1alpha2", "clusternetworkpolicies", False
+    ),
+    "AdminNetworkPolicy": Kind("policy.networking.k8s.io/v1alpha1", "adminnetworkpolicies", False),
+    "BaselineAdminNetworkPolicy": Kind(
+        "policy.networking.k8s.io/v1alpha1", "baselineadminnetworkpolicies", False
+    ),
     "CustomResourceDefinition": Kind("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
 }
+
+
+#: the kinds that hold policy (the upstream ones exist only with their CRDs)
+POLICY_KINDS = (
+    "NetworkPolicy",
+    "FirewallRule",
+    "ClusterNetworkPolicy",
+    "AdminNetworkPolicy",
+    "BaselineAdminNetworkPolicy",
+)
 
 
 class ApiFailure(LabError):
@@ -133,3 +150,16 @@ class Client:
             if exc.code == 404:
                 return None
             raise
+
+
+def items_of(client: Client, kinds: tuple[str, ...]) -> list[Json]:
+    """Every object of ``kinds``; a kind the server does not serve (its CRD
+    is not installed) has none."""
+    found: list[Json] = []
+    for kind in kinds:
+        try:
+            found += client.list(kind).get("items") or []
+        except ApiFailure as exc:
+            if exc.code != 404:
+                raise
+    return found

@@ -11,7 +11,10 @@ namespaces.  A failure during start-up sets ``phase: failed`` and the error.
 
 Agents: ``podwall agent`` when ``firewall_operator.agent`` exists (``--agent
 auto``, the default, or ``podwall``), else the stand-in ``programmer``;
-``none`` runs no agent (pods then get the plugin's ``podDefault: allow``).
+``none`` runs no agent (pods then get the plugin's ``podDefault: allow``);
+``external`` runs none either but keeps ``podDefault: deny`` and records the
+nodes as having agents, which something else starts (the image tests run
+the DaemonSet's containers from the image).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import traceback
 
 from firewall_lab import netns
 from firewall_lab.apiserver import write_kubeconfig
-from firewall_lab.lab import objects, state, topology
+from firewall_lab.lab import objects, state, topology, trafficlogs
 from firewall_lab.lab.apiserve import LabApiServer
 from firewall_lab.lab.kubelet import Kubelet
 from firewall_lab.lab.layout import API_IP, Layout, Node
@@ -44,12 +47,14 @@ def agent_kind(wanted: str) -> str:
     return "podwall" if found else "programmer"
 
 
-def agent_argv(kind: str, layout: Layout, node: Node) -> list[str]:
+def agent_argv(kind: str, layout: Layout, node: Node, *, upstream: bool = False) -> list[str]:
     kubeconfig = layout.node_dir(node, "kubeconfig")
     conf_dir = layout.node_dir(node, "net.d")
     if kind == "podwall":
         tail = ["-m", "podwall", "agent", "--node", node.name, "--kubeconfig", kubeconfig]
         tail += ["--cni-conf-dir", conf_dir, "--metrics-port", "0", "--health-port", "0"]
+        tail += ["--traffic-log", trafficlogs.path(layout, node.name)]
+        tail += ["--upstream-policy"] if upstream else []
     else:
         tail = ["-m", "firewall_lab.lab.programmer", "--node", node.name]
         tail += ["--kubeconfig", kubeconfig, "--cni-conf-dir", conf_dir]
@@ -83,7 +88,7 @@ class Lab:
         for node in layout.node_list():
             url = f"http://{API_IP}:{self.server.port}"
             write_kubeconfig(layout.node_dir(node, "kubeconfig"), url)
-        objects.seed(self.server, layout)
+        objects.seed(self.server, layout, upstream=recorder.state.upstream_policy_crds)
         self.start_agents()
         self.kubelet = Kubelet(layout, self.server, recorder)
         self.kubelet.start()
@@ -92,10 +97,15 @@ class Lab:
     def start_agents(self) -> None:
         if self.kind == "none":
             return
+        if self.kind == "external":
+            self.recorder.update(agents={n.name: "external" for n in self.layout.node_list()})
+            return
         for node in self.layout.node_list():
             logfile = open(self.layout.node_dir(node, "agent.log"), "ab")  # noqa: SIM115
             process = subprocess.Popen(
-                agent_argv(self.kind, self.layout, node),
+                agent_argv(
+                    self.kind, self.layout, node, upstream=self.recorder.state.upstream_policy_crds
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,

@@ -6,13 +6,16 @@ the 80/TCP reachability matrix probed from the pods, applies the policies of
 named-port rule, a FirewallRule Deny overriding an allow), shows the matrix
 again with the changed cells marked, explains one blocked pair with the same
 semantics ``podwall explain`` uses, checks that the kernel agrees with
-explain on every pair, and tears the lab down (``keep_dir``: leaves it up
+explain on every pair, shows a denied connection from the agents' traffic
+log when the nodes' rules log one, and tears the lab down (``keep_dir``: leaves it up
 there, and says how to use kubectl against it).  Prints progress on stderr
 while it builds.  Output only; the lab work is in ``ops``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -57,20 +60,44 @@ def explain_pair(client: Client, source: str, destination: str) -> str:
 
 
 def why_changed(client: Client, before: Json, after: Json, colour: bool) -> list[str]:
-    """One line per reason: how many pairs changed for it, and which."""
+    """One sentence per reason, naming every pair it changed ("denied:
+    api/orders is isolated for ingress by NetworkPolicy api/default-deny, and
+    no rule allows web/frontend, web/admin")."""
+    from firewall_operator import explain
+
     evaluator, pods = _evaluator(client)
-    reasons: dict[str, list[str]] = {}
+    peers: dict[str, list[str]] = {}
     for src, dst in render.changed_pairs(before, after):
         verdict = evaluator.verdict(pods[src], pods[dst], PORT, "TCP")
         side = verdict.egress if not verdict.egress.allowed else verdict.ingress
-        reasons.setdefault(f"{side.direction} of {side.pod}: {side.reason}", []).append(
-            f"{src} -> {dst}"
-        )
-    total = sum(len(pairs) for pairs in reasons.values())
+        key = explain.sentence(dataclasses.replace(side, peer="\0"))
+        peers.setdefault(key, []).append(side.peer)
+    total = sum(len(found) for found in peers.values())
     lines = [render.paint(f"{total} pairs changed (marked *), because:", render.BOLD, colour)]
-    for reason, pairs in sorted(reasons.items(), key=lambda item: -len(item[1])):
-        lines.append(f"  {len(pairs)} x {reason}: {', '.join(pairs)}")
+    for key, found in sorted(peers.items(), key=lambda item: -len(item[1])):
+        lines.append("  " + key.replace("\0", ", ".join(found)))
     return lines
+
+
+def denial_lines(directory: str, *, wait: float = 1.0) -> list[str]:
+    """One logged denial from the agents' traffic log, when the nodes' rules
+    log (the api namespace's default-deny asks for it); nothing otherwise."""
+    from firewall_lab.lab import trafficlogs
+
+    deadline = time.monotonic() + wait
+    while True:
+        found = [json.loads(line) for line in trafficlogs.lines(directory)]
+        denied = [f for f in found if f.get("verdict") == "deny"]
+        if denied or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if not denied:
+        return []
+    first = denied[0]
+    return [
+        f"\nthe traffic log (podwall lab logs) has {len(denied)} denied connections, e.g.:",
+        "  " + json.dumps(first, separators=(",", ":")),
+    ]
 
 
 def tour(directory: str, colour: bool) -> None:
@@ -100,6 +127,8 @@ def tour(directory: str, colour: bool) -> None:
     source, destination = EXPLAINED
     _out(f"\nwhy is {source} -> {destination} blocked?  (podwall explain)")
     _out(explain_pair(client, source, destination))
+    for line in denial_lines(directory):
+        _out(line)
     model = probing.model_matrix(client, port=PORT, protocol="TCP")
     wrong = probing.differences(after, model)
     count = len(after["pods"]) ** 2

@@ -8,6 +8,9 @@ an ADD through the node's primary conflist by the conflist runner (CNI_ARGS
 as containerd sends them), a probe server for every ``containers[].ports``
 entry (TCP, UDP; SCTP answered on raw sockets) and ``status`` (phase,
 ``podIP(s)``, ``hostIP``).  A deleted pod gets DEL and its namespace removed.
+A ``hostNetwork`` pod gets neither namespace nor CNI: it serves its ports in
+the node's namespace and its IPs are the node's (``nodes`` peers and the
+upstream conformance cases need such pods).
 Label changes need nothing here: the agents hear them from the API.
 
 Work on one pod is serialised; different pods proceed in parallel.  What
@@ -53,6 +56,7 @@ class RunningPod:
     netns: str
     container_id: str
     ips: list[str]
+    host_network: bool = False
 
     @property
     def key(self) -> str:
@@ -190,14 +194,16 @@ class Kubelet:
             return
         with self._mutex:
             number = next(self._numbers)
+        host_network = bool((pod.get("spec") or {}).get("hostNetwork"))
         running = RunningPod(
             uid=uid,
             namespace=meta["namespace"],
             name=meta["name"],
             node=node.name,
-            netns=self.layout.pod_netns(number),
+            netns=node.netns if host_network else self.layout.pod_netns(number),
             container_id=uuid.uuid4().hex + uuid.uuid4().hex,
             ips=[],
+            host_network=host_network,
         )
         try:
             self._attach(running, pod)
@@ -224,13 +230,16 @@ class Kubelet:
         self._write_status(running, status)
 
     def _attach(self, running: RunningPod, pod: Json) -> None:
-        """Namespace, CNI ADD, probe server."""
-        netns.create(self.recorder.netns(running.netns), sysctls=topology.NO_DAD)
+        """Namespace, CNI ADD, probe server (hostNetwork: the server only)."""
         node = self.layout.node(running.node)
-        result = self.runners[running.node].add(
-            topology.conflist_path(self.layout, node), self._attachment(running)
-        )
-        running.ips = result_ips(result)
+        if running.host_network:
+            running.ips = [node.ip4] + ([node.ip6] if self.layout.ipv6 else [])
+        else:
+            netns.create(self.recorder.netns(running.netns), sysctls=topology.NO_DAD)
+            result = self.runners[running.node].add(
+                topology.conflist_path(self.layout, node), self._attachment(running)
+            )
+            running.ips = result_ips(result)
         ports = declared_ports(pod)
         if any(ports.values()):
             self.servers[running.uid] = probe.serve(
@@ -264,6 +273,8 @@ class Kubelet:
         server = self.servers.pop(running.uid, None)
         if server is not None:
             server.stop()
+        if running.host_network:
+            return
         node = self.layout.node(running.node)
         try:
             network = topology.conflist_path(self.layout, node)

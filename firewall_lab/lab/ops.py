@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from firewall_lab.lab import state, teardown, topology
-from firewall_lab.lab.client import Client, kind_of
+from firewall_lab.lab.client import POLICY_KINDS, Client, items_of, kind_of
 from firewall_lab.lab.errors import LabError, LabTimeout
 from firewall_lab.lab.layout import Layout
 
@@ -31,7 +31,7 @@ Json = dict[str, Any]
 Say = Callable[[str], None]
 ORDER = {"Namespace": 0, "CustomResourceDefinition": 1, "Pod": 3}
 IN_PLACE = ("Pod", "Namespace")
-WATCHED = ("Namespace", "Pod", "NetworkPolicy", "FirewallRule")
+WATCHED = ("Namespace", "Pod", "Node", *POLICY_KINDS)
 POLL = 0.05
 
 
@@ -61,6 +61,7 @@ def up(
     agent: str = "auto",
     timeout: float = 120.0,
     say: Say = _quiet,
+    upstream_policy_crds: bool = True,
 ) -> state.LabState:
     directory = os.path.abspath(directory)
     preflight()
@@ -70,7 +71,12 @@ def up(
     created = not os.path.isdir(directory)
     os.makedirs(directory, exist_ok=True)
     recorded = state.LabState(
-        lab_id=uuid.uuid4().hex[:6], nodes=nodes, cni=cni, ipv6=ipv6, agent=agent
+        lab_id=uuid.uuid4().hex[:6],
+        nodes=nodes,
+        cni=cni,
+        ipv6=ipv6,
+        agent=agent,
+        upstream_policy_crds=upstream_policy_crds,
     )
     recorded.dir_created = created
     state.save(directory, recorded)
@@ -82,7 +88,7 @@ def up(
         say(f"API server at {client.url}; agents: {recorded.agents or 'none'}")
         if initial:
             apply_docs(directory, initial, timeout=timeout, say=say)
-        elif recorded.agents:
+        elif recorded.agents and recorded.agent != "external":
             say("waiting for every agent to sync")
             layout = recorded.layout(directory)
             wait_synced(layout, client, _current_version(client), timeout)
@@ -319,8 +325,7 @@ def wait_pods_running(client: Client, pods: Sequence[Json], timeout: float) -> l
 
 
 def _current_version(client: Client) -> int:
-    items = [item for kind in WATCHED for item in client.list(kind).get("items") or []]
-    return max((_version(item) for item in items), default=0)
+    return max((_version(item) for item in items_of(client, WATCHED)), default=0)
 
 
 def wait_synced(layout: Layout, client: Client, target: int, timeout: float) -> None:
@@ -340,7 +345,7 @@ def wait_synced(layout: Layout, client: Client, target: int, timeout: float) -> 
             return all(int(str(value)) >= target for value in observed)
         if not all(status.get(name, {}).get("lastSync") for name in names):
             return False
-        docs = [item for kind in WATCHED for item in client.list(kind).get("items") or []]
+        docs = items_of(client, WATCHED)
         last[:] = [
             f"{n.name}: {line}"
             for n in layout.node_list()

@@ -79,3 +79,39 @@ def status(directory: str) -> Json:
         "nodes": nodes,
         "pods": pods,
     }
+
+
+def _columns(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows]  # fmt: skip
+
+
+def table(found: Json) -> str:
+    """``status`` as text: a head line, then a table of nodes and one of pods."""
+    head = (
+        f"lab {found['dir']}: {found['phase']}"
+        + (f" ({found['error']})" if found.get("error") else "")
+        + f", cni {found['cni']}{', dual-stack' if found['ipv6'] else ''}"
+        + f", api {found['api'] or '-'}"
+    )
+    nodes = [["NODE", "AGENT", "RUNNING", "BACKEND", "ENDPOINTS", "RULES", "LAST SYNC", "ERROR"]]
+    for node in found["nodes"]:
+        agent, status_ = node["agent"], node["agent"]["status"]
+        nodes.append(
+            [
+                node["name"],
+                agent["kind"],
+                "yes" if agent["running"] else "no",
+                str(status_.get("backend", "-")),
+                str(status_.get("endpoints", "-")),
+                str(status_.get("rules", "-")),
+                str(status_.get("lastSync", "-")),
+                str(status_.get("lastError") or "-")[:60],
+            ]
+        )
+    pods = [["POD", "NODE", "PHASE", "IPS"]]
+    pods += [[p["name"], p["node"], p["phase"], ",".join(p["ips"]) or "-"] for p in found["pods"]]
+    lines = [head, "", *_columns(nodes)]
+    lines += ["", *_columns(pods)] if len(pods) > 1 else ["", "no pods"]
+    return "\n".join(lines) + "\n"

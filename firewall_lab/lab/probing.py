@@ -2,11 +2,15 @@
 
 ``kernel_matrix`` probes every ordered pair of running pods (self pairs too)
 from the pods' own namespaces, all at once from bounded worker threads that
-each enter the source pod's namespace (``probe_agent.probe_one`` does the
+each enter the source pod's namespace (``probe_agent.probe_outcome`` does the
 TCP/UDP/raw-SCTP exchange).  ``model_matrix`` asks
 ``firewall_operator.evaluate`` about the objects stored in the lab's API;
-both return the ``probe -o json`` shape.  ``differences`` lists the pairs
-where they disagree.  Sends packets; writes nothing.
+both return the ``probe -o json`` shape (``port``, ``protocol``, ``pods``,
+``reachable``, ``family``); the kernel's also has ``outcomes``: ``open``,
+``refused`` (reached, nothing listening), ``unreachable`` or ``dropped``.
+``differences`` lists the pairs where they disagree: a refused probe
+passed the firewall (the lab's podwall drops, it never rejects).  Sends
+packets; writes nothing.
 """
 
 from __future__ import annotations
@@ -16,14 +20,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from firewall_lab import netns, probe, probe_agent
-from firewall_lab.lab.client import Client
+from firewall_lab.lab.client import Client, items_of
 from firewall_lab.lab.errors import LabError
 from firewall_lab.lab.layout import Layout
-from firewall_lab.lab.ops import running_pods
+from firewall_lab.lab.ops import WATCHED, running_pods
 
 Json = dict[str, Any]
 MAX_THREADS = 256
-WATCHED = ("Namespace", "Pod", "NetworkPolicy", "FirewallRule")
 
 
 def _ip(ips: list[str], family: str) -> str | None:
@@ -31,17 +34,17 @@ def _ip(ips: list[str], family: str) -> str | None:
     return wanted[0] if wanted else None
 
 
-def _probe_from(source: str, target: probe.Target, timeout: float, retries: int) -> bool:
+def _probe_from(source: str, target: probe.Target, timeout: float, retries: int) -> str:
     """In a worker thread: enter ``source`` (this thread only) and probe."""
     netns.enter(source)
-    return probe_agent.probe_one(
+    return probe_agent.probe_outcome(
         target.ip, target.port, target.protocol, timeout=timeout, retries=retries
     )
 
 
 def probe_pairs(
     pairs: Mapping[tuple[str, str], probe.Probe], *, timeout: float, retries: int
-) -> dict[tuple[str, str], bool]:
+) -> dict[tuple[str, str], str]:
     """Every probe at once, each from a thread inside its source namespace
     (no process per source: a 9x9 matrix costs one probe timeout, not nine
     process starts).  The worker threads die with the pool."""
@@ -73,12 +76,22 @@ def kernel_matrix(
         for src in keys:
             pairs[(src, dst)] = probe.Probe(pods[src]["netns"], probe.Target(ip, port, protocol))
     found = probe_pairs(pairs, timeout=timeout, retries=retries)
-    reachable = {src: {dst: found[(src, dst)] for dst in keys} for src in keys}
-    return {"port": port, "protocol": protocol, "pods": keys, "reachable": reachable}
+    outcomes = {src: {dst: found[(src, dst)] for dst in keys} for src in keys}
+    reachable = {
+        src: {dst: got == "open" for dst, got in row.items()} for src, row in outcomes.items()
+    }
+    return {
+        "port": port,
+        "protocol": protocol,
+        "pods": keys,
+        "reachable": reachable,
+        "family": family,
+        "outcomes": outcomes,
+    }
 
 
 def lab_documents(client: Client) -> list[Json]:
-    return [item for kind in WATCHED for item in client.list(kind).get("items") or []]
+    return items_of(client, WATCHED)
 
 
 def model_matrix(client: Client, *, port: int, protocol: str, family: str = "ipv4") -> Json:
@@ -91,22 +104,40 @@ def model_matrix(client: Client, *, port: int, protocol: str, family: str = "ipv
         protocol=protocol,
         family="ipv6" if family == "ipv6" else "ipv4",
     )
+    found["family"] = family
     return found
 
 
+OUTCOME_TEXT = {
+    "open": "open",
+    "refused": "refused (reached, nothing listening)",
+    "unreachable": "unreachable (an ICMP error came back)",
+    "dropped": "dropped (no answer)",
+}
+
+
+def _passed(kernel: Mapping[str, Any], src: str, dst: str) -> tuple[bool, str]:
+    """Did the probe pass the firewall, and how did it end?"""
+    outcome = (kernel.get("outcomes") or {}).get(src, {}).get(dst)
+    if outcome is None:
+        outcome = "open" if kernel["reachable"][src][dst] else "dropped"
+    return outcome in ("open", "refused"), OUTCOME_TEXT.get(outcome, outcome)
+
+
 def differences(kernel: Mapping[str, Any], model: Mapping[str, Any]) -> list[str]:
-    """``src -> dst: kernel open, explain blocked`` for every disagreement
-    over the pods both know (a pod missing on one side is reported too)."""
+    """``src -> dst: kernel dropped (no answer), explain open`` for every
+    disagreement over the pods both know (a pod missing on one side is
+    reported too).  A refused probe passed the firewall: it agrees with open."""
     lines: list[str] = []
     k_pods, m_pods = set(kernel["pods"]), set(model["pods"])
     lines += [f"{pod}: probed, but not in the API objects" for pod in sorted(k_pods - m_pods)]
     lines += [f"{pod}: in the API objects, but not running" for pod in sorted(m_pods - k_pods)]
     for src in sorted(k_pods & m_pods):
         for dst in sorted(k_pods & m_pods):
-            probed, expected = kernel["reachable"][src][dst], model["reachable"][src][dst]
-            if probed != expected:
+            passed, how = _passed(kernel, src, dst)
+            expected = model["reachable"][src][dst]
+            if passed != expected:
                 lines.append(
-                    f"{src} -> {dst}: kernel {'open' if probed else 'blocked'}, "
-                    f"explain {'open' if expected else 'blocked'}"
+                    f"{src} -> {dst}: kernel {how}, explain {'open' if expected else 'blocked'}"
                 )
     return lines

@@ -16,13 +16,13 @@ from typing import Any
 from firewall_lab import netns
 from firewall_lab.lab.layout import Layout, Node
 from firewall_operator import applier, cluster, compiler, diff
-from firewall_plugin import endpoints, install, model
+from firewall_plugin import conflist, endpoints, model
 from firewall_plugin.backends import get_backend
 
 
 def _inside(docs: list[Any], conf_dir: str) -> list[str]:
     """Runs in the node's namespace: desired vs kernel, as readable lines."""
-    entry = install.read_entry(conf_dir) or {}
+    entry = conflist.read_entry(conf_dir) or {}
     state_dir = str(entry.get("stateDir") or "/var/lib/podwall")
     records = list(endpoints.read_all(state_dir))
     compiled = compiler.compile_node(

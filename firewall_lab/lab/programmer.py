@@ -27,19 +27,25 @@ import sys
 import threading
 from typing import Any
 
-from firewall_lab.lab.client import ApiFailure, Client, url_from_kubeconfig
+from firewall_lab.lab.client import POLICY_KINDS, ApiFailure, Client, url_from_kubeconfig
 from firewall_lab.lab.errors import LabError
 
 log = logging.getLogger("podwall.lab.programmer")
-WATCHED = ("Namespace", "Pod", "NetworkPolicy", "FirewallRule")
+WATCHED = ("Namespace", "Pod", "Node", *POLICY_KINDS)
 
 
 def read_cluster(client: Client) -> tuple[list[Any], int]:
-    """Every watched object and the smallest list resourceVersion."""
+    """Every watched object and the smallest list resourceVersion (kinds
+    without a CRD count as empty)."""
     docs: list[Any] = []
     versions = []
     for kind in WATCHED:
-        answer = client.list(kind)
+        try:
+            answer = client.list(kind)
+        except ApiFailure as exc:
+            if exc.code != 404:
+                raise
+            continue
         docs += answer.get("items") or []
         versions.append(int((answer.get("metadata") or {}).get("resourceVersion") or 0))
     return docs, min(versions)
@@ -57,20 +63,16 @@ def signature(docs: list[Any], records: list[Any]) -> str:
 
 class Programmer:
     def __init__(self, args: argparse.Namespace) -> None:
-        from firewall_operator import applier
-        from firewall_plugin import install
-        from firewall_plugin.backends import get_backend
+        from firewall_operator.agent import node
+        from firewall_plugin import conflist
 
-        entry = install.read_entry(args.cni_conf_dir) or {}
+        entry = conflist.read_entry(args.cni_conf_dir) or {}
         self.node = args.node
         self.state_dir = str(entry.get("stateDir") or "/var/lib/podwall")
-        self.backend = str(entry.get("backend") or "iptables-nft")
+        run_dir = str(entry.get("runDir") or "/run/podwall")
+        self.backend = node.backend_name(str(entry.get("backend") or "auto"), run_dir)
         self.client = Client(url_from_kubeconfig(args.kubeconfig))
-        self.applier = applier.Applier(
-            get_backend(self.backend),
-            run_dir=str(entry.get("runDir") or "/run/podwall"),
-            state_dir=self.state_dir,
-        )
+        self.applier = node.make_applier(self.backend, run_dir=run_dir, state_dir=self.state_dir)
         self.last = ""
 
     def sync_once(self) -> None:
@@ -85,7 +87,9 @@ class Programmer:
             return
         compiled = compiler.compile_node(cluster.Snapshot.from_documents(docs), records)
         try:
-            self.applier.apply(compiled.families, expect_endpoints=fingerprint)
+            self.applier.apply(
+                compiled.families, endpoints=compiled.endpoints, expect_endpoints=fingerprint
+            )
         except applier.StaleEndpointsError:
             return  # a plugin ADD/DEL wrote meanwhile: read again next round
         self.last = current

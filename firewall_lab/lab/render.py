@@ -19,22 +19,36 @@ def paint(text: str, code: str, colour: bool) -> str:
     return f"{code}{text}{RESET}" if colour else text
 
 
+#: probe outcome → cell text (``probing``: open, refused, unreachable, dropped)
+CELLS = {"open": "ok", "refused": "rf", "unreachable": "un", "dropped": "--"}
+LEGEND = "ok open, -- dropped (no answer), rf refused (reached, nothing listening), un unreachable"
+
+
+def _cell(matrix: Mapping[str, Any], src: str, dst: str) -> str:
+    outcome = (matrix.get("outcomes") or {}).get(src, {}).get(dst)
+    if outcome in CELLS:
+        return CELLS[outcome]
+    return "ok" if matrix["reachable"][src][dst] else "--"
+
+
 def matrix_table(
     matrix: Mapping[str, Any],
     *,
     colour: bool = False,
     before: Mapping[str, Any] | None = None,
 ) -> str:
-    """Rows send, columns receive (numbered like the rows); ``ok``/``--``;
-    with ``before``, a changed cell is marked ``*`` (yellow-bold in colour)."""
+    """Rows send, columns receive (numbered like the rows); ``ok``/``--`` (and
+    ``rf``/``un`` when the probe tells, see ``LEGEND``); with ``before``, a
+    changed cell is marked ``*`` (yellow-bold in colour)."""
     pods: list[str] = list(matrix["pods"])
     reach = matrix["reachable"]
     old = (before or {}).get("reachable") or {}
     width = max([len(pod) for pod in pods] + [9])
     corner = "from \\ to"
     numbers = " ".join(f"{number:>4}" for number in range(1, len(pods) + 1))
+    family = f" {matrix['family']}" if matrix.get("family") else ""
     lines = [
-        f"port {matrix['port']}/{matrix['protocol']}: row = from, column = to (by number)",
+        f"port {matrix['port']}/{matrix['protocol']}{family}: row = from, column = to (by number)",
         f"{'':>3} {corner:<{width}} {numbers}",
     ]
     for number, src in enumerate(pods, 1):
@@ -42,10 +56,12 @@ def matrix_table(
         for dst in pods:
             ok = bool(reach[src][dst])
             changed = bool(old) and old.get(src, {}).get(dst, ok) != ok
-            text = f"{('ok' if ok else '--') + ('*' if changed else ' '):>4}"
+            text = f"{_cell(matrix, src, dst) + ('*' if changed else ' '):>4}"
             code = (BOLD + YELLOW) if changed else (GREEN if ok else RED)
             cells.append(paint(text, code, colour))
         lines.append(f"{number:>3} {src:<{width}} " + " ".join(cells))
+    if any(_cell(matrix, s, d) in ("rf", "un") for s in pods for d in pods):
+        lines.append(LEGEND)
     return "\n".join(lines) + "\n"
 
 

@@ -33,6 +33,7 @@ class LabState:
     cni: str = "bridge"
     ipv6: bool = False
     agent: str = "auto"
+    upstream_policy_crds: bool = False  # the upstream CRDs installed, agents read them
     phase: str = "starting"
     error: str = ""
     api_port: int = 0

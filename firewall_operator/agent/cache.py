@@ -4,10 +4,12 @@ It holds only what policy needs, never object bodies: pods as
 ``cluster.Pod`` (namespace, name, UID, node, labels, IPs, named ports,
 hostNetwork; label maps are interned, so pods of one template share one;
 with ``node`` given, pods of other nodes keep no UID: only this node's
-endpoint records are matched by it),
-namespace labels, parsed NetworkPolicies and FirewallRules (plus the few
-FirewallRule fields the status writer compares).  Every entry remembers the
-resourceVersion it came from.
+endpoint records are matched by it), namespace labels, Nodes (labels and
+addresses, for ``nodes`` peers), parsed NetworkPolicies, FirewallRules and
+the upstream cluster policies (``UPSTREAM_KINDS``; plus, for FirewallRules
+and those, the few fields the status writers compare).  Every entry
+remembers the resourceVersion it came from.  ``BASE_KINDS`` are what every
+agent watches; the upstream kinds only with ``--upstream-policy``.
 
 Inputs are watch events (``observe``: ADDED/MODIFIED/DELETED, and ``None``
 for objects of a (re-)list) and the agent's own LISTs (``relist_item`` per
@@ -34,11 +36,37 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from firewall_operator import cluster, fwrule, netpol
+from firewall_operator import cluster, fwrule, netpol, upstream
 from firewall_operator.agent import snapshots
 
-Kind = Literal["pods", "namespaces", "networkpolicies", "firewallrules"]
-KINDS: tuple[Kind, ...] = ("namespaces", "pods", "networkpolicies", "firewallrules")
+Kind = Literal[
+    "pods",
+    "namespaces",
+    "networkpolicies",
+    "firewallrules",
+    "nodes",
+    "clusternetworkpolicies",
+    "adminnetworkpolicies",
+    "baselineadminnetworkpolicies",
+]
+BASE_KINDS: tuple[Kind, ...] = ("namespaces", "pods", "networkpolicies", "firewallrules", "nodes")
+UPSTREAM_KINDS: tuple[Kind, ...] = (
+    "clusternetworkpolicies",
+    "adminnetworkpolicies",
+    "baselineadminnetworkpolicies",
+)
+KINDS: tuple[Kind, ...] = BASE_KINDS + UPSTREAM_KINDS
+#: kinds whose entries are (parsed policy, RuleMeta), and the condition type they report
+WITH_META: dict[Kind, str] = {
+    "firewallrules": "Valid",
+    **dict.fromkeys(UPSTREAM_KINDS, "Accepted"),
+}
+#: the upstream kind of each plural
+UPSTREAM_KIND_NAMES: dict[Kind, str] = {
+    "clusternetworkpolicies": upstream.CNP.kind,
+    "adminnetworkpolicies": upstream.ANP.kind,
+    "baselineadminnetworkpolicies": upstream.BANP.kind,
+}
 Key = tuple[str, str]
 NEWEST = sys.maxsize
 MAX_TOMBSTONES = 50_000
@@ -47,12 +75,14 @@ GONE_PHASES = ("Succeeded", "Failed")
 
 @dataclass(frozen=True, slots=True)
 class RuleMeta:
-    """What the status writer needs of a FirewallRule besides its parsed form."""
+    """What the status writers need of a FirewallRule (or an upstream cluster
+    policy) besides its parsed form."""
 
     uid: str
     generation: int
     resource_version: str
-    valid: tuple[str, str, str, int] | None  # its Valid condition: status, reason, message, gen
+    # its Valid (upstream kinds: Accepted) condition: status, reason, message, generation
+    valid: tuple[str, str, str, int] | None
     ingress_rules: int
     egress_rules: int
     transition: str = ""  # lastTransitionTime of the Valid condition
@@ -72,9 +102,11 @@ def key_of(obj: Mapping[str, Any]) -> Key:
     return (sys.intern(str(meta.get("namespace") or "")), str(meta.get("name") or ""))
 
 
-def _valid_condition(status: Mapping[str, Any]) -> tuple[tuple[str, str, str, int] | None, str]:
+def _valid_condition(
+    status: Mapping[str, Any], kind: str = "Valid"
+) -> tuple[tuple[str, str, str, int] | None, str]:
     for cond in status.get("conditions") or []:
-        if isinstance(cond, Mapping) and cond.get("type") == "Valid":
+        if isinstance(cond, Mapping) and cond.get("type") == kind:
             gen = cond.get("observedGeneration")
             found = (
                 str(cond.get("status", "")),
@@ -86,9 +118,9 @@ def _valid_condition(status: Mapping[str, Any]) -> tuple[tuple[str, str, str, in
     return None, ""
 
 
-def rule_meta(obj: Mapping[str, Any]) -> RuleMeta:
+def rule_meta(obj: Mapping[str, Any], condition: str = "Valid") -> RuleMeta:
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
-    valid, since = _valid_condition(obj.get("status") or {})
+    valid, since = _valid_condition(obj.get("status") or {}, condition)
     generation = meta.get("generation")
     return RuleMeta(
         uid=str(meta.get("uid") or ""),
@@ -103,9 +135,22 @@ def rule_meta(obj: Mapping[str, Any]) -> RuleMeta:
 
 def _same_policy(kind: Kind, old: Any, new: Any) -> bool:
     """Equal for policy (a FirewallRule's status alone changes nothing)."""
-    if kind == "firewallrules":
+    if kind in WITH_META:
         return bool(old[0] == new[0])
     return bool(old == new)
+
+
+def _with_meta(
+    parse: Callable[[Mapping[str, Any]], fwrule.FirewallRule], condition: str
+) -> Callable[[Mapping[str, Any]], tuple[fwrule.FirewallRule, RuleMeta]]:
+    return lambda obj: (parse(obj), rule_meta(obj, condition))
+
+
+def _upstream_parser(
+    kind: Kind,
+) -> Callable[[Mapping[str, Any]], tuple[fwrule.FirewallRule, RuleMeta]]:
+    name = UPSTREAM_KIND_NAMES[kind]
+    return _with_meta(lambda obj: upstream.parse(obj, name), "Accepted")
 
 
 class ClusterCache:
@@ -123,6 +168,8 @@ class ClusterCache:
             "pods": self.parts.pods,
             "networkpolicies": self.parts.policies,
             "firewallrules": self.parts.rules,
+            "nodes": self.parts.nodes,
+            **{kind: self.parts.upstream[kind] for kind in UPSTREAM_KINDS},
         }
         self._labels: dict[tuple[str, ...], Mapping[str, str]] = {}
         self._ports: dict[tuple[cluster.NamedPort, ...], tuple[cluster.NamedPort, ...]] = {}
@@ -130,7 +177,9 @@ class ClusterCache:
             "pods": self._pod,
             "namespaces": cluster.namespace_from_dict,
             "networkpolicies": netpol.parse,
-            "firewallrules": lambda obj: (fwrule.parse(obj), rule_meta(obj)),
+            "firewallrules": _with_meta(fwrule.parse, "Valid"),
+            "nodes": cluster.node_from_dict,
+            **{kind: _upstream_parser(kind) for kind in UPSTREAM_KINDS},
         }
 
     # --- parsing -------------------------------------------------------------
@@ -192,7 +241,7 @@ class ClusterCache:
             self.parts.pod_removed(key[0])
 
     def _put(self, kind: Kind, key: Key, value: Any) -> None:
-        policy_value = value[0] if kind == "firewallrules" else value
+        policy_value = value[0] if kind in WITH_META else value
         if kind == "pods":
             self.parts.pods_touched.add(key)
         if self._ordered[kind].put(key, policy_value) and kind == "pods":
@@ -209,7 +258,7 @@ class ClusterCache:
         value = self._parsers[kind](obj)
         if current is not None and _same_policy(kind, current[1], value):
             # keep the object the snapshot holds (identity tells "unchanged")
-            kept = (current[1][0], value[1]) if kind == "firewallrules" else current[1]
+            kept = (current[1][0], value[1]) if kind in WITH_META else current[1]
             self.entries[kind][key] = (version, kept)
             return False
         self.entries[kind][key] = (version, value)
@@ -257,8 +306,9 @@ class ClusterCache:
         found = self.entries["pods"].get((namespace, name))
         return None if found is None else found[1]
 
-    def rules(self) -> Iterable[tuple[fwrule.FirewallRule, RuleMeta]]:
-        return (value for _, value in self.entries["firewallrules"].values())
+    def rules(self, kind: Kind = "firewallrules") -> Iterable[tuple[fwrule.FirewallRule, RuleMeta]]:
+        """FirewallRules (or the policies of another ``WITH_META`` kind) and their meta."""
+        return (value for _, value in self.entries[kind].values())
 
     def counts(self) -> dict[str, int]:
         return {kind: len(entries) for kind, entries in self.entries.items()}

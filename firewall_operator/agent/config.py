@@ -1,7 +1,7 @@
 """The agent's settings: command-line flags over the node's podwall conflist entry.
 
 ``from_args(args)`` reads the podwall entry of the primary conflist in
-``--cni-conf-dir`` (``firewall_plugin.install.read_entry``), validates it with
+``--cni-conf-dir`` (``firewall_plugin.conflist.read_entry``), validates it with
 the plugin's own parser, and lets ``--backend``, ``--state-dir`` and
 ``--run-dir`` override it.  No kopf, no kernel access here.
 """
@@ -14,8 +14,11 @@ from typing import Any
 
 from firewall_operator.agent.errors import AgentConfigError
 from firewall_plugin import config as plugin_config
-from firewall_plugin import install
+from firewall_plugin import conflist
 from firewall_plugin.errors import PodwallError
+
+DEFAULT_NFLOG_GROUP = 0x5057  # 20567, "PW" in ASCII
+DEFAULT_LOG_RATE = "10/minute"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +36,22 @@ class AgentConfig:
     pods_from: str = ""  # a podwall relay's URL: pods are listed and watched there
     metrics_port: int = 0
     health_port: int = 0
+    listen_address: str = "0.0.0.0"
     cleanup: bool = False
     verbose: bool = False
+    log_format: str = "text"  # the agent's own log: text or json (logformat)
+    nflog_group: int = 0x5057  # DEFAULT_NFLOG_GROUP: the group podwall's log rules use
+    traffic_log: str = "-"  # where denied-traffic JSON lines go: -, a file, or off
+    log_denied: bool = False  # log every drop podwall causes on this node (the compiler's)
+    log_rate: str = "10/minute"  # DEFAULT_LOG_RATE: per pod, in the kernel (the compiler's)
+    log_burst: int = 5
+    upstream_policy: bool = False  # also read the policy.networking.k8s.io kinds
 
 
 def read_plugin_config(conf_dir: str) -> plugin_config.PluginConfig | None:
     """The node's podwall entry, validated; None when there is none."""
     try:
-        entry = install.read_entry(conf_dir)
+        entry = conflist.read_entry(conf_dir)
         if entry is None:
             return None
         data: dict[str, Any] = {"name": "podwall", "cniVersion": "1.0.0", **entry}
@@ -78,6 +89,26 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         pods_from=str(args.pods_from or ""),
         metrics_port=int(args.metrics_port),
         health_port=int(args.health_port),
+        listen_address=str(getattr(args, "listen_address", "0.0.0.0") or "0.0.0.0"),
         cleanup=bool(args.cleanup),
         verbose=bool(args.verbose),
+        **_logging(args),
+        upstream_policy=bool(getattr(args, "upstream_policy", False)),
     )
+
+
+def _logging(args: argparse.Namespace) -> dict[str, Any]:
+    """The logging settings (flags a caller may lack keep their defaults)."""
+    found: dict[str, Any] = {}
+    for name in ("log_format", "nflog_group", "traffic_log", "log_denied", "log_rate", "log_burst"):
+        value = getattr(args, name, None)
+        if value is not None:
+            found[name] = value
+    group = found.get("nflog_group", DEFAULT_NFLOG_GROUP)
+    if not 0 <= int(group) <= 0xFFFF:
+        raise AgentConfigError(f"--nflog-group {group}: must be 0-65535")
+    rate = str(found.get("log_rate", DEFAULT_LOG_RATE))
+    number, _, unit = rate.partition("/")
+    if not number.isdigit() or int(number) < 1 or unit not in ("second", "minute", "hour"):
+        raise AgentConfigError(f"--log-rate {rate}: want N/second, N/minute or N/hour")
+    return found

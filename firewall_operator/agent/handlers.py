@@ -11,7 +11,10 @@ are registered on a private ``kopf.OperatorRegistry`` bound to one ``Agent``.
 
 Pods are watched once, cluster-wide, into slim entries: every remote pod is
 needed anyway (peer sets), and local pods are the cached pods whose endpoint
-records exist.
+records exist.  Which kinds are watched is the agent's choice
+(``cache.BASE_KINDS``, Nodes included, for ``nodes`` peers, plus
+``cache.UPSTREAM_KINDS`` with ``--upstream-policy``); a kind whose CRD is
+missing is listed as empty (see ``watching``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ RESOURCES: dict[Kind, tuple[str, str]] = {
     "pods": ("v1", "pods"),
     "networkpolicies": ("networking.k8s.io/v1", "networkpolicies"),
     "firewallrules": ("podwall.io/v1alpha1", "firewallrules"),
+    "nodes": ("v1", "nodes"),
+    "clusternetworkpolicies": ("policy.networking.k8s.io/v1alpha2", "clusternetworkpolicies"),
+    "adminnetworkpolicies": ("policy.networking.k8s.io/v1alpha1", "adminnetworkpolicies"),
+    "baselineadminnetworkpolicies": (
+        "policy.networking.k8s.io/v1alpha1",
+        "baselineadminnetworkpolicies",
+    ),
 }
 
 

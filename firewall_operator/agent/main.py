@@ -3,10 +3,11 @@ metrics), kopf settings, and ``run(args)`` for ``podwall agent``.
 
 kopf runs standalone (no peering), with the handlers of
 ``handlers.build_registry`` only: login, start-up, probe and cleanup; the
-watched kinds are listed and watched by ``watching`` (one LIST per kind).
-kopf posts no events of its own (``settings.posting.enabled = False``: the
-status writer posts the few that matter).  On stop the kernel is left as it
-is (pods stay protected) and the socket is removed; ``--cleanup`` removes
+watched kinds (the upstream policy kinds, and their status writer, only with
+``--upstream-policy``) are listed and watched by ``watching`` (one LIST per
+kind).  kopf posts no events of its own (``settings.posting.enabled = False``:
+the status writer posts the few that matter).  On stop the kernel is left as
+it is (pods stay protected) and the socket is removed; ``--cleanup`` removes
 every podwall chain and set instead.  This module holds no policy and no
 kernel logic.
 """
@@ -24,14 +25,26 @@ from typing import Any, cast
 
 import kopf
 
-from firewall_operator import applier as applier_mod
+from firewall_operator import chains, logtags
 from firewall_operator.agent import config as agent_config
-from firewall_operator.agent import handlers, heap, reconcile, sockserver, status, watching
-from firewall_operator.agent.cache import ClusterCache, Key, Kind
+from firewall_operator.agent import (
+    counters,
+    handlers,
+    heap,
+    logformat,
+    node,
+    reconcile,
+    sockserver,
+    status,
+    trafficlog,
+    upstream_status,
+    watching,
+)
+from firewall_operator.agent.cache import BASE_KINDS, KINDS, UPSTREAM_KINDS, ClusterCache, Key, Kind
 from firewall_operator.agent.errors import AgentError
 from firewall_operator.agent.kubeapi import KubeApi
 from firewall_operator.agent.metrics import Metrics
-from firewall_plugin import backends, dataplane
+from firewall_plugin import dataplane
 from firewall_plugin.errors import PodwallError
 
 log = logging.getLogger("podwall.agent")
@@ -53,19 +66,34 @@ class Agent:
     def __init__(self, cfg: agent_config.AgentConfig) -> None:
         self.cfg = cfg
         self.cache = ClusterCache(node=cfg.node)
-        self.backend_name = backends.detect() if cfg.backend == "auto" else cfg.backend
+        self.backend_name = node.backend_name(cfg.backend, cfg.run_dir)
         self.metrics = Metrics(node=cfg.node)
         self.metrics.record_backend(self.backend_name)
+        self.traffic: trafficlog.TrafficLog | None = None
+        if cfg.traffic_log != "off":
+            output = trafficlog.open_output(cfg.traffic_log)
+            self.traffic = trafficlog.TrafficLog(
+                group=cfg.nflog_group, node=cfg.node, output=output
+            )
+            self.metrics.watch_traffic_log(self.traffic)
+        logging = chains.Logging(
+            group=cfg.nflog_group, rate=cfg.log_rate, burst=cfg.log_burst, denied=cfg.log_denied
+        )
         writer = reconcile.Writer(
-            applier=applier_mod.Applier(
-                backends.get_backend(self.backend_name),
+            applier=node.make_applier(
+                self.backend_name,
                 run_dir=cfg.run_dir,
                 state_dir=cfg.state_dir,
+                log=logging.spec() if cfg.log_denied else None,
             ),
             state_dir=cfg.state_dir,
             deny_action=cast(dataplane.DenyAction, cfg.deny_action),
             pod_default=cast(dataplane.PodDefault, cfg.pod_default),
+            logging=logging,
         )
+        self.log_resolver: logtags.Resolver = logtags.no_tags
+        if isinstance(writer.applier, counters.CounterSource):  # drop counters
+            self.metrics.watch_drops(writer.applier, lambda: self.log_resolver)
         self.reconciler = reconcile.Reconciler(
             self.cache,
             writer,
@@ -74,11 +102,15 @@ class Agent:
             on_report=self._on_report,
         )
         self.socket = sockserver.SocketServer(self.reconciler, run_dir=cfg.run_dir)
+        self.drift = node.DriftWatch(self.backend_name, self._drifted)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.info: kopf.ConnectionInfo | None = None
         self.api: KubeApi | None = None
         self.relay: KubeApi | None = None
         self.watches: watching.Watches | None = None
         self.status: status.StatusWriter | None = None
+        self.kinds = KINDS if cfg.upstream_policy else BASE_KINDS
+        self.upstream_status: upstream_status.UpstreamStatusWriter | None = None
         self.started_at = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -104,27 +136,51 @@ class Agent:
         self.watches = watching.Watches(
             self.api,
             self.cache,
-            {kind: watching.collection_path(*gv) for kind, gv in handlers.RESOURCES.items()},
+            {kind: watching.collection_path(*handlers.RESOURCES[kind]) for kind in self.kinds},
             stall=self.cfg.watch_stall_seconds,
             on_change=self.changed,
             on_state=self._on_watch_state,
             on_swept=self._on_swept,
             ready=self.reconciler.ready,  # the first sync waits for every kind's LIST
             sources=sources,
+            optional=UPSTREAM_KINDS,  # their CRDs may be missing: listed as empty
         )
         self.status = status.StatusWriter(
             self.api, self.cache, node=self.cfg.node, backend=self.backend_name
         )
+        # kubelet may start pods before the agent after a reboot: every record
+        # gets at least its fail-closed state before the socket answers
+        await asyncio.to_thread(node.repair_records, self.backend_name, self.cfg)
+        self._loop = asyncio.get_running_loop()
+        self.drift.start()
         await self.socket.start()
-        self.metrics.serve(self.cfg.metrics_port)
-        jobs = (self.watches.run(), self.reconciler.run(), self.status.run())
+        self._start_traffic_log()
+        self.metrics.serve(self.cfg.metrics_port, address=self.cfg.listen_address)
+        jobs = [self.watches.run(), self.reconciler.run(), self.status.run()]
+        if self.cfg.upstream_policy:
+            self.upstream_status = upstream_status.UpstreamStatusWriter(
+                self.api, self.cache, node=self.cfg.node
+            )
+            jobs.append(self.upstream_status.run())
         for job in jobs:
             self._tasks.append(asyncio.create_task(self._guard(job)))
         log.info("agent for node %s started (backend %s)", self.cfg.node, self.backend_name)
 
+    def _start_traffic_log(self) -> None:
+        if self.traffic is None:
+            return
+        try:
+            self.traffic.start()
+        except OSError as exc:
+            log.warning("no traffic log: NFLOG group %d: %s", self.cfg.nflog_group, exc)
+            self.traffic = None
+
     async def stop(self) -> None:
         """Leave the kernel as it is; stop serving and working."""
+        self.drift.stop()
         await self.socket.stop()
+        if self.traffic is not None:
+            self.traffic.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -139,6 +195,9 @@ class Agent:
         last = self.reconciler.last_ok
         if any(task.done() for task in self._tasks):
             raise RuntimeError("an agent task stopped")
+        latest = self.reconciler.last
+        if latest is not None and not latest.ok and latest.error.startswith(reconcile.UNENFORCED):
+            raise RuntimeError(latest.error)  # never healthy while pods are unfiltered
         if last is None:
             if time.monotonic() - self.started_at > limit * 2:
                 raise RuntimeError("no successful sync since the agent started")
@@ -162,8 +221,15 @@ class Agent:
 
     def _on_report(self, report: reconcile.SyncReport) -> None:
         self.metrics.record_sync(report, self.cache.counts())
+        if report.ok:
+            self.log_resolver = logtags.resolver(report.log_tags)
+        if self.traffic is not None and report.ok:
+            self.traffic.set_pods(self.cache.snapshot().pods)
+            self.traffic.set_resolver(self.log_resolver)
         if self.status is not None:
             self.status.report(report)
+        if self.upstream_status is not None:
+            self.upstream_status.wake()
         level = logging.INFO if report.ok else logging.WARNING
         log.log(
             level,
@@ -177,6 +243,11 @@ class Agent:
             f": {report.error}" if report.error else "",
         )
 
+    def _drifted(self) -> None:
+        """From the drift thread: someone else changed podwall's kernel state."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: self.reconciler.mark(urgent=True, full=True))
+
     def _on_swept(self, kind: Kind, keys: list[Key]) -> None:
         self.metrics.swept.labels(kind).inc(len(keys))
 
@@ -187,7 +258,7 @@ class Agent:
 
 
 def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
-    """kopf settings of a per-node agent (see module doc and FACTS.md)."""
+    """kopf settings of a per-node agent (see module doc and docs/facts.md)."""
     settings.peering.standalone = True
     settings.posting.enabled = False
     settings.posting.reporting_component = "podwall-agent"
@@ -198,9 +269,8 @@ def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
 
 def cleanup(cfg: agent_config.AgentConfig) -> int:
     """``--cleanup``: remove every podwall chain and set of this node."""
-    name = backends.detect() if cfg.backend == "auto" else cfg.backend
-    applier = applier_mod.Applier(backends.get_backend(name), run_dir=cfg.run_dir)
-    applier.cleanup()
+    name = node.backend_name(cfg.backend, cfg.run_dir)
+    node.make_applier(name, run_dir=cfg.run_dir, state_dir=None).cleanup()
     print(f"podwall agent: removed every podwall chain and set ({name})")
     return 0
 
@@ -209,11 +279,7 @@ def run(args: argparse.Namespace) -> int:
     """``podwall agent``: run until SIGTERM/SIGINT; 0 on a clean stop."""
     try:
         cfg = agent_config.from_args(args)
-        logging.basicConfig(
-            level=logging.DEBUG if cfg.verbose else logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logformat.setup(cfg.log_format, verbose=cfg.verbose)
         if cfg.cleanup:
             return cleanup(cfg)
         heap.tune()
@@ -221,7 +287,8 @@ def run(args: argparse.Namespace) -> int:
     except (AgentError, PodwallError, OSError) as exc:
         print(f"podwall agent: {exc}", file=sys.stderr)
         return 1
-    liveness = f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None
+    host = f"[{cfg.listen_address}]" if ":" in cfg.listen_address else cfg.listen_address
+    liveness = f"http://{host}:{cfg.health_port}/healthz" if cfg.health_port else None
     kopf.run(
         registry=handlers.build_registry(agent),
         standalone=True,

@@ -4,14 +4,53 @@ Sync duration and outcome, what the node holds (endpoints, chains, rules,
 sets, set entries), cache sizes, sweeps, watches (listings, stalls, behind)
 and fast-path requests.  Only
 ``record_*`` functions change values; nothing here touches the kernel or the API.
+``watch_traffic_log`` exports the traffic log's own counters (lines written,
+lines dropped by the reader, kernel overruns) and ``watch_drops`` the drop
+counters of a ``counters.CounterSource``, both read at scrape time.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from firewall_operator import logtags
+from firewall_operator.agent import counters
 from firewall_operator.agent.reconcile import SyncReport
 from firewall_operator.agent.watching import WatchState
+
+
+class TrafficLogLike(Protocol):
+    lines: int
+    dropped: int
+
+    @property
+    def overruns(self) -> int: ...
+
+
+class _TrafficLogCollector(Collector):
+    def __init__(self, traffic: TrafficLogLike) -> None:
+        self.traffic = traffic
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "podwall_traffic_log_lines", "Traffic log lines written", value=self.traffic.lines
+        )
+        dropped = CounterMetricFamily(
+            "podwall_traffic_log_dropped_lines",
+            "Traffic log lines lost because the writer was behind",
+            value=self.traffic.dropped,
+        )
+        yield dropped
+        yield CounterMetricFamily(
+            "podwall_traffic_log_overruns",
+            "Times the kernel dropped NFLOG messages because the reader was behind",
+            value=self.traffic.overruns,
+        )
 
 
 class Metrics:
@@ -80,6 +119,16 @@ class Metrics:
         self.listings.labels(state.kind).set(state.listings)
         self.stalls.labels(state.kind).set(state.stalls)
         self.behind.labels(state.kind).set(0 if state.behind_since is None else 1)
+
+    def watch_traffic_log(self, traffic: TrafficLogLike) -> None:
+        self.registry.register(_TrafficLogCollector(traffic))
+
+    def watch_drops(
+        self, source: counters.CounterSource, resolve: Callable[[], logtags.Resolver]
+    ) -> counters.DropCounters:
+        found = counters.DropCounters(source, resolve)
+        self.registry.register(found)
+        return found
 
     def record_backend(self, backend: str) -> None:
         self.info.labels(self.node, backend).set(1)

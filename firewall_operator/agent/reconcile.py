@@ -26,18 +26,21 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from firewall_operator import applier as applier_mod
-from firewall_operator import cluster, compiler
+from firewall_operator import chains, cluster, compiler
+from firewall_operator.agent import node
 from firewall_operator.agent.cache import ClusterCache
+from firewall_operator.logtags import LogTag
 from firewall_operator.problems import Problem
 from firewall_plugin import dataplane, endpoints
 from firewall_plugin.errors import PodwallError
 
 log = logging.getLogger(__name__)
 STALE_RETRIES = 5
+UNENFORCED = "bridged pod traffic is not filtered"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
@@ -49,12 +52,14 @@ class Coalescer:
         self.dirty_since: float | None = None
         self.urgent = False
         self.retry_at: float | None = None
+        self.full = False  # a full sync was asked for (drift seen)
         self.last_full = now - resync  # the first sync is a full one
 
-    def mark(self, now: float, *, urgent: bool = False) -> None:
+    def mark(self, now: float, *, urgent: bool = False, full: bool = False) -> None:
         if self.dirty_since is None:
             self.dirty_since = now
         self.urgent = self.urgent or urgent
+        self.full = self.full or full
 
     def wait(self, now: float) -> float:
         """Seconds until the next sync (0: now)."""
@@ -67,8 +72,8 @@ class Coalescer:
 
     def take(self, now: float) -> bool:
         """Start a sync now: clears the dirty state; True when it is a full resync."""
-        full = now >= self.last_full + self.resync or self.retry_at is not None
-        self.dirty_since, self.urgent, self.retry_at = None, False, None
+        full = now >= self.last_full + self.resync or self.retry_at is not None or self.full
+        self.dirty_since, self.urgent, self.retry_at, self.full = None, False, None, False
         if full:
             self.last_full = now
         return full
@@ -98,21 +103,28 @@ class SyncReport:
     problems: tuple[Problem, ...] = ()
     unmatched: tuple[str, ...] = ()
     generations: dict[str, int] = field(default_factory=dict)
+    policy_generations: dict[str, int] = field(default_factory=dict)  # NetworkPolicy ns/name
+    log_tags: Mapping[str, LogTag] = field(default_factory=dict)  # the compiled rules' tags
     stats: applier_mod.ApplyStats | None = None
+    #: things the sync had to repair on the node itself (bridge netfilter)
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Writer:
     """How the node's kernel is written (from the agent config)."""
 
-    applier: applier_mod.Applier
+    applier: applier_mod.NodeApplier
     state_dir: str
     deny_action: dataplane.DenyAction = "drop"
     pod_default: dataplane.PodDefault = "deny"
+    logging: chains.Logging = field(default_factory=chains.Logging)
 
 
 def new_compiler(writer: Writer) -> compiler.Compiler:
-    return compiler.Compiler(deny_action=writer.deny_action, unknown_pod=writer.pod_default)
+    return compiler.Compiler(
+        deny_action=writer.deny_action, unknown_pod=writer.pod_default, logging=writer.logging
+    )
 
 
 def compile_and_apply(
@@ -122,15 +134,23 @@ def compile_and_apply(
     for _ in range(STALE_RETRIES):
         fingerprint = applier_mod.endpoints_fingerprint(writer.state_dir)
         records = list(endpoints.read_all(writer.state_dir))
+        warnings, unenforced = _bridge_netfilter(records)
         compiled = comp.compile(snapshot, records)
         try:
-            stats = writer.applier.apply(compiled.families, full=full, expect_endpoints=fingerprint)
+            stats = writer.applier.apply(
+                compiled.families,
+                endpoints=compiled.endpoints,
+                full=full,
+                expect_endpoints=fingerprint,
+            )
         except applier_mod.StaleEndpointsError:
             continue
         sets = applier_mod.desired_sets(compiled.families)
         return SyncReport(
             sequence=0,
-            ok=True,
+            ok=not unenforced,
+            error=unenforced,
+            warnings=warnings,
             full=full,
             endpoints=len(records),
             chains=sum(len(state.chains) for state in compiled.families.values()),
@@ -139,10 +159,21 @@ def compile_and_apply(
             set_entries=sum(len(ipset.entries) for ipset in sets.values()),
             problems=compiled.problems,
             unmatched=compiled.unmatched,
-            generations={rule.name: rule.generation for rule in snapshot.firewall_rules},
+            generations={rule.key: rule.generation for rule in snapshot.tiered},
+            policy_generations={p.key: p.generation for p in snapshot.policies},
             stats=stats,
+            log_tags=compiled.log_tags,
         )
     raise applier_mod.StaleEndpointsError("endpoint records kept changing during the sync")
+
+
+def _bridge_netfilter(records: list[endpoints.EndpointRecord]) -> tuple[tuple[str, ...], str]:
+    """(what was turned back on, why bridged traffic is unenforced or '')."""
+    try:
+        fixed = node.ensure_bridge_netfilter(records)
+    except PodwallError as exc:
+        return (), f"{UNENFORCED}: {exc}"
+    return tuple(f"{name} was 0: set it to 1" for name in fixed), ""
 
 
 class Reconciler:
@@ -169,9 +200,10 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._done = asyncio.Condition()
 
-    def mark(self, *, urgent: bool = False) -> int:
-        """Ask for a sync; returns the sequence number of the sync that will include it."""
-        self.coalescer.mark(time.monotonic(), urgent=urgent)
+    def mark(self, *, urgent: bool = False, full: bool = False) -> int:
+        """Ask for a sync (``full``: compare with the kernel, repairing drift);
+        returns the sequence number of the sync that will include it."""
+        self.coalescer.mark(time.monotonic(), urgent=urgent, full=full)
         self._wake.set()
         return self.started + 1
 

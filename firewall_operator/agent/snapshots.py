@@ -7,13 +7,14 @@ sort, so priming 100k pods is not 100k list moves), and hands out one tuple
 of the values that is reused until the next change.
 ``SnapshotParts`` assembles a ``cluster.Snapshot`` equal to what
 ``cluster.Snapshot.build`` makes of the same objects, but from the kinds'
-tuples: a kind that did not change gives the *same* tuple object as in the
-previous snapshot, so the incremental compiler (``Planner.update``) sees at
-once that nothing changed there, and unchanged objects keep their identity.
-A snapshot whose pods changed carries a ``cluster.PodDelta`` (the pods tuple
-of the previous snapshot and the keys of the pods put or removed since), so
-the index compares those pods only, not all 100k of them.
-Nothing is parsed or sorted again per sync.
+tuples (the three upstream kinds concatenated into ``cluster_policies``, in
+``Snapshot.build``'s kind-then-name order): a kind that did not change gives
+the *same* tuple object as in the previous snapshot, so the incremental
+compiler (``Planner.update``) sees at once that nothing changed there, and
+unchanged objects keep their identity.  A snapshot whose pods changed
+carries a ``cluster.PodDelta`` (the pods tuple of the previous snapshot and
+the keys of the pods put or removed since), so the index compares those pods
+only, not all 100k of them.  Nothing is parsed or sorted again per sync.
 
 Pure: no I/O; the cache calls it from one thread.
 """
@@ -99,6 +100,17 @@ class SnapshotParts:
         self.pods = Ordered()
         self.policies = Ordered()
         self.rules = Ordered()  # FirewallRules (their RuleMeta stays in the cache)
+        self.nodes = Ordered()
+        # upstream cluster policies by plural; keys (namespace "", name) collide across kinds
+        self.upstream: dict[str, Ordered] = {
+            plural: Ordered()
+            for plural in (
+                "adminnetworkpolicies",
+                "baselineadminnetworkpolicies",
+                "clusternetworkpolicies",
+            )
+        }
+        self._upstream: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
         self.pod_namespaces: dict[str, int] = {}  # namespace → pods in it
         self.pods_touched: set[Key] = set()  # pods put or removed since the last snapshot
         self._namespace_map: dict[str, cluster.Namespace] | None = None
@@ -130,6 +142,15 @@ class SnapshotParts:
         self._namespace_inputs = inputs
         return self._namespace_map
 
+    def _cluster_policies(self) -> tuple[Any, ...]:
+        """The upstream kinds' values as one tuple (the same object until one changes)."""
+        parts = tuple(self.upstream[plural].values() for plural in sorted(self.upstream))
+        if len(parts) != len(self._upstream[0]) or any(
+            a is not b for a, b in zip(parts, self._upstream[0], strict=True)
+        ):
+            self._upstream = (parts, tuple(item for part in parts for item in part))
+        return self._upstream[1]
+
     def snapshot(self) -> cluster.Snapshot:
         """The snapshot of the current values (the previous one if nothing changed)."""
         policies = self.policies.values()
@@ -138,13 +159,22 @@ class SnapshotParts:
             self.pods.values(),
             policies,
             self.rules.values(),
+            self._cluster_policies(),
+            self.nodes.values(),
         )
         last = self._last
         if last is not None and all(
             new is old
             for new, old in zip(
                 parts,
-                (last.namespaces, last.pods, last.policies, last.firewall_rules),
+                (
+                    last.namespaces,
+                    last.pods,
+                    last.policies,
+                    last.firewall_rules,
+                    last.cluster_policies,
+                    last.nodes,
+                ),
                 strict=True,
             )
         ):
@@ -158,6 +188,8 @@ class SnapshotParts:
             pods=parts[1],
             policies=parts[2],
             firewall_rules=parts[3],
+            cluster_policies=parts[4],
+            nodes=parts[5],
             pod_delta=delta,
         )
         return self._last

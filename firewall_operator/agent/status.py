@@ -4,9 +4,10 @@
   is replaced after syncs with the last report (backend, endpoints, chains,
   rules, sets, set entries, last sync, ``observedResourceVersion`` (the
   cache's highest resourceVersion when the last good sync began: the lab
-  waits for it), last error, problems, programmed FirewallRule generations,
-  and ``watch``: whether every watched kind is current or which are behind
-  since when, with the LISTs per kind), at most once per ``min_interval``; the
+  waits for it), last error, problems, programmed generations of FirewallRules
+  (by name) and of the upstream cluster policies (by ``Kind/name``), and
+  ``watch``: whether every watched kind is current or which are behind since
+  when, with the LISTs per kind), at most once per ``min_interval``; the
   latest state always gets written (a burst of syncs ends with a write of its
   last one, within ``min_interval``), and FirewallRule writes run beside it,
   never delaying it.
@@ -17,6 +18,13 @@
   that ``test``s the resourceVersion.  One node wins; the losers get 409/422
   and write nothing else.  Only the winner posts the Warning event for an
   invalid rule: one event per rule generation, not one per node.
+* NetworkPolicies with problems get one Warning event per generation too
+  (``policy_events``: the event's name is the compare-and-set).
+* Realization: ``programmedGenerations`` (FirewallRule name → generation) and
+  ``programmedPolicies`` (NetworkPolicy ``ns/name`` → generation) say what the
+  node's kernel holds; ``podwall status`` adds them up over the nodes.  No
+  object gets an "N/M nodes" write: that would be N writes per change (or a
+  leader watching every NodeFirewall); the reader aggregates instead.
 
 Never touches the kernel.  ``desired_rule_status`` is pure.
 """
@@ -32,10 +40,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from firewall_operator import fwrule
+from firewall_operator.agent import policy_events
 from firewall_operator.agent.cache import ClusterCache, RuleMeta
 from firewall_operator.agent.errors import KubeApiError
 from firewall_operator.agent.kubeapi import KubeApi
-from firewall_operator.agent.reconcile import SyncReport
+from firewall_operator.agent.reconcile import UNENFORCED, SyncReport
 from firewall_operator.agent.watching import WatchState
 
 log = logging.getLogger(__name__)
@@ -43,6 +52,8 @@ GROUP_PATH = "/apis/podwall.io/v1alpha1"
 EVENTS_PATH = "/api/v1/namespaces/default/events"
 JSON_PATCH = "application/json-patch+json"
 MAX_PROBLEMS = 100
+
+MAX_PROGRAMMED = 20_000  # programmedPolicies entries (~40 bytes each) in one status
 
 
 def now_iso() -> str:
@@ -127,8 +138,13 @@ def node_status(
             observedResourceVersion=str(good.observed_version),
             lastSync=iso(good.finished),
             problems=[str(p) for p in good.problems][:MAX_PROBLEMS],
+            problemCount=len(good.problems),
             programmedGenerations=dict(sorted(good.generations.items())),
+            programmedPolicies=dict(sorted(good.policy_generations.items())[:MAX_PROGRAMMED]),
+            programmedCount=len(good.generations) + len(good.policy_generations),
         )
+        if len(good.policy_generations) > MAX_PROGRAMMED:
+            status["programmedPoliciesTruncated"] = True
     return status
 
 
@@ -160,6 +176,10 @@ class StatusWriter:
         self._attempted: dict[str, tuple[str, str, str, int]] = {}
         self._wake = asyncio.Event()
         self._rules_wake = asyncio.Event()
+        self._node_warned: set[tuple[str, str]] = set()
+        self.policy_warnings = policy_events.PolicyWarnings(
+            api, node=node, jitter=lambda name: jitter(node, name, spread)
+        )
 
     def report(self, report: SyncReport) -> None:
         self.latest = report
@@ -188,14 +208,41 @@ class StatusWriter:
             except KubeApiError as exc:
                 log.warning("cannot write NodeFirewall %s: %s", self.node, exc)
                 self._wake.set()  # try again after the pause
+            if report is not None:
+                await self.warn_node(report)
             await asyncio.sleep(self.min_interval)
+
+    async def warn_node(self, report: SyncReport) -> None:
+        """One Warning event on the NodeFirewall for each repair the sync had to
+        make on the node (bridge netfilter turned back on) and for a sync that
+        left bridged traffic unfiltered; the same message is posted once."""
+        found = [("BridgeNetfilterRepaired", text) for text in report.warnings]
+        if not report.ok and report.error.startswith(UNENFORCED):
+            found.append(("BridgedTrafficUnfiltered", report.error))
+        for reason, message in found:
+            if (reason, message) in self._node_warned:
+                continue
+            self._node_warned.add((reason, message))
+            await self._post_event(
+                kind="NodeFirewall", name=self.node, uid="", version="", reason=reason,
+                message=message,
+            )  # fmt: skip
 
     async def _run_rules(self) -> None:
         while True:
             await self._rules_wake.wait()
             self._rules_wake.clear()
             await self.write_rules()
+            await self.warn_policies()
             await asyncio.sleep(self.min_interval)
+
+    async def warn_policies(self) -> None:
+        """Post the NetworkPolicy Warning events the last good sync calls for."""
+        if self.last_ok is None:
+            return
+        cached = {key: value for key, (_, value) in self.cache.entries["networkpolicies"].items()}
+        pending = policy_events.warnings(self.last_ok.problems, cached)
+        await self.policy_warnings.post(pending, now=now_iso())
 
     async def write_node(self, report: SyncReport | None) -> None:
         status = node_status(
@@ -276,21 +323,30 @@ class StatusWriter:
             await self._warn(name, meta, condition)
 
     async def _warn(self, name: str, meta: RuleMeta, condition: Mapping[str, Any]) -> None:
+        await self._post_event(
+            kind="FirewallRule",
+            name=name,
+            uid=meta.uid,
+            version=meta.resource_version,
+            reason="InvalidFirewallRule",
+            message=f"generation {meta.generation}: {condition['message']}",
+        )
+
+    async def _post_event(
+        self, *, kind: str, name: str, uid: str, version: str, reason: str, message: str
+    ) -> None:
         stamp = now_iso()
+        involved = {"apiVersion": "podwall.io/v1alpha1", "kind": kind, "name": name}
+        if uid:
+            involved |= {"uid": uid, "resourceVersion": version}
         event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": "default"},
-            "involvedObject": {
-                "apiVersion": "podwall.io/v1alpha1",
-                "kind": "FirewallRule",
-                "name": name,
-                "uid": meta.uid,
-                "resourceVersion": meta.resource_version,
-            },
+            "involvedObject": involved,
             "type": "Warning",
-            "reason": "InvalidFirewallRule",
-            "message": f"generation {meta.generation}: {condition['message']}"[:1024],
+            "reason": reason,
+            "message": message[:1024],
             "source": {"component": "podwall-agent", "host": self.node},
             "reportingComponent": "podwall-agent",
             "reportingInstance": self.node,
@@ -302,4 +358,4 @@ class StatusWriter:
             await self.api.request("POST", EVENTS_PATH, body=event)
             self.events_posted += 1
         except KubeApiError as exc:
-            log.warning("cannot post the event for FirewallRule %s: %s", name, exc)
+            log.warning("cannot post the event for %s %s: %s", kind, name, exc)

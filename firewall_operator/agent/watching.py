@@ -11,6 +11,9 @@ One ``KindWatch`` task per kind (the table is ``handlers.RESOURCES``):
   a bookmark 2 s before it ends a watch, so a quiet watch still hears from the
   server every ``timeout - 2`` seconds).  Events go to ``ClusterCache.observe``;
   events and bookmarks move the version to resume from.
+* a kind in ``optional`` (the upstream policy kinds) whose LIST answers 404
+  (no CRD) counts as an empty list, is not watched, and is listed again every
+  ``MISSING_RETRY`` seconds;
 * what ends a watch decides what follows: a clean end (the server's timeout)
   or a broken connection → watch again from the last version; ``410 Gone`` →
   list again; **nothing heard for ``stall`` seconds** (no event, no bookmark:
@@ -37,7 +40,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +52,7 @@ from firewall_operator.agent.kubeapi import KubeApi, WatchBody
 log = logging.getLogger(__name__)
 CHANGES = ("ADDED", "MODIFIED", "DELETED")
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)  # between failed lists/watches; then the last one
+MISSING_RETRY = 30.0  # seconds between LISTs of an optional kind whose CRD is missing
 BIG_LIST = 10_000  # objects: after a LIST this big, give freed memory back
 
 
@@ -100,8 +104,10 @@ class KindWatch:
         on_change: Callable[[], None],
         on_state: Callable[[WatchState], None],
         on_swept: Callable[[Kind, list[Key]], None],
+        optional: bool = False,
     ) -> None:
         self.api, self.cache, self.kind, self.path = api, cache, kind, path
+        self.optional, self.missing = optional, False
         self.stall, self.page = stall, page
         self.timeout = max(int(stall) - 2, 1)
         self.on_change, self.on_state, self.on_swept = on_change, on_state, on_swept
@@ -129,6 +135,9 @@ class KindWatch:
                     log.warning("watch of %s stalled, listing again: %s", self.kind, exc)
                     self.version = ""
                 except KubeApiError as exc:
+                    if self.optional and exc.status == 404:
+                        await self._missing()
+                        continue
                     self._behind(str(exc)[:200])
                     delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                     failures += 1
@@ -137,6 +146,21 @@ class KindWatch:
         finally:
             if self.listing is not None:
                 self.listing.cancel()
+
+    async def _missing(self) -> None:
+        """An optional kind without its CRD: as an empty list (which sweeps what
+        a deleted CRD left behind), then a new LIST now and then."""
+        if not self.missing:
+            log.warning("no %s in this cluster (is its CRD installed?): none enforced", self.kind)
+        self.missing = True
+        swept = self.cache.relist_finish(self.kind, set(), "")
+        if swept:
+            self.on_swept(self.kind, swept)
+            self.on_change()
+        self.state.listings += 1
+        self.on_state(self.state)
+        self.version = ""
+        await asyncio.sleep(MISSING_RETRY)
 
     async def relist(self) -> str:
         """Start a LIST (in the background; one still running is dropped) and
@@ -186,6 +210,7 @@ class KindWatch:
             await asyncio.sleep(0)  # let the watches and the reconciler run between pages
         swept = self.cache.relist_finish(self.kind, present, version)
         self.state.listings += 1
+        self.missing = False
         log.info(
             "listed %s: %d objects, %d swept (listing %d)",
             self.kind,
@@ -286,6 +311,7 @@ class Watches:
         on_swept: Callable[[Kind, list[Key]], None] = lambda kind, keys: None,
         ready: asyncio.Event | None = None,
         sources: Mapping[Kind, KubeApi] | None = None,
+        optional: Collection[Kind] = (),
     ) -> None:
         self.ready = ready or asyncio.Event()
         self.started = time.monotonic()
@@ -301,6 +327,7 @@ class Watches:
                 on_change=on_change,
                 on_state=self._state_changed,
                 on_swept=on_swept,
+                optional=kind in optional,
             )
             for kind, path in paths.items()
         }

@@ -1,10 +1,14 @@
-"""Backends: the one protocol every kernel writer implements, and the chooser.
+"""Backends: which data plane writes the kernel, and the chooser.
 
-``get_backend(name)`` returns a backend for ``iptables-nft``,
-``iptables-legacy``, ``iptc`` or ``auto`` (detect what the node uses, like
-kube-proxy's iptables wrapper: the variant with more rules, preferring the one
-holding ``KUBE-`` chains; nft when nothing is there yet).  Backend modules are
-imported only when chosen (``iptc`` costs tens of milliseconds to load).
+``nftables`` is podwall's own tables written over netlink
+(``firewall_plugin.nft``); the iptables backends implement one protocol
+(``Backend``): ``iptables-nft``, ``iptables-legacy`` and ``iptc``
+(python-iptables), returned by ``get_backend(name)``.  ``detect()`` is what
+``auto`` resolves to: ``nftables`` where the kernel runs it (nf_tables with
+the inet and bridge families, answering over netlink), else the iptables
+variant the node already uses, like kube-proxy's iptables wrapper (the one
+with more rules, preferring the one holding ``KUBE-`` chains).  Backend
+modules are imported only when chosen (``iptc`` costs tens of milliseconds).
 """
 
 from __future__ import annotations
@@ -26,20 +30,36 @@ else:
         return Backend
 
 
-BACKEND_NAMES = ("auto", "iptables-nft", "iptables-legacy", "iptc")
+NFTABLES = "nftables"
+CONCRETE_NAMES = (NFTABLES, "iptables-nft", "iptables-legacy", "iptc")
+BACKEND_NAMES = ("auto", *CONCRETE_NAMES)
 
-__all__ = ["BACKEND_NAMES", "Backend", "KernelTable", "detect", "get_backend"]
+__all__ = [
+    "BACKEND_NAMES",
+    "CONCRETE_NAMES",
+    "NFTABLES",
+    "Backend",
+    "KernelTable",
+    "detect",
+    "get_backend",
+]
 
 
 def detect() -> str:
-    """Name of the iptables variant this node already uses."""
+    """``nftables`` when this kernel runs it, else the iptables variant this
+    node already uses."""
+    from firewall_plugin.nft import ops
+
+    if not ops.ready():
+        return NFTABLES
     from firewall_plugin.backends.restore import detect_variant
 
     return detect_variant()
 
 
 def get_backend(name: str) -> Backend:
-    """The backend called ``name``; ``auto`` resolves by detection."""
+    """The iptables backend called ``name``; ``auto`` resolves by detection
+    (ConfigError when that is ``nftables``, which is not an iptables backend)."""
     if name == "auto":
         name = detect()
     if name in ("iptables-nft", "iptables-legacy"):
@@ -50,4 +70,6 @@ def get_backend(name: str) -> Backend:
         from firewall_plugin.backends.iptc_backend import IptcBackend
 
         return IptcBackend()
+    if name == NFTABLES:
+        raise ConfigError("nftables is written by firewall_plugin.nft, not by an iptables backend")
     raise ConfigError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")

@@ -24,23 +24,24 @@ class Backend(Protocol):
     name: str
 
     def read(self, family: model.Family) -> KernelTable:
-        """Return podwall's chains and the FORWARD chain of ``family``.
+        """Return podwall's chains and the hook chains (FORWARD, INPUT) of ``family``.
 
         Read-only; never creates anything.  Raises BackendError.
         """
         ...
 
-    def read_forward(self, family: model.Family) -> list[str]:
-        """Every rule of FORWARD of ``family``, as ``read(family).forward``
-        spells them, without reading the rest of the table (``-S FORWARD``:
-        milliseconds, where a full read of a large table takes a hundred).
+    def read_hooks(self, family: model.Family) -> dict[str, list[str]]:
+        """Every rule of FORWARD and INPUT of ``family``, as
+        ``read(family).hooks`` spells them, without reading the rest of the
+        table (milliseconds, where a full read of a large table takes a
+        hundred).
 
         Read-only.  Raises BackendError.
         """
         ...
 
     def read_chains(self, family: model.Family, chains: Sequence[str]) -> KernelTable:
-        """FORWARD and those of the podwall ``chains`` that exist, as
+        """The hooks and those of the podwall ``chains`` that exist, as
         ``read(family)`` spells them, without the rest of the table (what the
         CNI plugin needs: a few chains, where the agent may have written
         thousands).
@@ -63,16 +64,17 @@ class Backend(Protocol):
 
         Each chain of ``replace`` is created, or flushed, and filled with its
         rules; the chains named in ``delete`` are flushed and removed (a name
-        that does not exist is ignored); when ``PODWALL-FORWARD`` exists
-        afterwards, the FORWARD jump to it is made rule 1 (moved there if it
-        sits elsewhere, never doubled).  Chains not named are left untouched.
-        ``assume_jump`` says the caller knows the FORWARD jump to
-        PODWALL-FORWARD exists (a record of this family was there): a backend
+        that does not exist is ignored); for each hook whose podwall chain
+        (``names.HOOK_CHAINS``) exists afterwards, the jump to it is made
+        rule 1 of the hook (moved there if it sits elsewhere, never doubled),
+        and removed when the chain goes.  Chains not named are left untouched.
+        ``assume_jump`` says the caller knows the hook jumps exist (a record
+        of this family was there): a backend
         may then skip reading the table first if it checks the kernel agrees
         and reaches the same outcome when it does.
         ``existing``: the podwall chains the caller knows exist now (the
         agent's memory of what it wrote, or a read it just made under the
-        podwall lock); a backend may then read only FORWARD instead of the
+        podwall lock); a backend may then read only the hooks instead of the
         whole table.  ``None``: the backend finds out itself.  When the
         kernel disagrees the transaction may be refused (nothing changed);
         the caller should then re-read and retry.
@@ -85,5 +87,5 @@ class Backend(Protocol):
         ...
 
     def remove_all(self, family: model.Family) -> None:
-        """Remove the FORWARD jump and every podwall chain of ``family``."""
+        """Remove the hook jumps and every podwall chain of ``family``."""
         ...

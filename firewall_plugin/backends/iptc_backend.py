@@ -6,7 +6,7 @@ transaction: the rules are built from the model first, then, holding
 table is refreshed, changed and committed with autocommit off; a commit that
 fails with EAGAIN (another writer changed the table meanwhile) is retried on a
 fresh snapshot, because libiptc would otherwise lose one of the updates
-silently (FACTS.md).  ``read`` runs ``iptables-legacy-save``: the same text,
+silently (docs/facts.md).  ``read`` runs ``iptables-legacy-save``: the same text,
 and the same parser, as the restore backends.
 
 ``iptc`` is imported on first use only (never by importing this module), with
@@ -25,6 +25,7 @@ from typing import Any
 from firewall_plugin import locking, model, names, render
 from firewall_plugin.backends import iptc_loader, restore
 from firewall_plugin.backends.base import KernelTable
+from firewall_plugin.backends.table import HOOKS
 from firewall_plugin.errors import BackendError, PodwallError, TryAgainError
 
 ATTEMPTS = 5
@@ -84,8 +85,8 @@ def _set_options(module: Any, options: Sequence[model.Option]) -> None:
         module.set_parameter(name, ["!", *words] if negated else words)
 
 
-def _is_jump(rule: IptcRule) -> bool:
-    return rule.target is not None and rule.target.name == names.FORWARD_CHAIN
+def _is_jump(rule: IptcRule, hook: str) -> bool:
+    return rule.target is not None and rule.target.name == names.HOOK_CHAINS[hook]
 
 
 def _signature(rule: IptcRule) -> tuple[Any, ...]:
@@ -105,15 +106,15 @@ class IptcBackend:
         self._before_commit = before_commit
 
     def read(self, family: model.Family) -> KernelTable:
-        """Podwall's chains and FORWARD as ``iptables-legacy-save`` prints them."""
+        """Podwall's chains and the hooks as ``iptables-legacy-save`` prints them."""
         return restore.RestoreBackend(variant="legacy").read(family)
 
-    def read_forward(self, family: model.Family) -> list[str]:
-        """FORWARD's rules as ``iptables-legacy -S FORWARD`` prints them."""
-        return restore.RestoreBackend(variant="legacy").read_forward(family)
+    def read_hooks(self, family: model.Family) -> dict[str, list[str]]:
+        """The hooks' rules as ``iptables-legacy -S`` prints them."""
+        return restore.RestoreBackend(variant="legacy").read_hooks(family)
 
     def read_chains(self, family: model.Family, chains: Sequence[str]) -> KernelTable:
-        """FORWARD and those of ``chains`` that exist, listed by ``iptables-legacy``."""
+        """The hooks and those of ``chains`` that exist, listed by ``iptables-legacy``."""
         return restore.RestoreBackend(variant="legacy").read_chains(family, chains)
 
     def apply(
@@ -138,12 +139,15 @@ class IptcBackend:
     def remove_all(self, family: model.Family) -> None:
         def change(table: IptcTable) -> bool:
             chains = sorted(c.name for c in table.chains if names.is_podwall_name(c.name))
-            jumps = [rule for rule in _forward(table).rules if _is_jump(rule)]
+            jumps = [
+                rule for hook in HOOKS for rule in _hook(table, hook).rules if _is_jump(rule, hook)
+            ]
             if not chains and not jumps:
                 return False
             for name in chains:
                 table.flush_entries(name)
-            _set_forward_jump(table, None)
+            for hook in HOOKS:
+                _set_hook_jump(table, hook, None)
             for name in chains:
                 table.delete_chain(name)
             return True
@@ -186,8 +190,8 @@ def _mapped(exc: Exception, family: model.Family, attempt: int) -> BackendError:
     return BackendError(message)
 
 
-def _forward(table: IptcTable) -> Any:
-    return iptc_loader.load().Chain(table, "FORWARD")
+def _hook(table: IptcTable, hook: str) -> Any:
+    return iptc_loader.load().Chain(table, hook)
 
 
 def _replace_chains(
@@ -217,28 +221,27 @@ def _replace_chains(
         target = chain_class(table, chain.name)
         for rule in chain.rules:
             target.append_rule(_build_rule(rule, family))
-    keep = names.FORWARD_CHAIN in replaced or (
-        names.FORWARD_CHAIN in existing and names.FORWARD_CHAIN not in gone
-    )
-    jump = _build_rule(render.forward_jump_rule(), family) if keep else None
-    _set_forward_jump(table, jump)
+    keep = restore.hooks_after(existing, replaced, gone)
+    for hook in HOOKS:
+        jump = _build_rule(render.hook_jump_rule(hook), family) if hook in keep else None
+        _set_hook_jump(table, hook, jump)
     for name in gone:
         table.delete_chain(name)
 
 
-def _set_forward_jump(table: IptcTable, jump: IptcRule | None) -> None:
-    """Leave exactly one FORWARD jump, ``jump``, at position 1 (or none)."""
-    forward = _forward(table)
-    rules = forward.rules
-    jumps = [rule for rule in rules if _is_jump(rule)]
+def _set_hook_jump(table: IptcTable, hook: str, jump: IptcRule | None) -> None:
+    """Leave exactly one jump of ``hook``, ``jump``, at position 1 (or none)."""
+    chain = _hook(table, hook)
+    rules = chain.rules
+    jumps = [rule for rule in rules if _is_jump(rule, hook)]
     if (
         jump is not None
         and len(jumps) == 1
-        and _is_jump(rules[0])
+        and _is_jump(rules[0], hook)
         and _signature(rules[0]) == _signature(jump)
     ):
         return
     for rule in jumps:
-        forward.delete_rule(rule)
+        chain.delete_rule(rule)
     if jump is not None:
-        forward.insert_rule(jump, 0)
+        chain.insert_rule(jump, 0)

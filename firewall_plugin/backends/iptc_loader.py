@@ -2,7 +2,7 @@
 
 A plain ``import iptc`` costs ~257 ms: it imports distutils through setuptools
 and runs ``ldconfig``/``gcc`` through ``ctypes.util.find_library`` to locate
-libxtables, its extension folder and its own ``libxtwrapper`` (FACTS.md).
+libxtables, its extension folder and its own ``libxtwrapper`` (docs/facts.md).
 Before importing, ``prepare_environment`` points it at those files directly
 (``XTABLES_LIBDIR``, ``IPTABLES_LIBDIR``, ``PYTHON_IPTABLES_XTABLES_VERSION``,
 ``SETUPTOOLS_USE_DISTUTILS=stdlib``), found without any subprocess: the folder

@@ -5,9 +5,9 @@
 restore per call and family declares only podwall's chains, so the rules of
 kube-proxy and the primary CNI are never rewritten.  ``apply`` reads the
 table first (``iptables-save``) unless the caller read what it needs itself
-(``current``, from ``read_chains``: FORWARD and a few named chains listed by
+(``current``, from ``read_chains``: FORWARD, INPUT and a few named chains listed by
 one ``iptables-restore`` of ``-S`` lines), says which podwall chains exist
-(``existing``: then only ``-S FORWARD``) or that the FORWARD jump is there
+(``existing``: then only ``-S FORWARD``/``-S INPUT``) or that the hook jumps are there
 (``assume_jump``: then nothing, falling back to reading if refused).  A
 restore built from the caller's ``current`` that the kernel refuses (it was
 stale) is redone from a full read.
@@ -16,7 +16,7 @@ stale) is redone from a full read.
 from __future__ import annotations
 
 from firewall_plugin import model, names, render, spawn
-from firewall_plugin.backends.table import KernelTable
+from firewall_plugin.backends.table import HOOKS, KernelTable
 from firewall_plugin.errors import BackendError, TryAgainError
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
@@ -47,7 +47,7 @@ def _run(argv: list[str], text: str = "") -> str:
 
 
 def parse_save(text: str) -> KernelTable:
-    """Podwall's chains and all of FORWARD from ``iptables-save -t filter``."""
+    """Podwall's chains and all of FORWARD and INPUT from ``iptables-save -t filter``."""
     table = KernelTable()
     in_filter = False
     for line in text.splitlines():
@@ -65,21 +65,21 @@ def parse_save(text: str) -> KernelTable:
 
 
 def _add_rule(table: KernelTable, line: str) -> None:
-    """File one ``-A CHAIN spec`` line under FORWARD or its podwall chain."""
+    """File one ``-A CHAIN spec`` line under its hook or its podwall chain."""
     _, chain, spec = line.split(" ", 2)
-    if chain == "FORWARD":
-        table.forward.append(spec)
+    if chain in table.hooks:
+        table.hooks[chain].append(spec)
     elif names.is_podwall_name(chain):
         table.chains.setdefault(chain, []).append(spec)
 
 
 def parse_listing(text: str, table: KernelTable) -> int:
     """Add to ``table`` what ``-S`` lines of a restore printed (``-P FORWARD``
-    opens FORWARD's listing, ``-N CHAIN`` a podwall chain's, ``-A`` lines are
+    opens FORWARD's listing, ``-P INPUT`` INPUT's, ``-N CHAIN`` a podwall chain's, ``-A`` lines are
     their rules); returns how many chain listings it saw begin."""
     begun = 0
     for line in text.splitlines():
-        if line.startswith("-P FORWARD ") or line.startswith("-N "):
+        if line.startswith("-N ") or (line.startswith("-P ") and line.split(" ", 2)[1] in HOOKS):
             begun += 1
             name = line.split(" ", 2)[1]
             if names.is_podwall_name(name):
@@ -90,22 +90,36 @@ def parse_listing(text: str, table: KernelTable) -> int:
 
 
 def _only(table: KernelTable, chains: Sequence[str]) -> KernelTable:
-    """``table`` with only FORWARD and ``chains``."""
+    """``table`` with only the hooks and ``chains``."""
     kept = {name: specs for name, specs in table.chains.items() if name in chains}
-    return KernelTable(chains=kept, forward=table.forward)
+    return KernelTable(chains=kept, hooks=table.hooks)
 
 
-def forward_lines(current: KernelTable, *, keep_jump: bool) -> list[str]:
-    """``-D``/``-I FORWARD`` lines that leave exactly one podwall jump at
-    position 1 (``keep_jump``) or none."""
-    jumps = [spec for spec in current.forward if render.is_forward_jump(spec)]
-    wanted = render.forward_jump_spec()
-    if keep_jump and current.forward[:1] == [wanted] and len(jumps) == 1:
-        return []
-    lines = [f"-D FORWARD {spec}" for spec in jumps]
-    if keep_jump:
-        lines.append(f"-I FORWARD 1 {wanted}")
+def hook_lines(current: KernelTable, *, keep: Collection[str]) -> list[str]:
+    """``-D``/``-I HOOK`` lines that leave exactly one podwall jump at position
+    1 of each hook in ``keep`` and none in the others."""
+    lines = []
+    for hook in HOOKS:
+        rules = current.hooks.get(hook, [])
+        jumps = [spec for spec in rules if render.is_hook_jump(spec, hook)]
+        wanted = render.hook_jump_spec(hook)
+        if hook in keep and rules[:1] == [wanted] and len(jumps) == 1:
+            continue
+        lines += [f"-D {hook} {spec}" for spec in jumps]
+        if hook in keep:
+            lines.append(f"-I {hook} 1 {wanted}")
     return lines
+
+
+def hooks_after(
+    present: Collection[str], replaced: Collection[str], gone: Collection[str]
+) -> list[str]:
+    """The hooks whose podwall chain exists after a write (so they keep a jump)."""
+    return [
+        hook
+        for hook, chain in names.HOOK_CHAINS.items()
+        if chain in replaced or (chain in present and chain not in gone)
+    ]
 
 
 class RestoreBackend:
@@ -120,15 +134,13 @@ class RestoreBackend:
     def read(self, family: model.Family) -> KernelTable:
         return parse_save(_run([binary(self.variant, family, "save"), "-t", "filter"]))
 
-    def read_forward(self, family: model.Family) -> list[str]:
-        """FORWARD's rules from ``<iptables> -w -S FORWARD`` (the same spec
-        text as iptables-save prints), without saving the whole table."""
-        text = _run([binary(self.variant, family, ""), "-w", "-S", "FORWARD"])
-        head = "-A FORWARD "
-        return [line[len(head) :] for line in text.splitlines() if line.startswith(head)]
+    def read_hooks(self, family: model.Family) -> dict[str, list[str]]:
+        """The rules of FORWARD and INPUT (the same spec text as iptables-save
+        prints), without saving the whole table."""
+        return self.read_chains(family, []).hooks
 
     def read_chains(self, family: model.Family, chains: Sequence[str]) -> KernelTable:
-        """FORWARD and those of ``chains`` that exist, without the rest of the
+        """The hooks and those of ``chains`` that exist, without the rest of the
         table: one ``iptables-restore --noflush`` of ``-S CHAIN`` lines (a
         listing: it writes nothing and creates no table), milliseconds on nft
         where ``iptables-save`` of a large table takes a hundred.  A chain that
@@ -136,7 +148,7 @@ class RestoreBackend:
         again (nft), or the whole table is read (legacy, where every run loads
         the whole table anyway)."""
         table = KernelTable()
-        pending = ["FORWARD", *dict.fromkeys(name for name in chains if name != "FORWARD")]
+        pending = [*HOOKS, *dict.fromkeys(name for name in chains if name not in HOOKS)]
         argv = [binary(self.variant, family, "restore"), "--noflush", "-w"]
         while pending:
             text = "".join(f"-S {name}\n" for name in pending)
@@ -150,7 +162,7 @@ class RestoreBackend:
             message = f"listing {' '.join(pending)} failed: {done.stderr.strip()}"
             if any(marker in done.stderr for marker in _TRANSIENT):
                 raise TryAgainError(message)
-            if done.returncode == 0 or listed >= len(pending) or pending[listed] == "FORWARD":
+            if done.returncode == 0 or listed >= len(pending) or pending[listed] in HOOKS:
                 raise BackendError(message)
             if self.variant == "legacy":
                 return _only(self.read(family), chains)
@@ -200,21 +212,23 @@ class RestoreBackend:
             gone = [name for name in dict.fromkeys(delete) if name in present]
         else:
             # ":X" then "-X X" in one restore is no error for an absent chain,
-            # so the deletes need no check; a jump in FORWARD proves
-            # PODWALL-FORWARD exists even if the caller did not know it
-            current = KernelTable(forward=self.read_forward(family))
-            jumped = any(render.is_forward_jump(spec) for spec in current.forward)
-            present = {*existing, names.FORWARD_CHAIN} if jumped else existing
+            # so the deletes need no check; a jump in a hook proves its
+            # podwall chain exists even if the caller did not know it
+            current = KernelTable(hooks=self.read_hooks(family))
+            jumped = {
+                chain
+                for hook, chain in names.HOOK_CHAINS.items()
+                if any(render.is_hook_jump(spec, hook) for spec in current.hooks[hook])
+            }
+            present = {*existing, *jumped}
             gone = list(dict.fromkeys(delete))
         gone = [name for name in gone if name not in replaced]
-        exists_after = names.FORWARD_CHAIN in replaced or (
-            names.FORWARD_CHAIN in present and names.FORWARD_CHAIN not in gone
-        )
+        keep = hooks_after(present, replaced, gone)
         text = render.render_restore(
             family=family,
             replace=replace,
             delete=gone,
-            forward_lines=forward_lines(current, keep_jump=exists_after),
+            hook_lines=hook_lines(current, keep=keep),
             current=current.chains,
         )
         if text != NOTHING:
@@ -224,22 +238,24 @@ class RestoreBackend:
         self, family: model.Family, *, replace: Sequence[model.Chain], delete: Sequence[str]
     ) -> bool:
         """``apply`` in one restore without reading the table first, for a
-        caller that knows the FORWARD jump to PODWALL-FORWARD is there: the
-        text removes that jump (and puts it back as rule 1 when PODWALL-FORWARD
-        stays), so the kernel refuses it when the jump is missing, and deleting
-        PODWALL-FORWARD fails while another jump still uses it.  Chains to
-        delete are declared first, so absent ones are no error.  False, having
-        changed nothing (a restore is one transaction), when refused."""
+        caller that knows podwall's hook jumps are there: the text removes
+        each jump (and puts it back as rule 1 when its chain stays), so the
+        kernel refuses it when a jump is missing, and deleting a hook chain
+        fails while another jump still uses it.  Chains to delete are
+        declared first, so absent ones are no error.  False, having changed
+        nothing (a restore is one transaction), when refused."""
         replaced = {chain.name for chain in replace}
-        jump = render.forward_jump_spec()
-        lines = [f"-D FORWARD {jump}"]
-        if names.FORWARD_CHAIN in replaced:
-            lines.append(f"-I FORWARD 1 {jump}")
+        lines = []
+        for hook, chain in names.HOOK_CHAINS.items():
+            jump = render.hook_jump_spec(hook)
+            lines.append(f"-D {hook} {jump}")
+            if chain in replaced:
+                lines.append(f"-I {hook} 1 {jump}")
         text = render.render_restore(
             family=family,
             replace=replace,
             delete=[name for name in dict.fromkeys(delete) if name not in replaced],
-            forward_lines=lines,
+            hook_lines=lines,
         )
         try:
             self.restore(family, text)
@@ -249,13 +265,10 @@ class RestoreBackend:
 
     def remove_all(self, family: model.Family) -> None:
         current = self.read(family)
-        if not current.chains and not forward_lines(current, keep_jump=False):
+        lines = hook_lines(current, keep=())
+        if not current.chains and not lines:
             return
-        text = render.render_restore(
-            family=family,
-            delete=sorted(current.chains),
-            forward_lines=forward_lines(current, keep_jump=False),
-        )
+        text = render.render_restore(family=family, delete=sorted(current.chains), hook_lines=lines)
         self.restore(family, text)
 
     def restore(self, family: model.Family, text: str) -> None:

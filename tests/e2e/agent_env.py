@@ -39,6 +39,12 @@ PATHS = {
     "FirewallRule": "/apis/podwall.io/v1alpha1/firewallrules",
     "NodeFirewall": "/apis/podwall.io/v1alpha1/nodefirewalls",
     "CustomResourceDefinition": "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+    "Node": "/api/v1/nodes",
+    "ClusterNetworkPolicy": "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies",
+    "AdminNetworkPolicy": "/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies",
+    "BaselineAdminNetworkPolicy": (
+        "/apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies"
+    ),
 }
 
 
@@ -94,8 +100,12 @@ class Kube:
     def get(self, kind: str, name: str, namespace: str = "default") -> Any:
         return self.call("GET", PATHS[kind].format(ns=namespace) + "/" + name)
 
-    def install_crds(self) -> None:
-        for path in sorted((ROOT / "crds").glob("*.podwall.io.yaml")):
+    def install_crds(self, *, upstream: bool = False) -> None:
+        """podwall's CRDs (and with ``upstream`` the vendored upstream ones)."""
+        paths = sorted((ROOT / "crds").glob("*.podwall.io.yaml"))
+        if upstream:
+            paths += sorted((ROOT / "crds" / "upstream").glob("policy.networking.k8s.io_*.yaml"))
+        for path in paths:
             crd = yaml.safe_load(path.read_text())
             if self.get("CustomResourceDefinition", crd["metadata"]["name"]) is None:
                 self.call("POST", PATHS["CustomResourceDefinition"], crd)
@@ -317,20 +327,27 @@ def python() -> str:
 
 
 RECORDED = ROOT / "tests" / "e2e" / "recorded_agent_calls.json"
-_recorded: list[Mapping[str, str]] = []
+#: what agents run with --upstream-policy call (checked against the base
+#: ClusterRole plus deploy/components/upstream-policy-rbac)
+RECORDED_UPSTREAM = ROOT / "tests" / "e2e" / "recorded_agent_calls_upstream.json"
+_recorded: dict[Path, list[Mapping[str, str]]] = {}
 
 
-def record_agent_calls(requests: list[dict[str, str]], *, source: str) -> None:
+def record_agent_calls(
+    requests: list[dict[str, str]], *, source: str, path: Path = RECORDED
+) -> None:
     """Merge the agent's requests (kopf's and its own: User-Agent with "kopf")
-    into ``recorded_agent_calls.json`` (tests/rbac_audit format): the union with
-    what the file already holds, so running one agent test module keeps the
-    calls the others recorded.  Delete the file to record from scratch."""
+    into ``path`` (default ``recorded_agent_calls.json``; tests/rbac_audit
+    format): the union with what the file already holds, so running one agent
+    test module keeps the calls the others recorded.  Delete the file to
+    record from scratch."""
     from tests import rbac_audit
 
-    if not _recorded and RECORDED.exists():
-        _recorded.extend(rbac_audit.load_recorded(str(RECORDED)))
-    _recorded.extend(r for r in requests if "kopf" in r.get("user_agent", ""))
-    rbac_audit.save_recorded(str(RECORDED), _recorded, source=source)
+    recorded = _recorded.setdefault(path, [])
+    if not recorded and path.exists():
+        recorded.extend(rbac_audit.load_recorded(str(path)))
+    recorded.extend(r for r in requests if "kopf" in r.get("user_agent", ""))
+    rbac_audit.save_recorded(str(path), recorded, source=source)
 
 
 def deny_all(namespace: str, name: str = "deny-all") -> dict[str, object]:

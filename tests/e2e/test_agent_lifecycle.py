@@ -107,11 +107,19 @@ def test_kubectl_shows_columns(node: AgentNode, kubectl: Any) -> None:
     wait_until(lambda: node.node_status().get("endpoints") == 1, what="NodeFirewall")
     table = kubectl("get", "nodefirewalls").splitlines()
     assert table[0].split() == [
-        "NAME", "BACKEND", "ENDPOINTS", "RULES", "LAST-SYNC", "WATCH", "AGE"
-    ]  # fmt: skip
+        "NAME",
+        "BACKEND",
+        "ENDPOINTS",
+        "RULES",
+        "PROGRAMMED",
+        "PROBLEMS",
+        "LAST-SYNC",
+        "WATCH",
+        "AGE",
+    ]
     row = table[1].split()
     assert row[:3] == [node.node, "iptables-nft", "1"] and int(row[3]) > 0
-    assert row[5] == "Current", row
+    assert row[7] == "Current", row
     node.kube.delete("FirewallRule", "base")
 
 

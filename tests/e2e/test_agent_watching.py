@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from firewall_operator.agent import handlers, kubeapi, watching
-from firewall_operator.agent.cache import ClusterCache
+from firewall_operator.agent.cache import BASE_KINDS, ClusterCache
 from tests.e2e.agent_env import Kube, deny_all
 from tests.e2e.conftest import ApiServerHandle
 
@@ -43,7 +43,7 @@ class Harness:
         api = kubeapi.KubeApi(kopf.ConnectionInfo(server=url, token="t"), dead_after=STALL)
         self.api, self.cache = api, ClusterCache()
         self.reports: list[tuple[float, str, bool]] = []  # (when, kind, behind)
-        paths = {k: watching.collection_path(*gv) for k, gv in handlers.RESOURCES.items()}
+        paths = {k: watching.collection_path(*handlers.RESOURCES[k]) for k in BASE_KINDS}
         self.watches = watching.Watches(
             api, self.cache, paths, stall=STALL, on_change=lambda: None, on_state=self._state
         )
@@ -100,7 +100,7 @@ def test_one_list_per_kind_then_events_and_a_410_relist_sweeps(
 
     async def scenario(h: Harness) -> None:
         assert h.cache.pod("w1", "p2") is not None, "the first LIST filled the cache"
-        paths = {watching.collection_path(*gv) for gv in handlers.RESOURCES.values()}
+        paths = {watching.collection_path(*handlers.RESOURCES[k]) for k in BASE_KINDS}
         assert lists_by_agent(apiserver, since) == dict.fromkeys(paths, 1)
         kube.apply(pod("w1", "p3", "10.9.0.4"))
         await h.until(lambda: h.cache.pod("w1", "p3") is not None, 5, "watch event")
@@ -134,10 +134,10 @@ def test_half_open_watch_is_detected_reported_behind_and_relisted(
         # every watch hangs: each kind is reported behind one stall window after
         # the last byte it got (a bookmark at most 0.5 s before the freeze)
         behind = {kind: when - frozen for when, kind, is_behind in h.reports if is_behind}
-        assert set(behind) == set(handlers.RESOURCES), behind
+        assert set(behind) == set(BASE_KINDS), behind
         assert all(STALL - 1 < delay < STALL + 4 for delay in behind.values()), behind
         assert all(w.state.stalls >= 1 for w in h.watches.kinds.values())
-        assert set(h.watches.behind()) == set(handlers.RESOURCES), "no watch works yet"
+        assert set(h.watches.behind()) == set(BASE_KINDS), "no watch works yet"
         apiserver.server.freeze_watches(False)
         await h.until(lambda: not h.watches.behind(), 2 * STALL, "current again")
         print(f"half-open watch: change seen {took:.1f}s after the freeze (stall {STALL}s)")

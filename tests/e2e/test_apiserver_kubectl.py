@@ -143,7 +143,7 @@ def test_delete_pod_and_namespace(kubectl: Any) -> None:
         (
             "nodefirewalls.podwall.io.yaml",
             "nodefirewalls",
-            ["NAME", "BACKEND", "ENDPOINTS", "RULES", "LAST-SYNC", "AGE"],
+            ["NAME", "BACKEND", "ENDPOINTS", "RULES", "PROGRAMMED", "PROBLEMS", "LAST-SYNC", "AGE"],
         ),
     ],
     ids=["firewallrules", "nodefirewalls"],
@@ -160,3 +160,18 @@ def test_project_crds(kubectl: Any, crd: str, plural: str, columns: list[str]) -
         body = next(d for d in docs if d and d.get("kind") == "FirewallRule")
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
     assert header(kubectl("get", plural)) == columns
+
+
+def test_kubectl_explain_reads_the_crd_schema(kubectl: Any) -> None:
+    """kubectl explain finds the kind through /openapi/v3 (the group's document
+    names it on each operation), then the schema and its descriptions."""
+    kubectl("apply", "-f", str(CRDS / "firewallrules.podwall.io.yaml"))
+    kubectl("api-resources")  # refresh kubectl's discovery cache
+    out = kubectl("explain", "fwr.spec")
+    assert "KIND:       FirewallRule" in out and "GROUP:      podwall.io" in out
+    assert "priority\t<integer> -required-" in out
+    assert "Lower numbers are evaluated first" in out
+    action = kubectl("explain", "firewallrules.spec.egress.action")
+    assert "Allow ends evaluation allowed" in action and "Pass" in action
+    missing = kubectl("explain", "fwr.spec.nothing", check=False)
+    assert 'field "nothing" does not exist' in missing

@@ -30,6 +30,10 @@ def test_demo_shows_before_after_explains_and_cleans_up() -> None:
     for text in ("BEFORE", "AFTER", "pairs changed (marked *), because:", "DENIED"):
         assert text in out, out
     assert "FirewallRule no-web-to-payments" in out
+    assert (
+        "denied: api/orders is isolated for ingress by NetworkPolicies api/allow-from-web and "
+        "api/default-deny, and no rule allows api/payments"
+    ) in out  # reasons read as sentences
     assert "agrees with `podwall explain --matrix` on all 36 pairs" in out
     assert "podwall lab demo --dir DIR" in out
     assert "building 2 nodes" in done.stderr  # progress while it builds

@@ -101,7 +101,7 @@ def make_sample_set(ns: str, family: model.Family) -> None:
 def _op(backend: str, op: str, family: model.Family, kwargs: dict[str, Any]) -> object:
     chosen = backends.get_backend(backend)
     try:
-        if op in ("read", "read_forward"):
+        if op in ("read", "read_hooks"):
             return getattr(chosen, op)(family)
         getattr(chosen, op)(family, **kwargs)
         return None

@@ -232,12 +232,16 @@ class Node:
 
     def trace(self) -> list[str]:
         """Every podwall trace on the node: rules and chains of both variants
-        and families, ipsets, endpoint records.  Empty means clean."""
+        and families, podwall's nftables tables, ipsets, endpoint records.
+        Empty means clean."""
         found: list[str] = []
         for variant, family in itertools.product(("nft", "legacy"), ("ipv4", "ipv6")):
             save = restore.binary(variant, family, "save")  # type: ignore[arg-type]
             text = self.run([save], check=False)
             found += [f"{save}: {line}" for line in text.splitlines() if "podwall" in line.lower()]
+        for table in ("inet", "bridge"):
+            text = self.run(["nft", "list", "table", table, "podwall"], check=False)
+            found += [f"nft {table}: {line}" for line in text.splitlines() if line.strip()]
         sets = self.run(["ipset", "list", "-n"]).split()
         found += [f"ipset: {name}" for name in sets if "podwall" in name.lower()]
         records = os.path.join(self.dir("state"), "endpoints")

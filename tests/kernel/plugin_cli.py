@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ def conf(tmp: Path, prev: dict[str, Any] | None = None, **settings: Any) -> dict
         "cniVersion": "1.0.0",
         "name": "podnet",
         "type": "podwall",
+        "backend": "iptables-nft",
         "stateDir": str(tmp / "state"),
         "runDir": str(tmp / "run"),
         "agentTimeoutMs": 500,
@@ -54,10 +56,39 @@ def conf(tmp: Path, prev: dict[str, Any] | None = None, **settings: Any) -> dict
     return data
 
 
+def host_links(node: str, host: tuple[str, ...]) -> None:
+    """Make the host-side interfaces a prevResult names exist in ``node``: a
+    veth end for each non-bridge name (a port of the bridge, when one is
+    named), as a primary CNI would have left them."""
+    bridges = [name for name in host if _is_bridge(node, name)]
+    for name in host:
+        if name in bridges:
+            continue
+        if netns.run(node, ["ip", "link", "show", name], check=False).returncode != 0:
+            peer = f"{name[:12]}p"
+            netns.run(node, ["ip", "link", "add", name, "type", "veth", "peer", "name", peer])
+            netns.run(node, ["ip", "link", "set", name, "up"])
+        if bridges:
+            netns.run(node, ["ip", "link", "set", name, "master", bridges[0]])
+
+
+def _is_bridge(node: str, name: str) -> bool:
+    done = netns.run(node, ["ip", "-d", "link", "show", name], check=False)
+    return done.returncode == 0 and " bridge " in done.stdout.replace("\n", " ")
+
+
+def default_host(ips: tuple[str, ...]) -> tuple[str, ...]:
+    """One host-side veth per distinct set of pod addresses."""
+    return (f"pv{zlib.crc32(' '.join(ips).encode()):08x}",)
+
+
 def prev_result(
-    node: str, *ips: str, version: str = "1.0.0", host: tuple[str, ...] = ("veth1",)
+    node: str, *ips: str, version: str = "1.0.0", host: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
-    """A hand-written prevResult: host-side interfaces, then eth0 holding ``ips``."""
+    """A hand-written prevResult: host-side interfaces (made to exist, see
+    ``host_links``), then eth0 holding ``ips``."""
+    host = default_host(ips) if host is None else host
+    host_links(node, host)
     interfaces: list[dict[str, Any]] = [{"name": name} for name in host]
     interfaces.append({"name": "eth0", "sandbox": netns.path(node)})
     index = len(interfaces) - 1
@@ -114,9 +145,29 @@ def save(node: str, tool: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
 
 
+def nft_tables(node: str) -> str:
+    """podwall's nftables tables (``nft -s list``: without counter values)."""
+    parts = []
+    for family in ("inet", "bridge"):
+        done = netns.run(node, ["nft", "-s", "list", "table", family, "podwall"], check=False)
+        if done.returncode == 0:
+            parts.append(done.stdout)
+    return "".join(parts)
+
+
+def kernel_text(node: str, backend: str) -> str:
+    """Everything ``backend`` wrote for podwall, as its tools print it."""
+    if backend in ("nftables", "auto"):
+        return nft_tables(node)
+    variant = "nft" if backend == "iptables-nft" else "legacy"
+    return save(node, f"iptables-{variant}-save") + save(node, f"ip6tables-{variant}-save")
+
+
 def snapshot(node: str, *folders: Path) -> dict[str, str]:
-    """iptables-save of all four variants plus every file below ``folders``."""
+    """iptables-save of all four variants, podwall's nftables tables, plus
+    every file below ``folders``."""
     shot = {tool: save(node, tool) for tool in SAVE_TOOLS}
+    shot["nft"] = nft_tables(node)
     for folder in folders:
         for path in sorted(folder.rglob("*")) if folder.exists() else []:
             if path.is_file():
@@ -135,10 +186,11 @@ def prime(node: str) -> str:
 
 
 def podwall_lines(node: str) -> list[str]:
-    """Every line mentioning podwall in any of the four saves."""
-    return [
+    """Every line mentioning podwall in any of the four saves or in nftables."""
+    found = [
         f"{tool}: {line}"
         for tool in SAVE_TOOLS
         for line in save(node, tool).splitlines()
         if "podwall" in line.lower()
     ]
+    return found + [f"nft: {line}" for line in nft_tables(node).splitlines()]

@@ -198,7 +198,7 @@ class PolicyLab:
         compiled = compiler.compile_node(snapshot, records)
         assert self.applier is not None
         with entered(self.node):
-            self.applier.apply(compiled.families)
+            self.applier.apply(compiled.families, endpoints=compiled.endpoints)
             subprocess.run(["conntrack", "-F"], capture_output=True, check=False)
         for pod in self.pods.values():  # cold neighbour caches, as for new pods
             netns.run(pod.netns, ["ip", "neigh", "flush", "all"], check=False)

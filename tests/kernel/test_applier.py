@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from firewall_operator import applier, diff
-from firewall_plugin import dataplane, endpoints, locking, model, names, render
+from firewall_plugin import dataplane, endpoints, locking, model, names, render, xtables
 from firewall_plugin.backends import Backend, get_backend
 from firewall_plugin.errors import PodwallError
 from tests.kernel.inside import entered
@@ -23,6 +23,8 @@ from tests.kernel.inside import entered
 BACKENDS = ["iptables-nft", "iptables-legacy", "iptc"]
 PODS = {"a": 1, "b": 2, "c": 3}
 Desired = dict[model.Family, model.FamilyState]
+#: 3 dispatch chains, then each of the 3 pods' F, N, I and E chains
+CHAINS_PER_FAMILY = 3 + 4 * 3
 
 
 def record(pod: str) -> endpoints.EndpointRecord:
@@ -33,6 +35,7 @@ def record(pod: str) -> endpoints.EndpointRecord:
         podNamespace="x",
         podName=pod,
         ips=(f"10.88.0.{n}/24", f"fd00:88::{n}/64"),
+        hostInterface=f"veth{pod}",
     )
 
 
@@ -57,10 +60,11 @@ def pod_chains(
 def build(
     pods: str = "abc", *, peers: str = "10.88.0.0/24", action: dataplane.DenyAction = "drop"
 ) -> Desired:
-    """Desired state of both families for the named pods."""
+    """Desired state of both families for the named pods (their dispatch included)."""
     desired: Desired = {}
+    identities = [record(p).endpoint() for p in pods]
     for family in model.FAMILIES:
-        chains = [dataplane.forward_chain([record(p) for p in pods], family)]
+        chains = xtables.dispatch_chains(identities, family, state_dir="/var/lib/podwall")
         sets = []
         for pod in pods:
             chains += pod_chains(pod, family, action=action)
@@ -84,7 +88,7 @@ def assert_kernel_holds(backend: Backend, desired: Desired) -> None:
     for family in model.FAMILIES:
         want = {n: list(diff.chain_specs(c, family)) for n, c in desired[family].chains.items()}
         assert chains[family] == want, f"{family} chains differ"
-        assert diff.forward_in_place(backend.read(family).forward)
+        assert diff.hooks_in_place(backend.read(family).hooks, ["FORWARD", "INPUT"])
     wanted_sets = applier.desired_sets(desired)
     assert sorted(sets) == sorted(wanted_sets)
     for name, ipset in wanted_sets.items():
@@ -129,7 +133,7 @@ def test_apply_then_kernel_equals_desired(backend: Backend, run_dir: str, state_
     desired = build()
     stats = make(backend, run_dir, state_dir).apply(desired)
     assert_kernel_holds(backend, desired)
-    assert stats.chains_written == 2 * (1 + 2 * 3)
+    assert stats.chains_written == 2 * CHAINS_PER_FAMILY
     assert stats.sets_written == 6
     assert stats.set_entries_written == 3 * 2 + 3
     assert stats.transactions == 2
@@ -201,9 +205,9 @@ def test_stale_chains_and_sets_are_removed(backend: Backend, run_dir: str, state
     the = make(backend, run_dir, state_dir)
     the.apply(build("abc"))
     stats = the.apply(build("ab"))
-    assert stats.chains_deleted == 2 * 2
+    assert stats.chains_deleted == 2 * 4  # pod c's I, E, F and N chains of each family
     assert stats.sets_destroyed == 2
-    assert stats.chains_written == 2  # PODWALL-FORWARD of each family
+    assert stats.chains_written == 2 * 3  # PODWALL-FORWARD, -INPUT and -TO of each family
     assert_kernel_holds(backend, build("ab"))
 
 
@@ -221,7 +225,7 @@ def test_fresh_applier_adopts_leftovers(backend: Backend, run_dir: str, state_di
         desired[family] = model.FamilyState(family, desired[family].chains, sets)
     stats = make(backend, run_dir, state_dir).apply(desired)
     assert stats.kernel_read
-    assert stats.chains_deleted == 2 * 2 + 1
+    assert stats.chains_deleted == 2 * 4 + 1
     assert stats.sets_destroyed == 2 + 1
     assert_kernel_holds(backend, desired)
 
@@ -250,7 +254,7 @@ def test_forward_jump_reasserted(backend: Backend, run_dir: str, state_dir: str)
     stats = the.apply(desired)
     assert (stats.forward_reasserted, stats.transactions, stats.chains_written) == (1, 1, 0)
     forward = backend.read("ipv4").forward
-    assert forward[0] == render.forward_jump_spec()
+    assert forward[0] == render.hook_jump_spec("FORWARD")
     assert forward[1:] == ["-j ACCEPT"]
     assert the.apply(desired).transactions == 0
 
@@ -290,8 +294,8 @@ def test_cleanup_removes_everything(backend: Backend, run_dir: str, state_dir: s
     the.cleanup()
     assert kernel(backend) == ({"ipv4": {}, "ipv6": {}}, {})
     for family in model.FAMILIES:
-        assert not any(render.is_forward_jump(s) for s in backend.read(family).forward)
-    assert the.apply(build()).chains_written == 2 * 7, "after cleanup the applier starts over"
+        assert not any(render.is_hook_jump(s, "FORWARD") for s in backend.read(family).forward)
+    assert the.apply(build()).chains_written == 2 * CHAINS_PER_FAMILY, "after cleanup: start over"
 
 
 class CountingReads:
@@ -342,7 +346,7 @@ def test_refused_write_rereads_and_retries_once(
     the = make(backend, run_dir, state_dir)
     the.apply(build())
     tool = "iptables-nft" if backend.name == "iptables-nft" else "iptables-legacy"
-    jump = ["-m", "comment", "--comment", render.FORWARD_JUMP_COMMENT, "-j", names.FORWARD_CHAIN]
+    jump = ["-m", "comment", "--comment", render.HOOK_JUMP_COMMENT, "-j", names.FORWARD_CHAIN]
     sh(tool, "-w", "-D", "FORWARD", *jump)
     sh(tool, "-w", "-F", names.FORWARD_CHAIN)
     sh(tool, "-w", "-X", names.FORWARD_CHAIN)

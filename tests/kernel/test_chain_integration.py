@@ -96,12 +96,16 @@ def reachability(pods: Mapping[str, Pod], families: tuple[str, ...]) -> dict[Key
     return {key: found[item] for key, item in items.items()}
 
 
+PLANES = ("nftables", "iptables-nft")
+
+
+@pytest.mark.parametrize("plane", PLANES)
 @pytest.mark.parametrize("topology", TOPOLOGIES.values(), ids=TOPOLOGIES.keys())
 def test_deny_isolates_new_pod_both_ways_allow_leaves_pods_open(
-    node: Node, make_ns: Any, topology: Topology
+    node: Node, make_ns: Any, topology: Topology, plane: str
 ) -> None:
-    allow = chain(node, topology, "allow")
-    deny = chain(node, topology, "deny")
+    allow = chain(node, topology, "allow", backend=plane)
+    deny = chain(node, topology, "deny", backend=plane)
     caps = topology.capability_args
     a, b = node.add_many(allow, [make_ns(), make_ns()], capability_args=caps)
     c = node.add(deny, make_ns(), capability_args=caps)
@@ -114,12 +118,16 @@ def test_deny_isolates_new_pod_both_ways_allow_leaves_pods_open(
     assert node.trace() == []
 
 
-def test_reference_firewall_accept_rules_sit_behind_podwall(node: Node, make_ns: Any) -> None:
+@pytest.mark.parametrize("plane", PLANES)
+def test_reference_firewall_accept_rules_sit_behind_podwall(
+    node: Node, make_ns: Any, plane: str
+) -> None:
     topology = TOPOLOGIES["bridge-reference-firewall"]
-    net = chain(node, topology, "deny")
+    net = chain(node, topology, "deny", backend=plane)
     pods = node.add_many(net, [make_ns(), make_ns()])
     table = node.table("nft", "ipv4")
-    assert table.forward[0].endswith(f"-j {names.FORWARD_CHAIN}"), table.forward
+    if plane == "iptables-nft":
+        assert table.forward[0].endswith(f"-j {names.FORWARD_CHAIN}"), table.forward
     cni_admin = node.run(["iptables-nft", "-S", "CNI-FORWARD"])
     for pod in pods:
         assert f"-s {pod.ip()}/32" in cni_admin and "ACCEPT" in cni_admin
@@ -151,23 +159,47 @@ def test_add_twice_is_idempotent(node: Node, make_ns: Any) -> None:
     assert node.trace() == []
 
 
-BACKENDS = {"iptables-nft": "nft", "iptables-legacy": "legacy", "iptc": "legacy"}
+BACKENDS = {
+    "nftables": "",
+    "iptables-nft": "nft",
+    "iptables-legacy": "legacy",
+    "iptc": "legacy",
+}
 
 
 def assert_programmed(node: Node, variant: str, pods: list[Pod]) -> None:
-    """Both families: FORWARD jump first, per-pod chains, dispatch rules."""
+    """Both families: the hook jumps first, per-pod chains, dispatch by interface."""
+    if not variant:
+        return assert_programmed_nft(node, pods)
     for family in ("ipv4", "ipv6"):
         table = node.table(variant, family)
         assert table.forward[0].endswith(f"-j {names.FORWARD_CHAIN}"), table.forward
+        assert table.hooks["INPUT"][0].endswith(f"-j {names.INPUT_CHAIN}"), table.hooks
         dispatch = " ".join(table.chains[names.FORWARD_CHAIN])
+        to = " ".join(table.chains[names.TO_CHAIN])
         for pod in pods:
             container_id, ifname = pod.attachment.container_id, pod.attachment.ifname
             ingress = names.ingress_chain(container_id, ifname)
             egress = names.egress_chain(container_id, ifname)
-            assert {ingress, egress} <= set(table.chains)
+            source = names.from_chain(container_id, ifname)
+            assert {ingress, egress, source} <= set(table.chains)
             width = 128 if family == "ipv6" else 32
-            assert f"-s {pod.ip(family)}/{width}" in dispatch and f"-j {egress}" in dispatch
-            assert f"-d {pod.ip(family)}/{width}" in dispatch and f"-j {ingress}" in dispatch
+            assert "--physdev-in" in dispatch and f"-g {source}" in dispatch
+            assert f"-s {pod.ip(family)}/{width}" in " ".join(table.chains[source])
+            assert f"-j {egress}" in " ".join(table.chains[source])
+            assert f"-d {pod.ip(family)}/{width}" in to and f"-j {ingress}" in to
+
+
+def assert_programmed_nft(node: Node, pods: list[Pod]) -> None:
+    text = node.run(["nft", "list", "table", "inet", "podwall"])
+    for pod in pods:
+        container_id, ifname = pod.attachment.container_id, pod.attachment.ifname
+        for family, suffix in (("ipv4", "4"), ("ipv6", "6")):
+            ingress = names.ingress_chain(container_id, ifname)
+            egress = names.egress_chain(container_id, ifname)
+            assert f'"cni0" . {pod.ip(family)} : jump {egress}-{suffix}' in text, text
+            assert f'"cni0" . {pod.ip(family)} : jump {ingress}-{suffix}' in text, text
+            assert f"chain {ingress}-{suffix} " in text
 
 
 @pytest.mark.parametrize("backend", BACKENDS, ids=BACKENDS)
@@ -194,14 +226,14 @@ def _drop_rules(node: Node, chain_name: str, wanted: Callable[[str], bool]) -> N
 
 
 def tamper_egress_rule(node: Node, pod: Pod) -> str:
-    egress = names.egress_chain(pod.attachment.container_id, "eth0")
-    _drop_rules(node, names.FORWARD_CHAIN, lambda spec: spec.endswith(f"-j {egress}"))
-    return "egress dispatch rule"
+    source = names.from_chain(pod.attachment.container_id, "eth0")
+    _drop_rules(node, names.FORWARD_CHAIN, lambda spec: spec.endswith(f"-g {source}"))
+    return "the dispatch to"
 
 
 def tamper_ingress_chain(node: Node, pod: Pod) -> str:
     ingress = names.ingress_chain(pod.attachment.container_id, "eth0")
-    _drop_rules(node, names.FORWARD_CHAIN, lambda spec: spec.endswith(f"-j {ingress}"))
+    _drop_rules(node, names.TO_CHAIN, lambda spec: spec.endswith(f"-j {ingress}"))
     node.run(["iptables-nft", "-F", ingress])
     node.run(["iptables-nft", "-X", ingress])
     return f"chain {ingress}"
@@ -265,12 +297,16 @@ def assert_programmed_only(node: Node, pod: Pod) -> None:
     container_id = pod.attachment.container_id
     wanted = {
         names.FORWARD_CHAIN,
+        names.INPUT_CHAIN,
+        names.TO_CHAIN,
+        names.from_chain(container_id, "eth0"),
+        names.node_chain(container_id, "eth0"),
         names.ingress_chain(container_id, "eth0"),
         names.egress_chain(container_id, "eth0"),
     }
     assert set(table.chains) == wanted
-    dispatch = [spec for spec in table.chains[names.FORWARD_CHAIN] if "-j PODWALL-" in spec]
-    assert len(dispatch) == 2 and all(pod.ip() in spec for spec in dispatch), dispatch
+    to = [spec for spec in table.chains[names.TO_CHAIN] if "-j PODWALL-" in spec]
+    assert len(to) == 1 and pod.ip() in to[0], to
 
 
 def test_status_ready_and_reference_plugins_skipped(node: Node, tmp_path: Any) -> None:

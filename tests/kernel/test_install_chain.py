@@ -12,8 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from firewall_install import conf as install
+from firewall_install import launcher
 from firewall_lab.cni_runner import Runner, as_network
-from firewall_plugin import install, install_bin
+from firewall_plugin import conflist
 from tests.kernel.cni_helpers import REFERENCE_DIR, Node, attachment_for, portmap
 
 
@@ -33,12 +35,12 @@ def test_installed_conflist_adds_and_deletes_a_pod(
     }
     (conf / "10-containerd-net.conflist").write_text(json.dumps(primary))
     entry = install.build_entry({"stateDir": node.dir("state"), "runDir": node.dir("run")})
-    install_bin.install_executable(str(bin_dir))
+    launcher.install_executable(str(bin_dir))
     install.install_conf(str(conf), entry)
     runner = Runner(
         cni_path=[str(bin_dir)], cache_dir=node.dir("cache"), exec_netns=node_ns, timeout=60
     )
-    network = as_network(str(conf / install.primary_name(str(conf))))
+    network = as_network(str(conf / conflist.primary_name(str(conf))))
     attachment = attachment_for(make_ns(), capability_args={"portMappings": []})
     result = runner.add(network, attachment)
     assert result["ips"], result

@@ -127,7 +127,7 @@ class Host:
 
     def podwall_args(self, container: str, *extra: str) -> list[str]:
         """The container's args with the /host folders mapped to this host's."""
-        mapped = {HOST_BIN: str(self.bin), HOST_CONF: str(self.conf)}
+        mapped = {HOST_BIN: str(self.bin), HOST_CONF: str(self.conf), "/host": "/"}
         args = [mapped.get(arg, arg) for arg in container_args(container)]
         assert not [arg for arg in args if arg.startswith("/host/")], args
         state, run = str(self.state), str(self.run)
@@ -143,10 +143,12 @@ def run_podwall(args: list[str]) -> None:
 
 
 def chains_of(node: str) -> str:
-    """Every podwall line of the node's filter tables (both variants, IPv4)."""
+    """Every podwall line of the node's filter tables (both variants, IPv4)
+    and of podwall's nftables table (the backend ``auto`` picks here)."""
     text = ""
     for save in ("iptables-nft-save", "iptables-legacy-save"):
         text += netns.run(node, [save, "-t", "filter"], check=False).stdout
+    text += netns.run(node, ["nft", "list", "table", "inet", "podwall"], check=False).stdout
     return "\n".join(line for line in text.splitlines() if "PODWALL" in line)
 
 
@@ -164,7 +166,7 @@ def add_check_del(host: Host, node: str, pod: str) -> None:
     ingress = names.ingress_chain("layout0001", "eth0")
     egress = names.egress_chain("layout0001", "eth0")
     rules = chains_of(node)
-    assert f":{ingress}" in rules and f":{egress}" in rules, rules
+    assert ingress in rules and egress in rules, rules
     runner.check(network, attachment)
     runner.delete(network, attachment)
     assert ingress not in chains_of(node) and egress not in chains_of(node)

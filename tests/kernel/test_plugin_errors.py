@@ -4,6 +4,7 @@ leaves the kernel and the state folders exactly as they were."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -140,3 +141,151 @@ def test_failed_add_leaves_no_partial_state(node_ns: str, tmp_path: Path) -> Non
     assert cli.podwall_lines(node) == []
     assert list((tmp_path / "state/endpoints").iterdir()) == []
     assert out.output["cniVersion"] == "1.0.0"
+
+
+# --- the plugin trusts nothing: hostile prevResults, records and neighbours ----------
+
+HOSTILE_ADDRESSES = {
+    "unspecified": "0.0.0.0/24",
+    "loopback": "127.0.0.1/8",
+    "multicast": "224.0.0.1/32",
+    "broadcast": "255.255.255.255/32",
+    "subnet-broadcast": "10.23.0.255/24",
+    "ipv4-link-local": "169.254.1.1/16",
+    "ipv6-loopback": "::1/128",
+    "ipv6-link-local": "fe80::5/64",
+    "ipv6-multicast": "ff02::1/128",
+}
+BACKENDS = ("nftables", "iptables-nft")
+
+
+@pytest.fixture
+def neighbour(node_ns: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, str]:
+    """A node holding one well-behaved pod ``ok``; (node, backend)."""
+    backend: str = request.param
+    node = cli.prime(node_ns)
+    good = cli.conf(tmp_path, cli.prev_result(node, "10.23.0.9/24"), backend=backend)
+    assert cli.invoke(node, "ADD", good, container_id="ok").status == 0
+    return node, backend
+
+
+def _ok_still_checks(node: str, tmp: Path, backend: str) -> None:
+    good = cli.conf(tmp, cli.prev_result(node, "10.23.0.9/24"), backend=backend)
+    out = cli.invoke(node, "CHECK", good, container_id="ok")
+    assert out.status == 0, out.output
+
+
+@pytest.mark.parametrize("neighbour", BACKENDS, indirect=True)
+@pytest.mark.parametrize("address", HOSTILE_ADDRESSES.values(), ids=HOSTILE_ADDRESSES.keys())
+def test_addresses_no_pod_can_own_are_refused(
+    neighbour: tuple[str, str], tmp_path: Path, address: str
+) -> None:
+    node, backend = neighbour
+    before = cli.snapshot(node, tmp_path)
+    bad = cli.conf(tmp_path, cli.prev_result(node, address), backend=backend)
+    out = cli.invoke(node, "ADD", bad, container_id="evil")
+    assert out.code == 7, out.output
+    assert "no pod can own it" in out.output["msg"]
+    assert cli.snapshot(node, tmp_path) == before
+    _ok_still_checks(node, tmp_path, backend)
+
+
+@pytest.mark.parametrize("neighbour", BACKENDS, indirect=True)
+def test_an_address_another_pod_holds_is_refused(
+    neighbour: tuple[str, str], tmp_path: Path
+) -> None:
+    node, backend = neighbour
+    before = cli.snapshot(node, tmp_path)
+    thief = cli.conf(tmp_path, cli.prev_result(node, "10.23.0.9/24", host=("pvthief",)))
+    thief["backend"] = backend
+    out = cli.invoke(node, "ADD", thief, container_id="thief")
+    assert out.code == 7, out.output
+    assert "already held by ns1/pod1 (ok/eth0)" in out.output["msg"]
+    assert cli.snapshot(node, tmp_path) == before
+    _ok_still_checks(node, tmp_path, backend)
+
+
+@pytest.mark.parametrize("neighbour", BACKENDS, indirect=True)
+def test_a_prev_result_without_host_interface_is_refused(
+    neighbour: tuple[str, str], tmp_path: Path
+) -> None:
+    node, backend = neighbour
+    before = cli.snapshot(node, tmp_path)
+    bad = cli.conf(tmp_path, cli.prev_result(node, V4, host=()), backend=backend)
+    out = cli.invoke(node, "ADD", bad, container_id="ghost")
+    assert out.code == 7, out.output
+    assert "host-side interface" in out.output["msg"]
+    assert cli.snapshot(node, tmp_path) == before
+
+
+HOSTILE_RECORDS = {
+    "injected-interface": {"hostInterface": "veth9 -j ACCEPT"},
+    "injected-address": {"ips": ["10.23.0.77/32 -j ACCEPT"]},
+    "not-an-address": {"ips": ["not-an-ip"]},
+    "foreign-chain-names": {"ingressChain": "FORWARD", "egressChain": "INPUT"},
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("fields", HOSTILE_RECORDS.values(), ids=HOSTILE_RECORDS.keys())
+def test_hostile_record_files_never_reach_the_kernel(
+    node_ns: str, tmp_path: Path, backend: str, fields: dict[str, Any]
+) -> None:
+    node = cli.prime(node_ns)
+    folder = tmp_path / "state/endpoints"
+    folder.mkdir(parents=True)
+    record = {
+        "containerID": "planted",
+        "ifName": "eth0",
+        "podNamespace": "x",
+        "podName": "planted",
+        "ips": ["10.23.0.70/24"],
+        "hostInterface": "veth9",
+        **fields,
+    }
+    (folder / "planted_eth0.json").write_text(json.dumps(record))
+    good = cli.conf(tmp_path, cli.prev_result(node, V4), backend=backend)
+    out = cli.invoke(node, "ADD", good, container_id="ok")
+    assert out.status == 0, out.output
+    text = cli.kernel_text(node, backend)
+    assert "veth9 -j" not in text
+    assert "-j ACCEPT" not in "\n".join(line for line in text.splitlines() if "PODWALL" in line)
+    assert "10.23.0.77" not in text
+    if "ingressChain" in fields:  # a valid record: its chains are recomputed, never read
+        assert names.ingress_chain("planted", "eth0") in text
+    assert cli.invoke(node, "CHECK", good, container_id="ok").status == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_container_ids_and_ifnames_with_underscores_never_collide(
+    node_ns: str, tmp_path: Path, backend: str
+) -> None:
+    node = cli.prime(node_ns)
+    first = cli.conf(tmp_path, cli.prev_result(node, "10.23.0.11/24"), backend=backend)
+    second = cli.conf(tmp_path, cli.prev_result(node, "10.23.0.12/24"), backend=backend)
+    assert cli.invoke(node, "ADD", first, container_id="a_b", ifname="c").status == 0
+    assert cli.invoke(node, "ADD", second, container_id="a", ifname="b_c").status == 0
+    records = sorted(p.name for p in (tmp_path / "state/endpoints").iterdir())
+    assert records == ["a%5Fb_c.json", "a_b%5Fc.json"]
+    for cid, ifname, config in (("a_b", "c", first), ("a", "b_c", second)):
+        out = cli.invoke(node, "CHECK", config, container_id=cid, ifname=ifname)
+        assert out.status == 0, out.output
+    assert cli.invoke(node, "DEL", first, container_id="a_b", ifname="c").status == 0
+    out = cli.invoke(node, "CHECK", second, container_id="a", ifname="b_c")
+    assert out.status == 0, out.output
+
+
+@pytest.mark.parametrize("neighbour", BACKENDS, indirect=True)
+def test_a_second_state_dir_on_the_node_is_refused(
+    neighbour: tuple[str, str], tmp_path: Path
+) -> None:
+    node, backend = neighbour
+    other = tmp_path / "other"
+    before = cli.snapshot(node, tmp_path / "state")
+    config = cli.conf(other, cli.prev_result(node, "10.23.0.30/24"), backend=backend)
+    out = cli.invoke(node, "ADD", config, container_id="second")
+    assert out.code == 7, out.output
+    assert "use one stateDir per node" in out.output["msg"]
+    assert cli.snapshot(node, tmp_path / "state") == before
+    assert not list((other / "state/endpoints").glob("*.json"))
+    _ok_still_checks(node, tmp_path, backend)

@@ -41,7 +41,7 @@ def test_version(node_ns: str) -> None:
     }
 
 
-@pytest.mark.parametrize("backend", ["iptables-nft", "iptables-legacy", "iptc", "auto"])
+@pytest.mark.parametrize("backend", ["nftables", "iptables-nft", "iptables-legacy", "iptc", "auto"])
 def test_add_check_del_leaves_no_trace(node: str, tmp_path: Path, backend: str) -> None:
     prev = cli.prev_result(node, V4, V6)
     config = cli.conf(tmp_path, prev, backend=backend)
@@ -53,12 +53,14 @@ def test_add_check_del_leaves_no_trace(node: str, tmp_path: Path, backend: str) 
     record = json.loads((tmp_path / "state/endpoints/c1_eth0.json").read_text())
     assert (record["podNamespace"], record["podName"], record["podUID"]) == ("ns1", "pod1", "uid-1")
     assert record["ips"] == [V4, V6]
-    assert record["hostInterface"] == "veth1"
-    ipv4, ipv6 = SAVE_OF.get(backend, SAVE_OF["iptables-nft"])
+    assert record["hostInterface"] == cli.default_host((V4, V6))[0]
+    text = cli.kernel_text(node, backend)
     egress = names.egress_chain("c1", "eth0")
-    assert "-A PODWALL-FORWARD -s 10.22.0.5/32" in cli.save(node, ipv4)
-    assert f"-j {egress}" in cli.save(node, ipv6)
-    assert "fd00:22::5/128" in cli.save(node, ipv6)
+    assert egress in text and "10.22.0.5" in text and "fd00:22::5" in text, text
+    if backend in ("nftables", "auto"):
+        assert f"{egress}-6" in text
+    else:
+        assert "-A PODWALL-TO -d 10.22.0.5/32" in text
 
     checked = cli.invoke(node, "CHECK", config)
     assert checked.status == 0, checked.output
@@ -66,8 +68,7 @@ def test_add_check_del_leaves_no_trace(node: str, tmp_path: Path, backend: str) 
     deleted = cli.invoke(node, "DEL", config)
     assert deleted.status == 0, deleted.output
     assert deleted.output is None
-    after = cli.snapshot(node, tmp_path / "state")
-    assert after == before
+    assert cli.snapshot(node, tmp_path / "state") == before
     assert cli.podwall_lines(node) == []
 
 
@@ -102,25 +103,32 @@ def test_del_without_prev_result_or_netns_and_twice(node: str, tmp_path: Path) -
     assert never_added.status == 0, never_added.output
 
 
-def test_del_keeps_the_other_pods(node: str, tmp_path: Path) -> None:
-    a = cli.conf(tmp_path, cli.prev_result(node, "10.22.0.5/24"))
-    b = cli.conf(tmp_path, cli.prev_result(node, "10.22.0.6/24", V6))
+@pytest.mark.parametrize("backend", ["nftables", "iptables-nft"])
+def test_del_keeps_the_other_pods(node: str, tmp_path: Path, backend: str) -> None:
+    a = cli.conf(tmp_path, cli.prev_result(node, "10.22.0.5/24"), backend=backend)
+    b = cli.conf(tmp_path, cli.prev_result(node, "10.22.0.6/24", V6), backend=backend)
     assert cli.invoke(node, "ADD", a, container_id="a").status == 0
     assert cli.invoke(node, "ADD", b, container_id="b").status == 0
     assert cli.invoke(node, "DEL", a, container_id="a").status == 0
-    assert cli.invoke(node, "CHECK", b, container_id="b").status == 0
-    saved = cli.save(node, "iptables-nft-save")
-    assert "10.22.0.5" not in saved and "10.22.0.6/32" in saved
-    assert names.ingress_chain("a", "eth0") not in saved
+    checked = cli.invoke(node, "CHECK", b, container_id="b")
+    assert checked.status == 0, checked.output
+    text = cli.kernel_text(node, backend)
+    assert "10.22.0.5" not in text and "10.22.0.6" in text
+    assert names.ingress_chain("a", "eth0") not in text
+
+
+def _rule_lines(node: str, tool: str, chain: str, target: str) -> list[str]:
+    return [
+        line[3:]
+        for line in cli.save(node, tool + "-save").splitlines()
+        if line.startswith(f"-A {chain} ") and line.split()[-1] == target
+    ]
 
 
 def _drop_chain(node: str, chain: str) -> None:
     for tool in ("iptables-nft", "ip6tables-nft"):
-        saved = cli.save(node, tool + "-save")
-        for line in saved.splitlines():
-            if line.startswith("-A PODWALL-FORWARD") and line.endswith(f"-j {chain}"):
-                spec = line.split(" ", 2)[2]
-                netns.run(node, ["sh", "-c", f"{tool} -D PODWALL-FORWARD {spec}"])
+        for spec in _rule_lines(node, tool, names.TO_CHAIN, chain):
+            netns.run(node, ["sh", "-c", f"{tool} -D {spec}"])
         netns.run(node, [tool, "-F", chain])
         netns.run(node, [tool, "-X", chain])
 
@@ -128,28 +136,43 @@ def _drop_chain(node: str, chain: str) -> None:
 def _break(node: str, tmp: Path, what: str) -> str:
     """Remove one piece of state by hand; return text CHECK must name."""
     ingress = names.ingress_chain("c1", "eth0")
-    egress = names.egress_chain("c1", "eth0")
+    source = names.from_chain("c1", "eth0")
+    host = cli.default_host((V4, V6))[0]
     if what == "chain":
         _drop_chain(node, ingress)
         return f"chain {ingress} (ipv4) is missing"
     if what == "dispatch":
-        for line in cli.save(node, "iptables-nft-save").splitlines():
-            if line.startswith("-A PODWALL-FORWARD -s 10.22.0.5/32"):
-                netns.run(node, ["sh", "-c", f"iptables-nft -D {line[3:]}"])
-        return f"egress dispatch rule for IP 10.22.0.5/32 (-s 10.22.0.5/32 -j {egress})"
+        for spec in _rule_lines(node, "iptables-nft", names.FORWARD_CHAIN, source):
+            netns.run(node, ["sh", "-c", f"iptables-nft -D {spec}"])
+        return f"the dispatch to {source} (ipv4) is missing from PODWALL-FORWARD"
     if what == "jump":
         netns.run(node, ["ip6tables-nft", "-D", "FORWARD", "1"])
         return "FORWARD jump to PODWALL-FORWARD (ipv6) is not rule 1"
     if what == "jump-not-first":
-        netns.run(node, ["iptables-nft", "-I", "FORWARD", "1", "-j", "ACCEPT"])
-        return "FORWARD jump to PODWALL-FORWARD (ipv4) is not rule 1"
+        netns.run(node, ["iptables-nft", "-I", "INPUT", "1", "-j", "ACCEPT"])
+        return "INPUT jump to PODWALL-INPUT (ipv4) is not rule 1"
+    if what == "element":
+        element = f'{{ "{host}" . 10.22.0.5 }}'
+        netns.run(node, ["sh", "-c", f"nft delete element inet podwall from4 '{element}'"])
+        return "missing from inet podwall set from4"
+    if what == "table":
+        netns.run(node, ["nft", "delete", "table", "bridge", "podwall"])
+        return "table inet/bridge podwall is missing"
     (tmp / "state/endpoints/c1_eth0.json").unlink()
     return "endpoint record"
 
 
-@pytest.mark.parametrize("what", ["chain", "dispatch", "jump", "jump-not-first", "record"])
-def test_check_names_what_is_missing(node: str, tmp_path: Path, what: str) -> None:
-    config = cli.conf(tmp_path, cli.prev_result(node, V4, V6), backend="iptables-nft")
+BREAKS = {
+    "iptables-nft": ["chain", "dispatch", "jump", "jump-not-first", "record"],
+    "nftables": ["element", "table", "record"],
+}
+
+
+@pytest.mark.parametrize(
+    ("backend", "what"), [(b, w) for b, whats in BREAKS.items() for w in whats]
+)
+def test_check_names_what_is_missing(node: str, tmp_path: Path, backend: str, what: str) -> None:
+    config = cli.conf(tmp_path, cli.prev_result(node, V4, V6), backend=backend)
     assert cli.invoke(node, "ADD", config).status == 0
     expected = _break(node, tmp_path, what)
     before = cli.snapshot(node, tmp_path)
@@ -167,25 +190,34 @@ def test_check_on_a_fresh_node_creates_nothing(node: str, tmp_path: Path) -> Non
     assert not (tmp_path / "run").exists() and not (tmp_path / "state").exists()
 
 
-def test_gc_removes_what_valid_attachments_does_not_name(node: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["nftables", "iptables-nft"])
+def test_gc_removes_what_valid_attachments_does_not_name(
+    node: str, tmp_path: Path, backend: str
+) -> None:
     for n, cid in enumerate(("keep", "gone1", "gone2")):
         prev = cli.prev_result(node, f"10.22.0.{10 + n}/24", f"fd00:22::{10 + n}/64")
-        assert cli.invoke(node, "ADD", cli.conf(tmp_path, prev), container_id=cid).status == 0
+        config = cli.conf(tmp_path, prev, backend=backend)
+        assert cli.invoke(node, "ADD", config, container_id=cid).status == 0
     orphan = names.ingress_chain("no-record", "eth0")
-    netns.run(node, ["iptables-nft", "-N", orphan])
+    if backend == "nftables":
+        netns.run(node, ["nft", "add", "chain", "inet", "podwall", f"{orphan}-4"])
+    else:
+        netns.run(node, ["iptables-nft", "-N", orphan])
     valid = [{"containerID": "keep", "ifname": "eth0"}]
-    gc = cli.conf(tmp_path, cniVersion="1.1.0")
+    gc = cli.conf(tmp_path, cniVersion="1.1.0", backend=backend)
     gc["cni.dev/valid-attachments"] = valid
     out = cli.invoke(node, "GC", gc, drop=("CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS"))
     assert (out.status, out.output) == (0, None), out.output
     assert sorted(p.name for p in (tmp_path / "state/endpoints").iterdir()) == ["keep_eth0.json"]
-    saved = cli.save(node, "iptables-nft-save") + cli.save(node, "ip6tables-nft-save")
+    saved = cli.kernel_text(node, backend)
     for gone in ("gone1", "gone2", "no-record"):
         assert names.ingress_chain(gone, "eth0") not in saved
         assert names.egress_chain(gone, "eth0") not in saved
     assert "10.22.0.11" not in saved and "fd00:22::12" not in saved
     keep = cli.conf(tmp_path, cli.prev_result(node, "10.22.0.10/24", "fd00:22::10/64"))
-    assert cli.invoke(node, "CHECK", keep, container_id="keep").status == 0
+    keep["backend"] = backend
+    checked = cli.invoke(node, "CHECK", keep, container_id="keep")
+    assert checked.status == 0, checked.output
     gc["cni.dev/valid-attachments"] = []
     assert cli.invoke(node, "GC", gc).status == 0
     assert cli.podwall_lines(node) == []
@@ -284,7 +316,7 @@ def test_agent_fast_path(node: str, tmp_path: Path, reply: bytes | None, warning
             "-j REJECT --reject-with icmp-port-unreachable",
             'programmed" -j DROP',
         ),
-        ({"podDefault": "allow"}, "from own node", "default deny"),
+        ({"podDefault": "allow"}, "--ctstate INVALID", "default deny"),
     ],
     ids=["deny-drop", "deny-reject", "allow"],
 )

@@ -22,7 +22,7 @@ from firewall_plugin.backends.table import KernelTable
 from tests.kernel import _backend_cases as cases
 
 RESTORE_BACKENDS = ["iptables-nft", "iptables-legacy"]
-JUMP = render.forward_jump_spec()
+JUMP = render.hook_jump_spec("FORWARD")
 PODS = ("a", "b", "c", "d", "e")
 FOREIGN = "-s 10.9.9.9/32 -j RETURN"
 
@@ -121,13 +121,12 @@ def test_drift_in_the_listing_is_repaired(node_ns: str, backend: str) -> None:
 
 
 def _detach_among_many(backend: str, state: str, victim: int) -> tuple[KernelTable, list[str]]:
-    """Inside the node: ADD of ``sync.LISTED_DEL_RECORDS + 2`` pods, then DEL of
-    the pod number ``victim``.  Returns the table and the expected
-    PODWALL-FORWARD specs."""
+    """Inside the node: ADD of ``MANY`` pods, then DEL of the pod number
+    ``victim``.  Returns the table and the expected PODWALL-FORWARD specs."""
     from bench import workload
-    from firewall_plugin import config, dataplane, sync
+    from firewall_plugin import config, sync, xtables
 
-    records = workload.records(sync.LISTED_DEL_RECORDS + 2)
+    records = workload.records(MANY)
     settings = config.parse({"cniVersion": "1.0.0", "name": "n", "type": "podwall",
                              "backend": backend, "stateDir": state,
                              "runDir": f"{state}/run"})  # fmt: skip
@@ -136,9 +135,12 @@ def _detach_among_many(backend: str, state: str, victim: int) -> tuple[KernelTab
         sync.attach(chosen, settings, record)
     gone = sorted(records, key=lambda record: record.key)[victim]
     sync.detach(chosen, settings, gone.containerID, gone.ifName)
-    kept = [record for record in records if record is not gone]
-    want = [render.rule_spec(r) for r in dataplane.forward_chain(kept, "ipv4").rules]
-    return chosen.read("ipv4"), want
+    kept = [record.endpoint() for record in records if record is not gone]
+    forward = xtables.dispatch_chains(kept, "ipv4", state_dir=state)[0]
+    return chosen.read("ipv4"), [render.rule_spec(r) for r in forward.rules]
+
+
+MANY = 18
 
 
 @pytest.mark.parametrize("victim", [0, 9, -1], ids=["first", "middle", "last"])
@@ -147,5 +149,5 @@ def test_cni_del_among_many_pods(node_ns: str, tmp_path: object, backend: str, v
     table, want = netns.call(node_ns, _detach_among_many, backend, str(tmp_path), victim)
     assert table.chains[names.FORWARD_CHAIN] == want
     assert table.forward == [JUMP]
-    pods = [name for name in table.chains if name != names.FORWARD_CHAIN]
-    assert len(pods) == len(want) - 1  # the kept pods' two chains: as many as dispatch rules
+    per_pod = [name for name in table.chains if name.startswith("PODWALL-I-")]
+    assert len(per_pod) == MANY - 1

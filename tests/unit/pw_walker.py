@@ -1,14 +1,18 @@
-"""A tiny model of netfilter for compiled ``FamilyState``s: walk one new
-connection's first packet through ``PODWALL-FORWARD`` and the chains it jumps
-or goes to, matching ipsets the way the kernel does (``hash:net`` takes the
-most specific entry, a ``nomatch`` entry means no match).  Only what the
-compiler emits is modelled; anything else fails loudly."""
+"""A tiny model of netfilter for compiled nodes: walk one new connection's
+first packet through the sender's egress chain (when the sender is an
+endpoint of the node) and the receiver's ingress chain (when the receiver
+is), and the chains they go to, matching ipsets the way the kernel does
+(``hash:net`` takes the most specific entry, a ``nomatch`` entry means no
+match).  Only what the compiler emits is modelled; anything else fails
+loudly.  How packets reach those chains (identity, dispatch) is the
+backends' and is tested against the kernel."""
 
 from __future__ import annotations
 
 import ipaddress
 
-from firewall_plugin import model
+from firewall_operator.compiler import CompiledNode
+from firewall_plugin import model, names
 
 Verdict = str  # "return" | "drop"
 
@@ -83,9 +87,16 @@ def run_chain(state: model.FamilyState, name: str, packet: dict[str, object]) ->
 
 
 def forward(
-    state: model.FamilyState, *, src: str, dst: str, proto: str, port: int, local: bool = False
+    compiled: CompiledNode,
+    family: model.Family,
+    *,
+    src: str,
+    dst: str,
+    proto: str,
+    port: int,
+    local: bool = False,
 ) -> bool:
-    """True when podwall lets the connection's first packet through FORWARD."""
+    """True when podwall lets the connection's first packet through the node."""
     packet: dict[str, object] = {
         "src": src,
         "dst": dst,
@@ -93,4 +104,15 @@ def forward(
         "port": port,
         "local": local,
     }
-    return run_chain(state, "PODWALL-FORWARD", packet) == "return"
+    state = compiled.family(family)
+    for endpoint in compiled.endpoints:
+        if src in endpoint.addresses_of(family):
+            chain = names.egress_chain(endpoint.container_id, endpoint.ifname)
+            if run_chain(state, chain, packet) == "drop":
+                return False
+    for endpoint in compiled.endpoints:
+        if dst in endpoint.addresses_of(family):
+            chain = names.ingress_chain(endpoint.container_id, endpoint.ifname)
+            if run_chain(state, chain, packet) == "drop":
+                return False
+    return True

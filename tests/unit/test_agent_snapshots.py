@@ -55,8 +55,32 @@ def rule(name: str, rv: int, *, priority: int, status: str) -> dict[str, Any]:
     }
 
 
+def upstream_rule(kind: str, name: str, rv: int, *, priority: int, status: str) -> dict[str, Any]:
+    """The same rule as a ClusterNetworkPolicy, AdminNetworkPolicy or BANP
+    (kind from the plural; list items may lack ``kind``, so it is left out)."""
+    doc = rule(name, rv, priority=priority, status=status)
+    entry = doc["spec"]["ingress"][0]
+    del entry["name"]
+    if kind == "clusternetworkpolicies":
+        entry["action"] = "Accept"
+    if kind == "baselineadminnetworkpolicies":
+        del doc["spec"]["tier"], doc["spec"]["priority"]
+    elif kind == "adminnetworkpolicies":
+        del doc["spec"]["tier"]
+    doc["status"] = {"conditions": [{"type": "Other", "status": status}]}
+    return doc
+
+
+def node(name: str, rv: int, *, role: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "resourceVersion": str(rv), "labels": {"role": role}},
+        "status": {"addresses": [{"type": "InternalIP", "address": f"10.9.0.{len(name)}"}]},
+    }
+
+
+UPSTREAM = ["clusternetworkpolicies", "adminnetworkpolicies", "baselineadminnetworkpolicies"]
 EVENT = st.tuples(
-    st.sampled_from(["pods", "namespaces", "networkpolicies", "firewallrules"]),
+    st.sampled_from(["pods", "namespaces", "networkpolicies", "firewallrules", "nodes", *UPSTREAM]),
     st.sampled_from(["ADDED", "MODIFIED", "DELETED"]),
     st.integers(0, 5),  # object number
     st.integers(0, 2),  # a value that matters to policy
@@ -72,6 +96,11 @@ def document(kind: str, number: int, value: int, other: bool, rv: int) -> dict[s
         return policy(f"np{number}", rv, ns=ns, port=80 + value)
     if kind == "namespaces":
         return namespace(f"ns{number}", rv, team=f"t{value}")
+    if kind == "nodes":
+        return node(f"n{number}", rv, role=f"r{value}")
+    if kind in UPSTREAM:
+        name = "default" if number % 2 else f"r{number}"  # the same names across kinds
+        return upstream_rule(kind, name, rv, priority=value, status=str(other))
     return rule(f"r{number}", rv, priority=value, status=str(other))
 
 
@@ -83,6 +112,8 @@ def built(cache: ClusterCache) -> cluster.Snapshot:
         pods=values["pods"],
         policies=values["networkpolicies"],
         firewall_rules=[r for r, _ in values["firewallrules"]],
+        cluster_policies=[r for kind in UPSTREAM for r, _ in values[kind]],
+        nodes=values["nodes"],
     )
 
 
@@ -158,3 +189,27 @@ def test_index_follows_pod_deltas_as_a_full_comparison_would(
         }
     if any(kind == "pods" and event_type != "DELETED" for kind, event_type, *_ in events):
         assert used > 0, "pod changes came with a delta"
+
+
+def test_upstream_status_alone_keeps_the_snapshot() -> None:
+    cache = ClusterCache()
+    doc = upstream_rule("clusternetworkpolicies", "c", 1, priority=1, status="a")
+    cache.observe("clusternetworkpolicies", "ADDED", doc)
+    cache.observe("nodes", "ADDED", node("n1", 2, role="worker"))
+    first = cache.snapshot()
+    assert [r.key for r in first.cluster_policies] == ["ClusterNetworkPolicy/c"]
+    assert first.nodes[0].addresses == ("10.9.0.2",)
+    doc = upstream_rule("clusternetworkpolicies", "c", 3, priority=1, status="b")
+    cache.observe("clusternetworkpolicies", "MODIFIED", doc)
+    assert cache.snapshot() is first
+    cache.observe(
+        "adminnetworkpolicies",
+        "ADDED",
+        upstream_rule("adminnetworkpolicies", "c", 4, priority=1, status="a"),
+    )
+    second = cache.snapshot()
+    assert [r.key for r in second.cluster_policies] == [
+        "AdminNetworkPolicy/c",
+        "ClusterNetworkPolicy/c",
+    ]
+    assert second.nodes is first.nodes

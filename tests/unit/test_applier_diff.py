@@ -143,7 +143,8 @@ def test_references() -> None:
     assert not diff.references(chain, ["PODWALL-S-Y"], "ipv4")
 
 
-JUMP = render.forward_jump_spec()
+JUMP = render.hook_jump_spec("FORWARD")
+INPUT_JUMP = render.hook_jump_spec("INPUT")
 
 
 @pytest.mark.parametrize(
@@ -159,8 +160,11 @@ JUMP = render.forward_jump_spec()
     ],
     ids=["alone", "first", "second", "doubled", "missing", "foreign-spelling", "stale-copy"],
 )
-def test_forward_in_place(forward: list[str], ok: bool) -> None:
-    assert diff.forward_in_place(forward) is ok
+def test_hooks_in_place(forward: list[str], ok: bool) -> None:
+    assert diff.hooks_in_place({"FORWARD": forward}, ["FORWARD"]) is ok
+    hooks = {"FORWARD": forward, "INPUT": [INPUT_JUMP]}
+    assert diff.hooks_in_place(hooks, ["FORWARD", "INPUT"]) is ok
+    assert not diff.hooks_in_place({"FORWARD": forward, "INPUT": []}, ["FORWARD", "INPUT"])
 
 
 BIG = ipset("PODWALL-S-B", "hash:ip", *(f"10.0.0.{i}" for i in range(1, 11)))

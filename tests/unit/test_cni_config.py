@@ -42,7 +42,7 @@ def test_good_values(key: str, value: Any, attribute: str, expected: Any) -> Non
 
 
 BAD = [
-    ("backend", "nftables"),
+    ("backend", "nft"),
     ("backend", 1),
     ("podDefault", "Deny"),
     ("podDefault", None),

@@ -1,4 +1,4 @@
-"""The CNI plugin's start-up imports stay small (DESIGN.md: start-up cost matters).
+"""The CNI plugin's start-up imports stay small (docs/design.md: start-up cost matters).
 
 Each module named here cost the plugin milliseconds of CPU per pod when it
 was on the ADD path (``bench/bench_plugin.py``, ``-X importtime``); the

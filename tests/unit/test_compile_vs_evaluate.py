@@ -35,8 +35,7 @@ CASES: dict[str, list[dict[str, Any]]] = {
 def disagreements(snap: cluster.Snapshot, family: model.Family) -> list[str]:
     evaluator = evaluate.Evaluator(snap, family=family)
     states = {
-        node: compiler.compile_node(evaluator.planner, records_for(snap, node)).family(family)
-        for node in NODES
+        node: compiler.compile_node(evaluator.planner, records_for(snap, node)) for node in NODES
     }
     found = []
     pods = [p for p in snap.pods if not p.host_network and p.ip(family)]
@@ -51,6 +50,7 @@ def disagreements(snap: cluster.Snapshot, family: model.Family) -> list[str]:
                 for node, allowed in want.items():
                     got = forward(
                         states[node],
+                        family,
                         src=str(src.ip(family)),
                         dst=str(dst.ip(family)),
                         proto=proto.lower(),

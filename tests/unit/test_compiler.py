@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from firewall_operator import cluster, compiler
-from firewall_plugin import model, render
+from firewall_plugin import model, render, xtables
 from firewall_plugin.endpoints import EndpointRecord
 from tests.unit.pw_policy import FIXTURES, base_documents, netpol
 
@@ -38,8 +38,10 @@ def records_for(snap: cluster.Snapshot, node: str = NODE) -> list[EndpointRecord
             podName=pod.name,
             podUID=pod.uid,
             ips=tuple(f"{ip}/{64 if ':' in ip else 24}" for ip in pod.ips),
+            hostInterface=f"veth{index}",
+            bridge="cni0",
         )
-        for pod in snap.pods
+        for index, pod in enumerate(snap.pods)
         if pod.node == node and not pod.host_network
     ]
 
@@ -49,7 +51,11 @@ def rendered(out: compiler.CompiledNode) -> str:
     for family in model.FAMILIES:
         state = out.family(family)
         parts.append(f"# {family} iptables-restore")
-        parts.append(render.render_restore(family=family, replace=list(state.chains.values())))
+        chains = [
+            *xtables.dispatch_chains(out.endpoints, family, state_dir="/var/lib/podwall"),
+            *state.chains.values(),
+        ]
+        parts.append(render.render_restore(family=family, replace=chains))
         parts.append(f"# {family} ipset restore")
         parts.append(render.render_ipset_restore(replace=list(state.sets.values())))
     return "\n".join(parts).rstrip("\n") + "\n"
@@ -109,8 +115,9 @@ def test_layout_never_accepts_and_names_fit() -> None:
     out = compiler.compile_node(snap, records_for(snap), deny_action="reject")
     for family in model.FAMILIES:
         state = out.family(family)
-        assert "PODWALL-FORWARD" in state.chains
-        for chain in state.chains.values():
+        dispatch = xtables.dispatch_chains(out.endpoints, family, state_dir="/var/lib/podwall")
+        assert "PODWALL-FORWARD" in {chain.name for chain in dispatch}
+        for chain in [*dispatch, *state.chains.values()]:
             assert chain.name.startswith("PODWALL") and len(chain.name) <= 28
             assert all(rule.target != "ACCEPT" for rule in chain.rules)
             assert all(rule.comment.startswith("podwall") for rule in chain.rules)

@@ -4,8 +4,9 @@ of cluster and endpoint changes it returns exactly what a from-scratch
 
 Small random clusters (hypothesis): pods relabelled, added, removed, moved to
 other IPs (reused IPs included), given other ports or hostNetwork; namespaces
-relabelled; NetworkPolicies and FirewallRules added, replaced, removed (invalid
-ones included); endpoint records added, removed or stale.
+relabelled; NetworkPolicies, FirewallRules and ClusterNetworkPolicies added,
+replaced, removed (invalid ones included); Nodes relabelled or readdressed
+under ``nodes`` peers; endpoint records added, removed or stale.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firewall_operator import cluster, compiler, fwrule, netpol
+from firewall_operator import cluster, compiler, fwrule, netpol, upstream
 from firewall_plugin.endpoints import EndpointRecord
 from tests.unit.test_compiler import rendered
 
@@ -66,8 +67,19 @@ def policy(seed: int) -> netpol.NetworkPolicy:
                          "spec": spec})  # fmt: skip
 
 
-def fw_peer(pick: random.Random) -> dict[str, Any]:
-    kind = pick.randrange(3)
+NODE_IPS = ("10.0.0.5", "10.8.0.1", "10.8.0.2", "fd00:8::1")
+
+
+def node(seed: int) -> cluster.Node:
+    pick = random.Random(seed)
+    labels = {"role": pick.choice(("worker", "control"))}
+    return cluster.Node(f"n{seed % 3}", labels, tuple(pick.sample(NODE_IPS, pick.randrange(3))))
+
+
+def fw_peer(pick: random.Random, direction: str = "ingress") -> dict[str, Any]:
+    kind = pick.randrange(4 if direction == "egress" else 3)
+    if kind == 3:
+        return {"nodes": pick.choice(({}, {"matchLabels": {"role": "worker"}}))}
     if kind == 0:
         return {"namespaces": pick.choice(SPACES)}
     if kind == 1:
@@ -93,10 +105,37 @@ def firewall_rule(seed: int) -> fwrule.FirewallRule:
                 ("Allow", "Deny", "Pass") if tier == "Admin" else ("Allow", "Deny")
             )
             entry = {"name": "r", "action": action, "log": pick.random() < 0.2}
-            spec[direction] = [{**entry, field: [fw_peer(pick)], "ports": pick.choice(FW_PORTS)}]
+            peers = [fw_peer(pick, direction)]
+            spec[direction] = [{**entry, field: peers, "ports": pick.choice(FW_PORTS)}]
     if pick.random() < 0.1:
         spec["priority"] = -1
-    return fwrule.parse({"metadata": {"name": f"fw{seed % 4}", "generation": 1}, "spec": spec})
+    doc: dict[str, Any] = {"metadata": {"name": f"fw{seed % 4}", "generation": 1}, "spec": spec}
+    if seed % 2:  # the same rule as a ClusterNetworkPolicy (Accept, protocols, no log)
+        doc["kind"] = "ClusterNetworkPolicy"
+        for entry in [*spec.get("ingress", []), *spec.get("egress", [])]:
+            entry["action"] = {"Allow": "Accept"}.get(entry["action"], entry["action"])
+            del entry["log"]
+            ports = entry.pop("ports")
+            if ports and "portNumber" in ports[0]:
+                entry["protocols"] = [{"tcp": {"destinationPort": {"number": 80}}}]
+            elif ports:
+                entry["protocols"] = [{"destinationNamedPort": ports[0]["namedPort"]}]
+        return upstream.parse(doc)
+    return fwrule.parse(doc)
+
+
+NODES_RULE = upstream.parse(
+    {
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "to-workers", "generation": 1},
+        "spec": {
+            "tier": "Admin",
+            "priority": 1,
+            "subject": {"namespaces": {}},
+            "egress": [{"action": "Deny", "to": [{"nodes": {"matchLabels": {"role": "worker"}}}]}],
+        },
+    }
+)
 
 
 def pod(seed: int) -> cluster.Pod:
@@ -127,7 +166,8 @@ class World:
         self.namespaces = {n: cluster.Namespace(n, {cluster.NAME_LABEL: n}) for n in "xyz"}
         self.pods = {(p.namespace, p.name): p for p in map(pod, range(6))}
         self.policies = {(p.namespace, p.name): p for p in map(policy, range(3))}
-        self.rules = {r.name: r for r in map(firewall_rule, range(2))}
+        self.rules = {r.key: r for r in [*map(firewall_rule, range(2)), NODES_RULE]}
+        self.nodes = {n.name: n for n in map(node, range(3))}
         self.ghost = False
 
     def apply(self, operation: int, seed: int) -> None:
@@ -153,7 +193,7 @@ class World:
             del self.policies[pick.choice(sorted(self.policies))]
         elif operation == 6:
             rule = firewall_rule(seed)
-            self.rules[rule.name] = rule
+            self.rules[rule.key] = rule
         elif operation == 7 and self.rules:
             del self.rules[pick.choice(sorted(self.rules))]
         elif operation == 8:  # equal objects, new identities
@@ -168,13 +208,18 @@ class World:
             key = pick.choice(keys)
             ports = (cluster.NamedPort("http", pick.choice((80, 81))),)[: pick.randrange(2)]
             self.pods[key] = dataclasses.replace(self.pods[key], ports=ports)
+        elif operation == 12:  # a Node relabelled, readdressed, added or replaced
+            new_node = node(seed)
+            self.nodes[new_node.name] = new_node
 
     def snapshot(self) -> cluster.Snapshot:
         return cluster.Snapshot.build(
             namespaces=self.namespaces.values(),
             pods=self.pods.values(),
             policies=self.policies.values(),
-            firewall_rules=self.rules.values(),
+            firewall_rules=[r for r in self.rules.values() if r.kind == fwrule.KIND],
+            cluster_policies=[r for r in self.rules.values() if r.kind != fwrule.KIND],
+            nodes=self.nodes.values(),
         )
 
     def records(self) -> list[EndpointRecord]:
@@ -206,7 +251,7 @@ def check(incremental: compiler.Compiler, world: World, step: str) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 11), st.integers(0, 10_000)), max_size=10))
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 10_000)), max_size=10))
 def test_incremental_equals_full(steps: list[tuple[int, int]]) -> None:
     world = World()
     incremental = compiler.Compiler(deny_action="reject")
@@ -216,7 +261,7 @@ def test_incremental_equals_full(steps: list[tuple[int, int]]) -> None:
         check(incremental, world, f"step {number}: operation {operation} seed {seed}")
 
 
-@pytest.mark.parametrize("operation", range(12), ids=lambda op: f"op{op}")
+@pytest.mark.parametrize("operation", range(13), ids=lambda op: f"op{op}")
 def test_each_change_kind(operation: int) -> None:
     world = World()
     incremental = compiler.Compiler(deny_action="reject")

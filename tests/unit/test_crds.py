@@ -95,7 +95,16 @@ def test_nodefirewall_crd_shape() -> None:
     assert doc["spec"]["scope"] == "Cluster" and doc["spec"]["names"]["kind"] == "NodeFirewall"
     only = version("nodefirewalls")
     columns = [c["name"] for c in only["additionalPrinterColumns"]]
-    assert columns == ["Backend", "Endpoints", "Rules", "Last-Sync", "Watch", "Age"]
+    assert columns == [
+        "Backend",
+        "Endpoints",
+        "Rules",
+        "Programmed",
+        "Problems",
+        "Last-Sync",
+        "Watch",
+        "Age",
+    ]
     status = only["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     expected = {"backend", "endpoints", "chains", "rules", "setEntries", "lastSync", "lastError"}
     assert expected | {"programmedGenerations"} <= set(status)
@@ -117,6 +126,10 @@ def fixture_rules() -> list[dict[str, Any]]:
 BASE = (
     "{tier: Admin, priority: 5, subject: {namespaces: {}}, ingress: [{name: r, action: Deny,"
     " from: [{namespaces: {}}]}]}"
+)
+EGRESS_NODES = (
+    "{tier: Admin, priority: 5, subject: {namespaces: {}}, egress: [{name: r, action: Deny,"
+    " to: [{nodes: {}}]}]}"
 )
 BAD = {
     "priority": BASE.replace("5", "1001"),
@@ -143,6 +156,10 @@ BAD = {
     "duplicate-names": BASE.replace(
         "}]}]}", "}]}, {name: r, action: Allow, from: [{namespaces: {}}]}]}"
     ),
+    "ingress-nodes-peer": BASE.replace("[{namespaces: {}}]}", "[{nodes: {}}]}"),
+    "egress-nodes-and-networks": EGRESS_NODES.replace(
+        "[{nodes: {}}]", "[{nodes: {}, networks: [10.0.0.0/8]}]"
+    ),
 }
 
 
@@ -152,7 +169,9 @@ def spec_schema() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "doc", [*fixture_rules(), fwr("base", BASE)], ids=lambda d: d["metadata"]["name"]
+    "doc",
+    [*fixture_rules(), fwr("base", BASE), fwr("nodes", EGRESS_NODES)],
+    ids=lambda d: d["metadata"]["name"],
 )
 def test_valid_examples_pass_crd_and_validator(doc: dict[str, Any]) -> None:
     assert schema_errors(spec_schema(), doc) == []

@@ -140,7 +140,7 @@ def test_install_flags() -> None:
     [
         ["podwall", "agent", "--no-such-flag"],
         ["podwall", "cni", "install", "--bin-dir"],
-        ["podwall", "cni", "install", "--backend", "nftables"],
+        ["podwall", "cni", "install", "--backend", "nft"],
         ["podwall", "agent", "--metrics-port", "metrics"],
     ],
     ids=["unknown-flag", "missing-value", "bad-choice", "not-a-number"],

@@ -4,7 +4,10 @@ The request → permission mapping is checked on hand-written requests; the
 ClusterRole in ``deploy/base/rbac.yaml`` is checked for hygiene (no wildcards, no
 secrets) and, once the agent e2e tests have recorded the agent's requests from
 the API server double into ``tests/e2e/recorded_agent_calls.json``, compared
-with them: a missing or a surplus permission fails.
+with them: a missing or a surplus permission fails.  Likewise the base
+ClusterRole plus the one of ``deploy/components/upstream-policy-rbac`` against
+the calls of agents run with ``--upstream-policy``
+(``tests/e2e/recorded_agent_calls_upstream.json``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from tests.rbac_audit import Discovery, Forbidden, Permission
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RBAC_FILE = ROOT / "deploy" / "base" / "rbac.yaml"
+UPSTREAM_RBAC_FILE = ROOT / "deploy" / "components" / "upstream-policy-rbac" / "rbac.yaml"
 RECORDED = ROOT / "tests" / "e2e" / "recorded_agent_calls.json"
+RECORDED_UPSTREAM = ROOT / "tests" / "e2e" / "recorded_agent_calls_upstream.json"
+NPA = "policy.networking.k8s.io"
 #: the agent's requests carry kopf's User-Agent ("kopf/<version>")
 AGENT_USER_AGENT = "kopf"
 
@@ -153,6 +159,29 @@ MAPPING = [
         "watch=true",
         P("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
     ),
+    ("list-nodes", "GET", "/api/v1/nodes", "limit=500", P("list", "", "nodes")),
+    ("watch-nodes", "GET", "/api/v1/nodes", "watch=true", P("watch", "", "nodes")),
+    (
+        "list-cnp",
+        "GET",
+        f"/apis/{NPA}/v1alpha2/clusternetworkpolicies",
+        "",
+        P("list", NPA, "clusternetworkpolicies"),
+    ),
+    (
+        "get-banp",
+        "GET",
+        f"/apis/{NPA}/v1alpha1/baselineadminnetworkpolicies/default",
+        "",
+        P("get", NPA, "baselineadminnetworkpolicies"),
+    ),
+    (
+        "anp-status",
+        "PATCH",
+        f"/apis/{NPA}/v1alpha1/adminnetworkpolicies/a/status",
+        "",
+        P("patch", NPA, "adminnetworkpolicies", "status"),
+    ),
     ("trailing-slash", "GET", "/api/v1/pods/", "", P("list", "", "pods")),
     ("discovery-api", "GET", "/api", "", Discovery("/api")),
     ("discovery-core-v1", "GET", "/api/v1", "", Discovery("/api/v1")),
@@ -188,10 +217,10 @@ def test_unknown_method_is_an_error() -> None:
         rbac_audit.permission_of("OPTIONS", "/api/v1/pods")
 
 
-def agent_rules() -> list[dict[str, Any]]:
-    docs = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
+def agent_rules(path: pathlib.Path = RBAC_FILE) -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     roles = [d for d in docs if d["kind"] == "ClusterRole"]
-    assert len(roles) == 1, "deploy/base/rbac.yaml holds one ClusterRole"
+    assert len(roles) == 1, f"{path.relative_to(ROOT)} holds one ClusterRole"
     rules: list[dict[str, Any]] = roles[0]["rules"]
     return rules
 
@@ -277,6 +306,7 @@ def test_cluster_role_hygiene() -> None:
         for group, resource in (
             ("", "pods"),
             ("", "namespaces"),
+            ("", "nodes"),
             ("networking.k8s.io", "networkpolicies"),
             (PW, "firewallrules"),
         ):
@@ -320,3 +350,34 @@ def test_cluster_role_matches_recorded_agent_calls() -> None:
     assert requests, f"no request with User-Agent {AGENT_USER_AGENT!r} in {RECORDED}"
     result = rbac_audit.compare(agent_rules(), requests)
     assert result.exact, "deploy/base/rbac.yaml vs the agent's recorded calls:\n" + result.explain()
+
+
+def test_upstream_policy_role_hygiene_and_binding() -> None:
+    """The component's ClusterRole reads the three upstream kinds and patches
+    their status, nothing else; it is bound to the agent's ServiceAccount."""
+    have = rbac_audit.granted(agent_rules(UPSTREAM_RBAC_FILE))
+    kinds = ("clusternetworkpolicies", "adminnetworkpolicies", "baselineadminnetworkpolicies")
+    assert have == {P(verb, NPA, kind) for kind in kinds for verb in ("get", "list", "watch")} | {
+        P("patch", NPA, kind, "status") for kind in kinds
+    }
+    docs = [d for d in yaml.safe_load_all(UPSTREAM_RBAC_FILE.read_text()) if d]
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == "podwall-agent-upstream-policy"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "podwall-agent", "namespace": "podwall-system"}
+    ]
+
+
+@pytest.mark.skipif(
+    not RECORDED_UPSTREAM.exists(),
+    reason=f"{RECORDED_UPSTREAM.relative_to(ROOT)} not recorded yet: "
+    "tests/e2e/test_agent_upstream.py writes it",
+)
+def test_base_and_upstream_roles_match_recorded_upstream_agent_calls() -> None:
+    requests = rbac_audit.select(
+        rbac_audit.load_recorded(str(RECORDED_UPSTREAM)), user_agent=AGENT_USER_AGENT
+    )
+    assert any(NPA in r["path"] for r in requests), "no upstream call recorded"
+    rules = agent_rules() + agent_rules(UPSTREAM_RBAC_FILE)
+    result = rbac_audit.compare(rules, requests)
+    assert result.exact, "base + upstream-policy-rbac vs recorded calls:\n" + result.explain()

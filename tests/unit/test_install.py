@@ -1,4 +1,4 @@
-"""``firewall_plugin.install``: chaining podwall into real primary CNI configs.
+"""``firewall_install.conf``: chaining podwall into real primary CNI configs.
 
 Every test works on a copy of a fixture in a tmp conf dir and asserts on the
 files as a container runtime would read them (first CNI file by name).
@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from firewall_plugin import atomicfile, install
+from firewall_install import conf as install
+from firewall_install.errors import InstallError
+from firewall_plugin import atomicfile, conflist
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "conflists"
 #: the shapes in the wild say 0.3.1; these tests are about the file surgery
@@ -45,11 +47,11 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def original_conflist(name: str) -> dict[str, Any]:
-    return install.as_conflist(load(FIXTURES / name))
+    return conflist.as_conflist(load(FIXTURES / name))
 
 
 def first_file(conf: Path) -> str:
-    return install.conf_names(str(conf))[0]
+    return conflist.conf_names(str(conf))[0]
 
 
 def setup(conf: Path) -> install.Report:
@@ -70,7 +72,7 @@ def test_install_chains_exactly_one_entry_last(tmp_path: Path, fixture: str) -> 
     written = load(conf / primary)
     before = original_conflist(fixture)
     assert written["plugins"][-1] == ENTRY
-    assert install.podwall_entries(written) == [ENTRY]
+    assert conflist.podwall_entries(written) == [ENTRY]
     assert written["plugins"][:-1] == before["plugins"], "other entries untouched"
     assert written["cniVersion"] == before["cniVersion"]
     assert written["name"] == before["name"]
@@ -145,7 +147,7 @@ BROKEN = {
 def test_unusable_primary_is_refused_and_left_as_is(tmp_path: Path, text: str) -> None:
     conf = conf_dir_with(tmp_path, "99-other.conflist")
     (conf / "10-broken.conflist").write_text(text)
-    with pytest.raises(install.InstallError, match=r"10-broken\.conflist"):
+    with pytest.raises(InstallError, match=r"10-broken\.conflist"):
         setup(conf)
     assert (conf / "10-broken.conflist").read_text() == text
     assert sorted(os.listdir(conf)) == ["10-broken.conflist", "99-other.conflist"]
@@ -160,14 +162,14 @@ def test_no_config_is_an_error(tmp_path: Path, make: str) -> None:
         (conf / "calico-kubeconfig").write_text("apiVersion: v1\n")
         (conf / "10-calico.conflist.bak").write_text("{}")
         (conf / "00-dir.conflist").mkdir()
-    with pytest.raises(install.InstallError, match=r"no CNI config|does not exist"):
+    with pytest.raises(InstallError, match=r"no CNI config|does not exist"):
         setup(conf)
 
 
 def test_unsupported_cni_version_is_refused(tmp_path: Path) -> None:
     conf = conf_dir_with(tmp_path, "10-containerd-net.conflist")
     before = (conf / "10-containerd-net.conflist").read_bytes()
-    with pytest.raises(install.InstallError, match=r"cniVersion '1\.0\.0'"):
+    with pytest.raises(InstallError, match=r"cniVersion '1\.0\.0'"):
         install.install_conf(str(conf), ENTRY, versions=("1.1.0",))
     assert (conf / "10-containerd-net.conflist").read_bytes() == before
 
@@ -187,13 +189,13 @@ def test_conf_conversion_overwrites_a_shadowed_conflist_of_the_same_stem(tmp_pat
     (conf / "10-bridge.conflist").write_text('{"stale": true}')
     setup(conf)
     assert os.listdir(conf) == ["10-bridge.conflist"]
-    assert install.podwall_entries(load(conf / "10-bridge.conflist")) == [ENTRY]
+    assert conflist.podwall_entries(load(conf / "10-bridge.conflist")) == [ENTRY]
 
 
 def test_conf_conversion_refuses_when_another_file_would_come_first(tmp_path: Path) -> None:
     conf = conf_dir_with(tmp_path, "10-bridge.conf")
     shutil.copy(FIXTURES / "99-other.conflist", conf / "10-bridge.conf-other.json")
-    with pytest.raises(install.InstallError, match=r"10-bridge.conf-other.json become the first"):
+    with pytest.raises(InstallError, match=r"10-bridge.conf-other.json become the first"):
         setup(conf)
     assert sorted(os.listdir(conf)) == ["10-bridge.conf", "10-bridge.conf-other.json"]
 
@@ -208,7 +210,7 @@ def test_uninstall_cleans_every_file_and_leaves_unparsable_ones(tmp_path: Path) 
     assert len(report.actions) == 2
     assert report.warnings and "50-broken.conf" in report.warnings[0]
     for name in ("10-flannel.conflist", "99-other.conflist"):
-        assert install.podwall_entries(load(conf / name)) == []
+        assert conflist.podwall_entries(load(conf / name)) == []
 
 
 def test_uninstall_without_conf_dir_succeeds_with_a_warning(tmp_path: Path) -> None:
@@ -218,9 +220,9 @@ def test_uninstall_without_conf_dir_succeeds_with_a_warning(tmp_path: Path) -> N
 
 def test_read_entry_finds_the_primary_entry(tmp_path: Path) -> None:
     conf = conf_dir_with(tmp_path, "10-kindnet.conflist")
-    assert install.read_entry(str(conf)) is None
+    assert conflist.read_entry(str(conf)) is None
     setup(conf)
-    assert install.read_entry(str(conf)) == ENTRY
+    assert conflist.read_entry(str(conf)) == ENTRY
 
 
 @pytest.mark.parametrize(
@@ -240,7 +242,7 @@ def test_build_entry_validates_like_the_plugin(settings: dict[str, Any], error: 
     if error is None:
         assert install.build_entry(settings) == {"type": "podwall", **settings}
     else:
-        with pytest.raises(install.InstallError, match=error):
+        with pytest.raises(InstallError, match=error):
             install.build_entry(settings)
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from firewall_plugin import install, install_bin
+import firewall_plugin
+from firewall_install import bundle, launcher
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "conflists"
 PRIMARY = "10-containerd-net.conflist"  # cniVersion 1.0.0: the plugin speaks it
@@ -72,7 +73,7 @@ def run_version(executable: Path, **env: str) -> dict[str, Any]:
 
 
 def plugin_exists() -> bool:
-    return (Path(install.__file__).parent / "cni.py").exists()
+    return (Path(firewall_plugin.__file__).parent / "cni.py").exists()
 
 
 needs_plugin = pytest.mark.skipif(not plugin_exists(), reason="firewall_plugin.cni not there yet")
@@ -166,8 +167,8 @@ def test_launcher_runs_the_plugin(dirs: tuple[Path, Path]) -> None:
 @needs_plugin
 def test_bundle_runs_without_the_virtualenv(dirs: tuple[Path, Path]) -> None:
     bin_dir, _conf = dirs
-    ident = install_bin.bundle_id()
-    assert install_bin.install_executable(str(bin_dir), bundle=True).actions
+    ident = bundle.plan().ident
+    assert launcher.install_executable(str(bin_dir), bundled=True).actions
     bundles = os.listdir(bin_dir / "podwall.d")
     assert len(bundles) == 1
     home = bin_dir / "podwall.d" / bundles[0]
@@ -183,10 +184,11 @@ def test_bundle_runs_without_the_virtualenv(dirs: tuple[Path, Path]) -> None:
         check=True,
     )
     assert all(line.startswith(str(home)) for line in done.stdout.splitlines()), done.stdout
-    again = install_bin.install_executable(str(bin_dir), bundle=True).actions
-    if install_bin.bundle_id() == ident:  # else podwall's files were edited meanwhile
-        assert again == [], "a second install changes nothing"
-    install_bin.install_executable(str(bin_dir))
+    again = launcher.install_executable(str(bin_dir), bundled=True).actions
+    assert again == [], "a second install changes nothing"
+    launcher.install_executable(str(bin_dir))
+    assert (bin_dir / "podwall.d" / ident / "retired").exists(), "retired, kept for a while"
+    launcher.install_executable(str(bin_dir), grace=0.0)
     assert not (bin_dir / "podwall.d").exists(), "leaving bundle mode removes the bundle"
 
 
@@ -196,8 +198,7 @@ def test_bundle_runs_wherever_the_bin_folder_is_mounted(tmp_path: Path) -> None:
     installed, mounted, elsewhere = tmp_path / "via", tmp_path / "host-bin", tmp_path / "elsewhere"
     installed.mkdir()
     elsewhere.mkdir()
-    ident = install_bin.bundle_id()
-    install_bin.install_executable(str(installed), bundle=True)
+    launcher.install_executable(str(installed), bundled=True)
     installed.rename(mounted)
     (elsewhere / "podwall").symlink_to("../host-bin/podwall")
     written = [mounted / "podwall", *mounted.glob("podwall.d/*/launch.py")]
@@ -206,9 +207,8 @@ def test_bundle_runs_wherever_the_bin_folder_is_mounted(tmp_path: Path) -> None:
         assert str(tmp_path) not in path.read_text(), path
     for executable in (mounted / "podwall", elsewhere / "podwall"):
         assert "1.0.0" in run_version(executable)["supportedVersions"], executable
-    again = install_bin.install_executable(str(mounted), bundle=True).actions
-    if install_bin.bundle_id() == ident:  # else podwall's files were edited meanwhile
-        assert again == [], "the launcher is the same text through any mount"
+    again = launcher.install_executable(str(mounted), bundled=True).actions
+    assert again == [], "the launcher is the same text through any mount"
 
 
 # ---------------------------------------------------------------- --watch

@@ -1,8 +1,8 @@
 """The removal check of ``--uninstall-on-exit=if-daemonset-gone``: its pure parts.
 
-API answers → findings → uninstall or keep (``firewall_plugin.removal``), the
+API answers → findings → uninstall or keep (``firewall_install.removal``), the
 DaemonSet's name from flag or env, and the API target from the pod's
-environment or a kubeconfig (``firewall_plugin.apiclient``).  The HTTP side runs
+environment or a kubeconfig (``firewall_install.apiclient``).  The HTTP side runs
 against the API server double in ``tests/e2e/test_install_exit_policy.py``.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from firewall_plugin import apiclient, removal
-from firewall_plugin.install import InstallError
-from firewall_plugin.removal import Seen
+from firewall_install import apiclient, removal
+from firewall_install.errors import InstallError
+from firewall_install.removal import Seen
 
 
 def not_found(kind: str, name: str) -> dict[str, Any]:

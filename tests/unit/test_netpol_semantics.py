@@ -1,4 +1,4 @@
-"""NetworkPolicy semantics, one table row per trap (FACTS.md, Kubernetes docs).
+"""NetworkPolicy semantics, one table row per trap (docs/facts.md, Kubernetes docs).
 
 Each row: policies added to the basic fixture cluster, then a list of
 (from, to, port[/protocol], expected) checks against ``evaluate``.
@@ -247,8 +247,21 @@ CASES = {
         [DENY_X, netpol("y", "deny", "podSelector: {}")],
         [("x/h", "x/a", "80", True), ("x/h", "y/a", "80", False)],
     ),
-    "pod-reaches-own-node": Case(
+    # podwall filters a pod's traffic to its own node with its egress policy
+    # (as kube-router and Calico do; the node is matched by address only)
+    "pod-to-own-node-passes-egress-policy": Case(
         [netpol("x", "p", "{podSelector: {}, policyTypes: [Egress]}")],
+        [("x/a", "x/h", "80", False)],
+    ),
+    "pod-to-own-node-allowed-by-the-node-address": Case(
+        [
+            netpol(
+                "x",
+                "p",
+                "{podSelector: {}, policyTypes: [Egress], egress: [{to:"
+                " [{ipBlock: {cidr: 192.168.0.1/32}}]}]}",
+            )
+        ],
         [("x/a", "x/h", "80", True)],
     ),
     "self-always-allowed": Case([DENY_X], [("x/a", "x/a", "80", True)]),

@@ -113,7 +113,7 @@ def test_rule_spec_ipv6_addresses() -> None:
 
 
 FORWARD_JUMPS = {
-    "ours": (render.forward_jump_spec(), True),
+    "ours": (render.hook_jump_spec("FORWARD"), True),
     "goto": (f"-g {names.FORWARD_CHAIN}", True),
     "other-chain": ("-j KUBE-FORWARD", False),
     "prefix-only": (f"-j {names.FORWARD_CHAIN}-X", False),
@@ -122,8 +122,15 @@ FORWARD_JUMPS = {
 
 
 @pytest.mark.parametrize(("spec", "wanted"), FORWARD_JUMPS.values(), ids=FORWARD_JUMPS.keys())
-def test_is_forward_jump(spec: str, wanted: bool) -> None:
-    assert render.is_forward_jump(spec) is wanted
+def test_is_hook_jump(spec: str, wanted: bool) -> None:
+    assert render.is_hook_jump(spec, "FORWARD") is wanted
+    assert not render.is_hook_jump(spec, "INPUT")
+
+
+def test_input_hook_jump() -> None:
+    spec = render.hook_jump_spec("INPUT")
+    assert spec.endswith(f"-j {names.INPUT_CHAIN}")
+    assert render.is_hook_jump(spec, "INPUT")
 
 
 def test_render_restore_declares_fills_then_deletes() -> None:
@@ -132,7 +139,7 @@ def test_render_restore_declares_fills_then_deletes() -> None:
         family="ipv4",
         replace=[chain],
         delete=["PODWALL-OLD"],
-        forward_lines=["-I FORWARD 1 x"],
+        hook_lines=["-I FORWARD 1 x"],
     )
     assert text == (
         "*filter\n:PODWALL-A - [0:0]\n:PODWALL-OLD - [0:0]\n"

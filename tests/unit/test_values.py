@@ -74,7 +74,7 @@ def test_mutable_defaults_are_fresh() -> None:
 def test_kernel_table_is_mutable_and_compared_by_value() -> None:
     table = KernelTable()
     table.chains.setdefault("PODWALL-X", []).append("-j DROP")
-    assert table == KernelTable({"PODWALL-X": ["-j DROP"]}, [])
+    assert table == KernelTable({"PODWALL-X": ["-j DROP"]}, {"FORWARD": []})
     assert pickle.loads(pickle.dumps(table)) == table
     with pytest.raises(TypeError):
         hash(table)

@@ -1,8 +1,8 @@
 """Chain a ``podwall`` entry into the node's primary CNI network config, or take it out.
 
-The primary config is the first file by name among ``*.conf``, ``*.conflist``
-and ``*.json`` in the conf dir, as libcni's ``ConfFiles`` + sort give it to
-kubelet and containerd.  ``install_conf`` makes that file hold exactly one
+Which file is the primary one, and how it is parsed, is
+``firewall_plugin.conflist`` (the agent reads its settings through it too).
+``install_conf`` makes that file hold exactly one
 podwall entry with the wanted options; ``uninstall_conf`` removes podwall
 entries from every config file of the folder.  Rules kept here:
 
@@ -21,7 +21,9 @@ entries from every config file of the folder.  Rules kept here:
   a ``cniVersion`` the plugin does not speak is refused (every ADD would fail).
   Nothing is written when the file is already right.
 
-No kopf, no Kubernetes client, no kernel access: files only.
+No kopf, no Kubernetes client, no kernel access: files only.  Errors of the
+plugin package (bad settings, unreadable files) are mapped to ``InstallError``
+here.
 """
 
 from __future__ import annotations
@@ -32,18 +34,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from firewall_install.errors import InstallError
 from firewall_plugin import atomicfile, config, protocol
-from firewall_plugin.errors import ConfigError, PodwallError
+from firewall_plugin.conflist import (
+    PLUGIN_TYPE,
+    ConflistError,
+    Network,
+    as_conflist,
+    conf_names,
+    is_podwall,
+    parse_network,
+    podwall_entries,
+    primary_name,
+)
+from firewall_plugin.errors import ConfigError
 
-PLUGIN_TYPE = "podwall"
-CNI_EXTENSIONS = (".conf", ".conflist", ".json")
 WRITE_ATTEMPTS = 5
-
-Network = dict[str, Any]
-
-
-class InstallError(PodwallError):
-    """The conf or bin folder is not in a state install/uninstall can work with."""
 
 
 @dataclass(slots=True)
@@ -59,54 +65,6 @@ class Report:
 
 
 # ---------------------------------------------------------------- pure parts
-
-
-def conf_names(conf_dir: str) -> list[str]:
-    """Names of the CNI config files in ``conf_dir``, sorted like libcni does."""
-    try:
-        entries = list(os.scandir(conf_dir))
-    except FileNotFoundError as exc:
-        raise InstallError(f"CNI conf dir {conf_dir} does not exist") from exc
-    except OSError as exc:
-        raise InstallError(f"cannot list CNI conf dir {conf_dir}: {exc}") from exc
-    return sorted(e.name for e in entries if e.name.endswith(CNI_EXTENSIONS) and not e.is_dir())
-
-
-def parse_network(text: str, *, origin: str) -> Network:
-    """A conflist (or single-plugin conf) checked for the shape we rely on."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise InstallError(f"{origin} is not valid JSON ({exc}); not touching it") from exc
-    if not isinstance(data, dict):
-        raise InstallError(f"{origin} does not hold a JSON object; not touching it")
-    if "plugins" in data:
-        plugins = data["plugins"]
-        if not isinstance(plugins, list) or not plugins:
-            raise InstallError(f"{origin}: 'plugins' is not a non-empty list; not touching it")
-        for index, plugin in enumerate(plugins):
-            if not isinstance(plugin, dict) or not isinstance(plugin.get("type"), str):
-                raise InstallError(f"{origin}: plugins[{index}] has no 'type'; not touching it")
-    elif not isinstance(data.get("type"), str):
-        raise InstallError(f"{origin} has neither 'plugins' nor 'type'; not touching it")
-    return data
-
-
-def as_conflist(network: Network) -> Network:
-    """``network`` as a conflist: a single conf becomes the only plugin of a list."""
-    if "plugins" in network:
-        return network
-    head: Network = {key: network[key] for key in ("cniVersion", "name") if key in network}
-    plugin = {key: value for key, value in network.items() if key not in head}
-    return {**head, "plugins": [plugin]}
-
-
-def is_podwall(plugin: Mapping[str, Any]) -> bool:
-    return plugin.get("type") == PLUGIN_TYPE
-
-
-def podwall_entries(conflist: Network) -> list[Network]:
-    return [plugin for plugin in conflist.get("plugins", []) if is_podwall(plugin)]
 
 
 def chained(conflist: Network, entry: Network) -> Network:
@@ -172,17 +130,6 @@ def build_entry(settings: Mapping[str, Any]) -> Network:
 # ---------------------------------------------------------------- install / uninstall
 
 
-def primary_name(conf_dir: str) -> str:
-    """Name of the config file the runtime uses: the first CNI file by name."""
-    names = conf_names(conf_dir)
-    if not names:
-        raise InstallError(
-            f"no CNI config in {conf_dir} (*.conf, *.conflist, *.json): "
-            "install the primary CNI first, podwall chains after it"
-        )
-    return names[0]
-
-
 def install_conf(
     conf_dir: str,
     entry: Network,
@@ -199,6 +146,8 @@ def install_conf(
             return _install_once(conf_dir, entry, versions)
         except (atomicfile.ConcurrentChange, FileNotFoundError):
             continue
+        except ConflistError as exc:
+            raise InstallError(str(exc)) from exc
         except OSError as exc:
             raise InstallError(f"cannot update the CNI config in {conf_dir}: {exc}") from exc
     raise InstallError(f"the primary config in {conf_dir} kept changing; try again")
@@ -253,7 +202,7 @@ def uninstall_conf(conf_dir: str) -> Report:
     report = Report()
     try:
         names = conf_names(conf_dir)
-    except InstallError as exc:
+    except ConflistError as exc:
         report.warnings.append(str(exc))
         return report
     for name in names:
@@ -277,7 +226,7 @@ def _unchain_file(path: str) -> Report:
     snapshot = _read(path)
     try:
         network = parse_network(snapshot.text, origin=path)
-    except InstallError as exc:
+    except ConflistError as exc:
         if PLUGIN_TYPE in snapshot.text:
             report.warnings.append(f"left unchanged: {exc}")
         return report
@@ -300,14 +249,3 @@ def _read(path: str) -> atomicfile.Snapshot:
         raise
     except (OSError, UnicodeDecodeError) as exc:
         raise InstallError(f"cannot read {path}: {exc}") from exc
-
-
-def read_entry(conf_dir: str) -> Network | None:
-    """The podwall entry of the primary config, or None (for the agent's settings)."""
-    path = os.path.join(conf_dir, primary_name(conf_dir))
-    try:
-        network = parse_network(_read(path).text, origin=path)
-    except FileNotFoundError:
-        return None
-    entries = podwall_entries(as_conflist(network))
-    return entries[0] if entries else None

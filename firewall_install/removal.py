@@ -26,7 +26,7 @@ other doubt keeps podwall installed: pods stay protected, and the decision is
 logged.
 
 ``classify`` and ``decide`` are pure; ``IfDaemonSetGone`` does the HTTP calls
-through ``firewall_plugin.apiclient``.  No Kubernetes client library, no files.
+through ``firewall_install.apiclient``.  No Kubernetes client library, no files.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from firewall_plugin import apiclient
-from firewall_plugin.install import InstallError
+from firewall_install import apiclient
+from firewall_install.errors import ApiUnavailable, InstallError
 
 ALWAYS, IF_DAEMONSET_GONE = "always", "if-daemonset-gone"
 MODES = (ALWAYS, IF_DAEMONSET_GONE)
@@ -190,5 +190,5 @@ class IfDaemonSetGone:
                     detail = f"namespace {self.namespace} is terminating"
                     return Finding(Seen.DELETING, detail)
             return finding
-        except apiclient.ApiUnavailable as exc:
+        except ApiUnavailable as exc:
             return Finding(Seen.UNKNOWN, f"API server unreachable ({exc})")

@@ -1,0 +1,261 @@
+"""The agent's view of its node's kernel: which data plane, how to write it,
+how to notice that someone else changed it, and bridge netfilter.
+
+* ``backend_name`` / ``make_applier``: the backend the plugin uses (``auto``
+  is resolved once per node and shared through ``<runDir>/backend``) and its
+  writer (``NftApplier`` for nftables, ``Applier`` for the iptables ones).
+* ``DriftWatch``: a thread that tells the reconciler within about a second
+  when another process changed podwall's kernel state:
+  - nftables: nf_tables change notifications (netlink group NFNLGRP_NFTABLES)
+    for podwall's tables from any commit that is not this process's own;
+  - iptables-nft: notifications touching FORWARD, INPUT or podwall's chains
+    of the ip/ip6 filter tables (the restores of the agent itself included:
+    the resync they cause finds nothing to do);
+  - iptables-legacy and iptc: the filter tables' entry count and size
+    (``IPT_SO_GET_INFO``), polled every second;
+  - ipsets (iptables backends): their headers, every two seconds.
+  Lost notifications (a full receive queue) count as a change.
+* ``ensure_bridge_netfilter``: ``bridge-nf-call-ip(6)tables`` are checked
+  every sync and turned back on, with what happened for the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+
+from firewall_operator import applier as applier_mod
+from firewall_operator.agent.config import AgentConfig
+from firewall_operator.nft_applier import NftApplier
+from firewall_plugin import backends, endpoints, locking, model, sync, sysctl
+from firewall_plugin import config as plugin_config_mod
+from firewall_plugin.errors import PodwallError
+from firewall_plugin.nft import netlink as nl
+from firewall_plugin.nft import objects as obj
+
+log = logging.getLogger(__name__)
+POLL = 1.0
+SETS_EVERY = 2
+_FILTER_CHAINS = ("FORWARD", "INPUT")
+
+
+def backend_name(backend: str, run_dir: str) -> str:
+    """The concrete backend of the node (see the module docstring)."""
+    return sync.resolve(backend, run_dir, remember=True)
+
+
+def make_applier(
+    name: str, *, run_dir: str, state_dir: str | None, log: model.LogSpec | None = None
+) -> applier_mod.NodeApplier:
+    """The writer of backend ``name`` (``log``: log the identity drops too)."""
+    if name == backends.NFTABLES:
+        return NftApplier(run_dir=run_dir, state_dir=state_dir, log=log)
+    chosen = backends.get_backend(name)
+    return applier_mod.Applier(chosen, run_dir=run_dir, state_dir=state_dir, log=log)
+
+
+# --- drift -------------------------------------------------------------------------
+
+
+def _touched_name(reply: nl.Reply) -> tuple[str, str]:
+    """(table, chain or set name) an nf_tables notification is about."""
+    table = nl.text(reply.attributes.get(1, b""))
+    if reply.kind in (nl.NEWTABLE, nl.DELTABLE):
+        return table, ""
+    if reply.kind in (nl.NEWCHAIN, nl.DELCHAIN):
+        return table, nl.text(reply.attributes.get(obj.CHAIN_NAME, b""))
+    if reply.kind in (nl.NEWRULE, nl.DELRULE):
+        return table, nl.text(reply.attributes.get(obj.RULE_CHAIN, b""))
+    return table, nl.text(reply.attributes.get(obj.SET_NAME, b""))
+
+
+def relevant(backend: str, replies: Sequence[nl.Reply], *, own_pid: int) -> bool:
+    """Whether one commit's notifications (ending with its NEWGEN) show a
+    change to podwall's state made by another process."""
+    commit = [reply for reply in replies if reply.subsys == nl.NFNL_SUBSYS_NFTABLES]
+    for reply in commit:
+        if reply.kind == nl.NEWGEN and nl.number(reply.attributes.get(2, bytes(4))) == own_pid:
+            return False
+    for reply in commit:
+        if reply.kind == nl.NEWGEN:
+            continue
+        table, name = _touched_name(reply)
+        if backend == backends.NFTABLES:
+            if table == "podwall":
+                return True
+        elif (
+            table == "filter"
+            and reply.family in (nl.NFPROTO_IPV4, nl.NFPROTO_IPV6)
+            and (not name or name in _FILTER_CHAINS or name.startswith("PODWALL"))
+        ):
+            return True
+    return False
+
+
+def legacy_info() -> tuple[int, ...]:
+    """(entries, size) of the legacy filter table of each family (0s when absent)."""
+    import ctypes
+    import socket
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    found: list[int] = []
+    for family, level in (
+        (socket.AF_INET, socket.IPPROTO_IP),
+        (socket.AF_INET6, socket.IPPROTO_IPV6),
+    ):
+        buf = ctypes.create_string_buffer(b"filter", 84)
+        size = ctypes.c_uint32(84)
+        with socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+            if libc.getsockopt(sock.fileno(), level, 64, buf, ctypes.byref(size)) != 0:
+                found += [0, 0]
+                continue
+        raw = buf.raw
+        found += [int.from_bytes(raw[76:80], "little"), int.from_bytes(raw[80:84], "little")]
+    return tuple(found)
+
+
+def ipset_headers() -> str:
+    """podwall's ipset headers (names, sizes, entry counts) as one text."""
+    try:
+        done = subprocess.run(["ipset", "list", "-t"], capture_output=True, text=True, check=False)
+    except OSError:
+        return ""
+    lines, keep = [], False
+    for line in done.stdout.splitlines():
+        if line.startswith("Name: "):
+            keep = line[6:].startswith("PODWALL") and not line.endswith("-T")
+        if keep and (line.startswith("Name: ") or line.startswith("Number of entries")):
+            lines.append(line)
+    return "\n".join(lines)
+
+
+class DriftWatch:
+    """Calls ``on_drift()`` (from its own thread) when the kernel state of
+    podwall changed under another hand; see the module docstring."""
+
+    def __init__(self, backend: str, on_drift: Callable[[], None]) -> None:
+        self.backend = backend
+        self.on_drift = on_drift
+        self.own_pid = os.getpid()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.noticed = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="podwall-drift", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _notice(self, why: str) -> None:
+        self.noticed += 1
+        log.info("kernel state changed by another process (%s): repairing", why)
+        self.on_drift()
+
+    def _run(self) -> None:
+        events: nl.Netlink | None = None
+        if self.backend in (backends.NFTABLES, "iptables-nft"):
+            try:
+                events = nl.Netlink(buffer=4 << 20)
+                events.subscribe()
+            except PodwallError as exc:
+                log.warning("cannot watch nf_tables notifications: %s", exc)
+                events = None
+        legacy = self.backend in ("iptables-legacy", "iptc")
+        watch_sets = self.backend != backends.NFTABLES
+        last_info = legacy_info() if legacy else ()
+        last_sets = ipset_headers() if watch_sets else ""
+        rounds = 0
+        pending: list[nl.Reply] = []
+        while not self._stop.is_set():
+            if events is not None:
+                ready, _, _ = select.select([events.fileno()], [], [], POLL)
+                if ready:
+                    pending = self._read(events, pending)
+                    continue
+            else:
+                self._stop.wait(POLL)
+            rounds += 1
+            if legacy:
+                info = legacy_info()
+                if info != last_info:
+                    last_info = info
+                    self._notice("the legacy filter table")
+            if watch_sets and rounds % SETS_EVERY == 0:
+                headers = ipset_headers()
+                if headers != last_sets:
+                    last_sets = headers
+                    self._notice("podwall's ipsets")
+        if events is not None:
+            events.close()
+
+    def _read(self, events: nl.Netlink, pending: list[nl.Reply]) -> list[nl.Reply]:
+        try:
+            replies = events.events(block=False)
+        except PodwallError as exc:
+            log.warning("reading nf_tables notifications failed: %s", exc)
+            return []
+        for reply in replies:
+            if reply.kind == -1:
+                self._notice("notifications were lost")
+                pending = []
+                continue
+            pending.append(reply)
+            if reply.subsys == nl.NFNL_SUBSYS_NFTABLES and reply.kind == nl.NEWGEN:
+                if relevant(self.backend, pending, own_pid=self.own_pid):
+                    self._notice(f"an nf_tables commit of another process ({self.backend})")
+                pending = []
+        return pending
+
+
+def bridged_families(records: Sequence[endpoints.EndpointRecord]) -> list[model.Family]:
+    return sync.families_of(ip for record in records if record.bridge for ip in record.ips)
+
+
+def ensure_bridge_netfilter(records: Sequence[endpoints.EndpointRecord]) -> list[str]:
+    """Turn ``bridge-nf-call-ip(6)tables`` back on when a bridged pod needs
+    them; returns what it had to fix.  Raises PodwallError when it cannot."""
+    families = bridged_families(records)
+    if not families:
+        return []
+    return sysctl.ensure_bridge_netfilter(families, fix=True)
+
+
+def plugin_config(cfg: AgentConfig, backend: str) -> plugin_config_mod.PluginConfig:
+    """The plugin's settings of this node, as the agent knows them."""
+    return plugin_config_mod.PluginConfig(
+        name="podwall",
+        cni_version="1.0.0",
+        backend=backend,
+        pod_default=cfg.pod_default,
+        deny_action=cfg.deny_action,
+        state_dir=cfg.state_dir,
+        run_dir=cfg.run_dir,
+    )
+
+
+def repair_records(backend: str, cfg: AgentConfig) -> None:
+    """Give every endpoint record whose kernel state is gone (after a reboot
+    that kept the state folder) its fail-closed state, as ADD would."""
+    settings = plugin_config(cfg, backend)
+    records = list(endpoints.read_all(cfg.state_dir))
+    try:
+        with locking.podwall_lock(cfg.run_dir, timeout=30.0):
+            if backend == backends.NFTABLES:
+                from firewall_plugin.nft import ops
+
+                ops.repair(settings, records)
+            else:
+                chosen = backends.get_backend(backend)
+                families = sync.families_of(ip for record in records for ip in record.ips)
+                for family in families:
+                    sync.write_family(chosen, settings, family, records)
+    except PodwallError as exc:
+        log.warning("repairing the records' kernel state at start-up failed: %s", exc)
