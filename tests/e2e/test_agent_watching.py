@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from firewall_operator.agent import handlers, kubeapi, watching
-from firewall_operator.agent.cache import BASE_KINDS, ClusterCache
+from firewall_operator.agent.cache import BASE_KINDS, UPSTREAM_KINDS, ClusterCache, Kind
 from tests.e2e.agent_env import Kube, deny_all
 from tests.e2e.conftest import ApiServerHandle
 
@@ -39,13 +39,19 @@ def pod(namespace: str, name: str, ip: str) -> dict[str, Any]:
 class Harness:
     """``Watches`` over one cache, with every state change it reported."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, kinds: tuple[Kind, ...] = BASE_KINDS) -> None:
         api = kubeapi.KubeApi(kopf.ConnectionInfo(server=url, token="t"), dead_after=STALL)
         self.api, self.cache = api, ClusterCache()
         self.reports: list[tuple[float, str, bool]] = []  # (when, kind, behind)
-        paths = {k: watching.collection_path(*handlers.RESOURCES[k]) for k in BASE_KINDS}
+        paths = {k: watching.collection_path(*handlers.RESOURCES[k]) for k in kinds}
         self.watches = watching.Watches(
-            api, self.cache, paths, stall=STALL, on_change=lambda: None, on_state=self._state
+            api,
+            self.cache,
+            paths,
+            stall=STALL,
+            on_change=lambda: None,
+            on_state=self._state,
+            optional=UPSTREAM_KINDS,
         )
 
     def _state(self, state: watching.WatchState) -> None:
@@ -61,9 +67,11 @@ class Harness:
         return time.monotonic() - start
 
 
-def run(url: str, scenario: Callable[[Harness], Awaitable[None]]) -> None:
+def run(
+    url: str, scenario: Callable[[Harness], Awaitable[None]], kinds: tuple[Kind, ...] = BASE_KINDS
+) -> None:
     async def main() -> None:
-        harness = Harness(url)
+        harness = Harness(url, kinds)
         task = asyncio.create_task(harness.watches.run())
         try:
             await asyncio.wait_for(harness.watches.ready.wait(), 10)
@@ -143,6 +151,21 @@ def test_half_open_watch_is_detected_reported_behind_and_relisted(
         print(f"half-open watch: change seen {took:.1f}s after the freeze (stall {STALL}s)")
 
     run(apiserver.url, scenario)
+
+
+def test_kinds_without_a_crd_count_as_empty_and_are_not_behind(
+    apiserver: ApiServerHandle,
+) -> None:
+    """The upstream kinds are optional: no CRD is an empty list, not a failure."""
+
+    async def scenario(h: Harness) -> None:
+        await asyncio.sleep(2 * STALL)  # longer than a stall window
+        states = {s.kind: s for s in h.watches.states()}
+        assert all(states[k].listings == 1 for k in UPSTREAM_KINDS), states
+        assert h.watches.behind() == [], "a missing CRD is not a failure"
+        assert all(w.missing for k, w in h.watches.kinds.items() if k in UPSTREAM_KINDS)
+
+    run(apiserver.url, scenario, BASE_KINDS + UPSTREAM_KINDS)
 
 
 def test_connections_carry_keepalive_and_user_timeout() -> None:
