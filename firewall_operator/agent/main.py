@@ -268,10 +268,11 @@ def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
 
 
 def cleanup(cfg: agent_config.AgentConfig) -> int:
-    """``--cleanup``: remove every podwall chain and set of this node."""
-    name = node.backend_name(cfg.backend, cfg.run_dir)
-    node.make_applier(name, run_dir=cfg.run_dir, state_dir=None).cleanup()
-    print(f"podwall agent: removed every podwall chain and set ({name})")
+    """``--cleanup``: remove every podwall table, chain and set of this node,
+    in every data plane (the backend may have changed since they were written)."""
+    cleaned = node.cleanup_everywhere(cfg.run_dir)
+    where = ", ".join(cleaned) if cleaned else "none was left"
+    print(f"podwall agent: removed every podwall table, chain and set ({where})")
     return 0
 
 

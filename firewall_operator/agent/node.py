@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from collections.abc import Callable, Sequence
 from firewall_operator import applier as applier_mod
 from firewall_operator.agent.config import AgentConfig
 from firewall_operator.nft_applier import NftApplier
-from firewall_plugin import backends, endpoints, locking, model, sync, sysctl
+from firewall_plugin import backends, endpoints, ipsets, locking, model, sync, sysctl
 from firewall_plugin import config as plugin_config_mod
 from firewall_plugin.errors import PodwallError
 from firewall_plugin.nft import netlink as nl
@@ -56,6 +57,35 @@ def make_applier(
         return NftApplier(run_dir=run_dir, state_dir=state_dir, log=log)
     chosen = backends.get_backend(name)
     return applier_mod.Applier(chosen, run_dir=run_dir, state_dir=state_dir, log=log)
+
+
+def cleanup_everywhere(run_dir: str) -> list[str]:
+    """Remove podwall's kernel state from every data plane this node has
+    (``agent --cleanup``, after an uninstall): nftables' two tables, then the
+    chains, hook jumps and ipsets of iptables-nft and iptables-legacy.  A
+    plane whose tools are missing is skipped.  The planes it found podwall
+    in, in that order; BackendError when a present plane refuses."""
+    from firewall_plugin.backends.restore import binary
+    from firewall_plugin.nft import ops as nft_ops
+
+    cleaned = []
+    with locking.podwall_lock(run_dir, timeout=30.0):
+        if not nft_ops.ready() and nft_ops.remove_all():
+            cleaned.append(backends.NFTABLES)
+        for name in ("iptables-nft", "iptables-legacy"):
+            if shutil.which(binary(name.removeprefix("iptables-"), "ipv4", "restore")) is None:
+                continue
+            backend = backends.get_backend(name)
+            found = False
+            for family in model.FAMILIES:
+                found = bool(backend.read(family).chains) or found
+                backend.remove_all(family)
+            if found:
+                cleaned.append(name)
+        if shutil.which("ipset") and (leftover := ipsets.list_names()):
+            ipsets.apply(destroy=leftover)
+            cleaned.append("ipset")
+    return cleaned
 
 
 # --- drift -------------------------------------------------------------------------

@@ -335,27 +335,38 @@ class StatusWriter:
     async def _post_event(
         self, *, kind: str, name: str, uid: str, version: str, reason: str, message: str
     ) -> None:
-        stamp = now_iso()
         involved = {"apiVersion": "podwall.io/v1alpha1", "kind": kind, "name": name}
         if uid:
             involved |= {"uid": uid, "resourceVersion": version}
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": "default"},
-            "involvedObject": involved,
-            "type": "Warning",
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": "podwall-agent", "host": self.node},
-            "reportingComponent": "podwall-agent",
-            "reportingInstance": self.node,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        try:
-            await self.api.request("POST", EVENTS_PATH, body=event)
+        if await post_warning(self.api, self.node, involved, reason, message):
             self.events_posted += 1
-        except KubeApiError as exc:
-            log.warning("cannot post the event for %s %s: %s", kind, name, exc)
+
+
+async def post_warning(
+    api: KubeApi, node: str, involved: dict[str, Any], reason: str, message: str
+) -> bool:
+    """Post one Warning Event about ``involved`` from this node's agent (in
+    ``default``, as the node's RBAC allows); False, logged, when the API
+    refuses it: an event is never worth failing a sync for."""
+    stamp = now_iso()
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}.", "namespace": "default"},
+        "involvedObject": involved,
+        "type": "Warning",
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "podwall-agent", "host": node},
+        "reportingComponent": "podwall-agent",
+        "reportingInstance": node,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+    try:
+        await api.request("POST", EVENTS_PATH, body=event)
+    except KubeApiError as exc:
+        log.warning("cannot post the event for %s %s: %s", involved["kind"], involved["name"], exc)
+        return False
+    return True

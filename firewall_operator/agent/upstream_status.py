@@ -36,7 +36,7 @@ from firewall_operator.agent.cache import UPSTREAM_KINDS, ClusterCache, Kind, Ru
 from firewall_operator.agent.errors import KubeApiError
 from firewall_operator.agent.handlers import RESOURCES
 from firewall_operator.agent.kubeapi import KubeApi
-from firewall_operator.agent.status import EVENTS_PATH, JSON_PATCH, jitter, now_iso
+from firewall_operator.agent.status import JSON_PATCH, jitter, now_iso, post_warning
 from firewall_operator.agent.watching import collection_path
 
 log = logging.getLogger(__name__)
@@ -168,31 +168,15 @@ class UpstreamStatusWriter:
             await self._warn(rule, meta, wanted)
 
     async def _warn(self, rule: fwrule.FirewallRule, meta: RuleMeta, wanted: Condition) -> None:
-        stamp = now_iso()
         version = "v1alpha2" if rule.kind == "ClusterNetworkPolicy" else "v1alpha1"
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{rule.name}.", "namespace": "default"},
-            "involvedObject": {
-                "apiVersion": f"policy.networking.k8s.io/{version}",
-                "kind": rule.kind,
-                "name": rule.name,
-                "uid": meta.uid,
-                "resourceVersion": meta.resource_version,
-            },
-            "type": "Warning",
-            "reason": "NotAccepted" if wanted[1] == "Invalid" else "FailingClosed",
-            "message": f"generation {meta.generation}: {wanted[2]}"[:1024],
-            "source": {"component": "podwall-agent", "host": self.node},
-            "reportingComponent": "podwall-agent",
-            "reportingInstance": self.node,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
+        involved = {
+            "apiVersion": f"policy.networking.k8s.io/{version}",
+            "kind": rule.kind,
+            "name": rule.name,
+            "uid": meta.uid,
+            "resourceVersion": meta.resource_version,
         }
-        try:
-            await self.api.request("POST", EVENTS_PATH, body=event)
+        reason = "NotAccepted" if wanted[1] == "Invalid" else "FailingClosed"
+        message = f"generation {meta.generation}: {wanted[2]}"
+        if await post_warning(self.api, self.node, involved, reason, message):
             self.events_posted += 1
-        except KubeApiError as exc:
-            log.warning("cannot post the event for %s %s: %s", rule.kind, rule.name, exc)

@@ -316,10 +316,14 @@ def ready() -> str:
     return ""
 
 
-def remove_all() -> None:
-    """Delete podwall's two tables (``agent --cleanup``, uninstall)."""
+def remove_all() -> bool:
+    """Delete podwall's two tables (``agent --cleanup``); False when neither
+    was there."""
     with nl.Netlink() as sock:
+        if kernel.table_comment(sock) is None and kernel.table_comment(sock, layout.BRIDGE) is None:
+            return False
         batch = nl.Batch()
         obj.destroy_table(batch, layout.INET, layout.TABLE)
         obj.destroy_table(batch, layout.BRIDGE, layout.TABLE)
         sock.commit(batch)
+    return True

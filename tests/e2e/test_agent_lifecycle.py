@@ -131,8 +131,20 @@ def test_cleanup_removes_every_podwall_chain_and_set(node: AgentNode) -> None:
     wait_until(lambda: any("PODWALL-S" in line for line in node.podwall_rules()), what="sets")
     assert node.stop_agent() == 0
     assert node.podwall_rules() and ipsets(node)
+    # leftovers of other data planes (an earlier backend), and others' state
+    node.run("nft", "add table inet podwall; add table bridge podwall; add table inet other")
+    node.run("iptables-legacy", "-N", "PODWALL-FORWARD")
+    node.run("iptables-legacy", "-A", "FORWARD", "-j", "PODWALL-FORWARD")
+    node.run("iptables-legacy", "-N", "KEEP-ME")
     out = node.run(PODWALL, "agent", "--cleanup", "--cni-conf-dir", node.dir("conf"))
-    assert "removed every podwall chain and set" in out
+    assert "removed every podwall table, chain and set" in out
+    assert "(nftables, iptables-nft, iptables-legacy, ipset)" in out
     assert node.podwall_rules() == [] and ipsets(node) == {}
+    tables = node.run("nft", "list tables")
+    assert "podwall" not in tables and "inet other" in tables
+    legacy = node.run("iptables-legacy-save", "-t", "filter")
+    assert "PODWALL" not in legacy.upper() and ":KEEP-ME" in legacy
     assert node.reach(a, b)  # nothing of podwall left in the path
+    again = node.run(PODWALL, "agent", "--cleanup", "--cni-conf-dir", node.dir("conf"))
+    assert "(none was left)" in again
     node.kube.delete("NetworkPolicy", "from-x", "y")

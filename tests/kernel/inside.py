@@ -11,9 +11,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from firewall_lab import netns
+
+T = TypeVar("T")
 
 
 def _setns(fd: int) -> None:
@@ -33,3 +37,23 @@ def entered(name: str) -> Iterator[None]:
             _setns(home)
     finally:
         os.close(home)
+
+
+def in_netns(name: str, fn: Callable[[], T], *, timeout: float = 60) -> T:
+    """``fn()`` on a fresh thread inside netns ``name`` (sockets it opens stay
+    there); its exception is raised here."""
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        netns.enter(name)
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(timeout)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]

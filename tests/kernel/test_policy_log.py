@@ -16,10 +16,9 @@ from __future__ import annotations
 import io
 import json
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -29,29 +28,10 @@ from firewall_operator.agent import node as agent_node
 from firewall_operator.agent import trafficlog
 from firewall_plugin import endpoints
 from tests.kernel.cni_helpers import Node, Pod, conflist
+from tests.kernel.inside import in_netns
 
-T = TypeVar("T")
 GROUP = 4243
 BURST = 3
-
-
-def in_netns(name: str, fn: Callable[[], T]) -> T:
-    """``fn()`` on a thread inside ``name`` (its sockets stay in that netns)."""
-    box: dict[str, Any] = {}
-
-    def body() -> None:
-        netns.enter(name)
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join(60)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 def documents(pods: dict[str, Pod]) -> list[dict[str, Any]]:

@@ -15,42 +15,22 @@ import io
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from firewall_lab import netns
 from firewall_operator import cluster, logtags
 from firewall_operator.agent import trafficlog
+from tests.kernel.inside import in_netns
 
-T = TypeVar("T")
 CLIENT, NODE = "10.77.0.1", "10.77.0.2"
 GROUP = 4242
 TAG = "pw:test0denied"
 MEANING = logtags.LogTag("ingress", "deny", "netpol", "NetworkPolicy x/deny", "", "x/server")
 BURST = 5
-
-
-def in_netns(name: str, fn: Callable[[], T]) -> T:
-    """``fn()`` on a thread inside ``name`` (its sockets stay in that netns)."""
-    box: dict[str, Any] = {}
-
-    def body() -> None:
-        netns.enter(name)
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join(60)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 def iptables_rules(limit: bool) -> list[list[str]]:

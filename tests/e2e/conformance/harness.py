@@ -18,9 +18,9 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import yaml
@@ -112,13 +112,34 @@ def differing(
 
 def running_lab(factory: Any, name: str, *, cni: str, ipv6: bool) -> Iterator[ConformanceLab]:
     """A module fixture's body: one lab up for the module, always torn down."""
+    yield from module_lab(
+        name, lambda: ConformanceLab(lab_directory(factory, name), cni=cni, ipv6=ipv6)
+    )
+
+
+class Lab(Protocol):
+    directory: str
+
+    def up(self) -> object: ...
+
+
+L = TypeVar("L", bound=Lab)
+
+
+def lab_directory(factory: Any, name: str) -> str:
+    return str(factory.mktemp("lab") / name)
+
+
+def module_lab(name: str, make: Callable[[], L]) -> Iterator[L]:
+    """Bring the lab ``make`` returns up for a module and always tear it down;
+    skip when the kernel cannot run labs, fail at once after a failed start."""
     from tests.conftest import kernel_ready
 
     if kernel_ready() is not None:
         pytest.skip(kernel_ready() or "")
     if name in FAILED_LABS:  # pytest retries a failed module fixture per test
         pytest.fail(f"the {name} lab did not come up: {FAILED_LABS[name]}")
-    lab = ConformanceLab(str(factory.mktemp("lab") / name), cni=cni, ipv6=ipv6)
+    lab = make()
     try:
         try:
             lab.up()

@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from firewall_lab import probe
-from firewall_lab.lab import ops, probing, teardown
+from firewall_lab.lab import ops, probing
 from firewall_lab.lab.client import POLICY_KINDS, Client, items_of
 from firewall_lab.lab.layout import Layout
 from tests import upstream_conformance as uc
+from tests.e2e.conformance import harness
 
-FAILED: dict[str, str] = {}
 Json = dict[str, Any]
 
 
@@ -83,7 +83,7 @@ class UpstreamLab:
         found = probing.probe_pairs(
             pairs, timeout=probe.DEFAULT_TIMEOUT, retries=probe.DEFAULT_RETRIES
         )
-        return [found[(str(number), poke.server)] for number, poke in enumerate(pokes)]
+        return [found[(str(number), poke.server)] == "open" for number, poke in enumerate(pokes)]
 
     def run_case(self, case: uc.Case) -> list[str]:
         """Play ``case``; the pokes where the kernel or explain differ from upstream."""
@@ -111,20 +111,4 @@ class UpstreamLab:
 
 def running_lab(factory: pytest.TempPathFactory, name: str) -> Iterator[UpstreamLab]:
     """A module fixture's body: one lab up for the module, always torn down."""
-    from tests.conftest import kernel_ready
-
-    if kernel_ready() is not None:
-        pytest.skip(kernel_ready() or "")
-    if name in FAILED:  # pytest retries a failed module fixture per test
-        pytest.fail(f"the {name} lab did not come up: {FAILED[name]}")
-    lab = UpstreamLab(str(factory.mktemp("lab") / name))
-    try:
-        try:
-            lab.up()
-        except Exception as exc:
-            FAILED[name] = str(exc)
-            raise
-        yield lab
-    finally:
-        if os.path.exists(lab.directory):
-            teardown.down(lab.directory)
+    yield from harness.module_lab(name, lambda: UpstreamLab(harness.lab_directory(factory, name)))
