@@ -6,8 +6,9 @@ One ``KindWatch`` task per kind (the table is ``handlers.RESOURCES``):
   (``ClusterCache.relist_item``), then the sweep (``relist_finish``): entries
   the list lacked and that are not newer than it are dropped.  The first list
   of every kind sets ``Watches.ready``; at start-up each kind is listed once.
-* **watch** from the list's resourceVersion, with bookmarks, for at most
-  ``timeout`` seconds (server side, ``timeoutSeconds``; kube-apiserver sends
+* **watch** from the resourceVersion of the LIST's first page (the other
+  pages come meanwhile, in a task of their own, so changes never wait behind
+  a big LIST), with bookmarks, for at most ``timeout`` seconds (server side, ``timeoutSeconds``; kube-apiserver sends
   a bookmark 2 s before it ends a watch, so a quiet watch still hears from the
   server every ``timeout - 2`` seconds).  Events go to ``ClusterCache.observe``;
   events and bookmarks move the version to resume from.
