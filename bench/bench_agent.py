@@ -179,7 +179,7 @@ def write_records(state_dir: str, local: list[dict[str, Any]]) -> None:
             podNamespace=obj["metadata"]["namespace"],
             podName=obj["metadata"]["name"],
             podUID=obj["metadata"]["uid"],
-            ips=(obj["status"]["podIP"],),
+            ips=(obj["status"]["podIP"] + "/32",),  # records hold interface addresses
         )
         endpoints.write(state_dir, record)
 

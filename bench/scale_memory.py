@@ -51,7 +51,7 @@ def main(pods: int) -> None:
             podNamespace=obj["metadata"]["namespace"],
             podName=obj["metadata"]["name"],
             podUID=obj["metadata"]["uid"],
-            ips=(obj["status"]["podIP"],),
+            ips=(obj["status"]["podIP"] + "/32",),  # records hold interface addresses
         )
         for n, obj in enumerate(local)
     ]
