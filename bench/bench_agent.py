@@ -11,7 +11,8 @@ Prints: time from agent start to its first full sync (NodeFirewall shows every
 local endpoint) and the agent's RSS then; the LISTs per kind the agent made
 (from the double's request log); then, in two phases, the time from the API's
 answer to a change until the kernel shows it (p50/p99/max; a poller inside the
-node netns runs ``iptables-nft-save`` or ``ipset test``), for policy changes
+node netns runs ``nft`` (``--backend nftables``, the default) or
+``iptables-nft-save`` / ``ipset test`` (``--backend iptables-nft``)), for policy changes
 (one policy's port) and label changes (a remote pod joining a peer set):
 *start-up* right after the first sync, and *churn* while ``--churn-rate``
 remote pod changes per second go on and every watch is made to expire at once
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -207,33 +209,65 @@ def label_peer(url: str, pod: dict[str, Any], value: str) -> float:
     return time.time() - moment
 
 
-def peer_set(node_ns: str, ip: str) -> str:
-    """The ipset that holds exactly ``ip`` (the bench-peers policy's peer)."""
-    out = netns.run(node_ns, ["ipset", "save"], check=False).stdout
-    members: dict[str, list[str]] = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if parts and parts[0] == "add":
-            members.setdefault(parts[1], []).append(parts[2])
-    found = [name for name, ips in members.items() if ips == [ip]]
-    if len(found) != 1:
-        raise RuntimeError(f"no single ipset holds only {ip}: {found}")
-    return found[0]
+class Kernel:
+    """How the bench reads the node's kernel, per backend: the rules (a policy's
+    port shows) and the peer set of the bench-peers policy (a pod's IP shows)."""
+
+    def __init__(self, backend: str, node_ns: str) -> None:
+        self.backend, self.node_ns = backend, node_ns
+
+    def rules(self, port: int) -> tuple[list[str], str]:
+        """A command and the text its output holds once ``port`` is in a rule."""
+        if self.backend == "nftables":
+            return ["nft", "-t", "list", "table", "inet", "podwall"], f"dport {port} "
+        return ["iptables-nft-save", "-t", "filter"], f"--dport {port} "
+
+    def member(self, name: str, ip: str) -> list[str]:
+        """A command that succeeds once ``ip`` is in set ``name``."""
+        if self.backend == "nftables":
+            return ["nft", "get", "element", "inet", "podwall", name, "{ " + ip + " }"]
+        return ["ipset", "test", name, ip]
+
+    def peer_set(self, ip: str) -> str:
+        """The set that holds exactly ``ip`` (the bench-peers policy's peer)."""
+        if self.backend == "nftables":
+            out = netns.run(self.node_ns, ["nft", "list", "table", "inet", "podwall"]).stdout
+            members = _nft_sets(out)
+        else:
+            members = {}
+            for line in netns.run(self.node_ns, ["ipset", "save"], check=False).stdout.splitlines():
+                parts = line.split()
+                if parts and parts[0] == "add":
+                    members.setdefault(parts[1], []).append(parts[2])
+        found = [name for name, ips in members.items() if ips == [ip]]
+        if len(found) != 1:
+            raise RuntimeError(f"no single set holds only {ip}: {found}")
+        return found[0]
+
+
+def _nft_sets(listing: str) -> dict[str, list[str]]:
+    """Set name → elements, from ``nft list table`` text (elements may span lines)."""
+    found: dict[str, list[str]] = {}
+    for match in re.finditer(r"\n\s*set (\S+) \{(.*?)\n\s*\}", listing, re.S):
+        elements = re.search(r"elements = \{(.*?)\}", match.group(2), re.S)
+        items = elements.group(1).replace("\n", " ").split(",") if elements else []
+        found[match.group(1)] = [item.strip() for item in items if item.strip()]
+    return found
 
 
 class Changes:
     """Policy and label changes, each timed from the API's answer to the kernel."""
 
-    def __init__(self, url: str, node_ns: str, peers: list[dict[str, Any]]) -> None:
-        self.url, self.node_ns, self.peers = url, node_ns, peers
-        self.poller = Poller(node_ns)
+    def __init__(self, url: str, kernel: Kernel, peers: list[dict[str, Any]]) -> None:
+        self.url, self.kernel, self.peers = url, kernel, peers
+        self.poller = Poller(kernel.node_ns)
         self.port = 20000
         label_peer(url, peers[0], "yes")
-        self.poller.expect(["iptables-nft-save", "-t", "filter"], f"--dport {PEER_PORT} ")
+        self.poller.expect(*kernel.rules(PEER_PORT))
         self.poller.seen()
         ip = peers[0]["status"]["podIP"]
-        wait_for(lambda: _try(peer_set, node_ns, ip), 60, "the peer set")
-        self.set_name = peer_set(node_ns, ip)
+        wait_for(lambda: _try(kernel.peer_set, ip), 60, "the peer set")
+        self.set_name = kernel.peer_set(ip)
         self.next_peer = 1
 
     def policy(self) -> tuple[float, float]:
@@ -241,7 +275,7 @@ class Changes:
         current = request(self.url, "GET", POLICY)
         self.port += 1
         current["spec"]["ingress"][0]["ports"][0]["port"] = self.port
-        self.poller.expect(["iptables-nft-save", "-t", "filter"], f"--dport {self.port} ")
+        self.poller.expect(*self.kernel.rules(self.port))
         moment = time.time()
         request(self.url, "PUT", POLICY, current)
         answered = time.time()
@@ -260,7 +294,7 @@ class Changes:
         """(answer → kernel, PATCH round trip) of one remote pod joining the peer set."""
         pod = self.peers[self.next_peer % len(self.peers)]
         self.next_peer += 1
-        self.poller.expect(["ipset", "test", self.set_name, pod["status"]["podIP"]])
+        self.poller.expect(self.kernel.member(self.set_name, pod["status"]["podIP"]))
         moment = time.time()
         took = label_peer(self.url, pod, "yes")
         return self.poller.seen() - (moment + took), took
@@ -292,12 +326,12 @@ def report(phase: str, found: dict[str, list[float]]) -> None:
     print(f"{phase}: the API double's own round trip: {percentiles(found['api'])}")
 
 
-def start_agent(work: Path, node_ns: str, kubeconfig: str) -> subprocess.Popen[bytes]:
+def start_agent(work: Path, node_ns: str, kubeconfig: str, backend: str) -> subprocess.Popen[bytes]:
     log = open(work / "agent.log", "wb")  # noqa: SIM115 - closed with the process
     argv = [
         "ip", "netns", "exec", node_ns, str(ROOT / ".venv" / "bin" / "podwall"), "agent",
         "--node", NODE, "--kubeconfig", kubeconfig, "--cni-conf-dir", str(work / "conf"),
-        "--backend", "iptables-nft", "--state-dir", str(work / "state"),
+        "--backend", backend, "--state-dir", str(work / "state"),
         "--run-dir", str(work / "run"), "--metrics-port", "0", "--health-port", "0",
         "--debounce-ms", "50",
     ]  # fmt: skip
@@ -313,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=100, help="per kind and phase")
     parser.add_argument("--churn-rate", type=float, default=50.0, help="pod changes per second")
     parser.add_argument("--limit", type=float, default=1800.0)
+    parser.add_argument(
+        "--backend", default="nftables", choices=("nftables", "iptables-nft"), help="the agent's"
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="pwbench-agent-"))
     state, local = build_state(args)
@@ -332,15 +369,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_records(str(work / "state"), local)
         kubeconfig = write_kubeconfig(str(work / "kubeconfig"), url)
         start = time.monotonic()
-        agent = start_agent(work, node_ns, kubeconfig)
+        agent = start_agent(work, node_ns, kubeconfig, args.backend)
         seconds = first_sync(url, agent, start, args.local, args.limit)
         at_sync = rss(agent.pid)
         print(
             f"cluster: {args.pods} pods, {args.policies + 1} policies, "
-            f"{args.namespaces} namespaces, {args.local} local endpoints"
+            f"{args.namespaces} namespaces, {args.local} local endpoints, {args.backend}"
         )
         print(f"first full sync: {seconds:.1f} s (target < 30 s); RSS then {at_sync[0]:.0f} MiB")
-        changes = Changes(url, node_ns, remote[1000:])
+        changes = Changes(url, Kernel(args.backend, node_ns), remote[1000:])
         cpu = cpu_seconds(agent.pid)
         report("start-up", changes.run(args.changes))
         print(f"agent CPU in the start-up phase: {cpu_seconds(agent.pid) - cpu:.1f} s")
