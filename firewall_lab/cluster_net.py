@@ -14,6 +14,9 @@ every node namespace alike.
   socket keeps its namespace).  Usable by any server (``aiohttp.web.SockSite``).
 * ``Forwarder(target)``: ``start()``, ``expose(netns_name, port=None) -> port``,
   ``conceal(netns_name)``, ``stop()``; a background thread runs the splices.
+  ``stop()`` closes open connections and lets their splices end by themselves
+  (a cancelled connection handler makes Python 3.11's asyncio print a
+  ``CancelledError`` traceback).
 * ``python -m firewall_lab.cluster_net --target 127.0.0.1:P --netns A ...``:
   the same as a foreground process (SIGTERM stops it), for long-lived labs.
 
@@ -92,6 +95,8 @@ class Forwarder:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: dict[str, asyncio.Server] = {}
+        self._open: set[asyncio.StreamWriter] = set()  # both ends of every splice
+        self._splices: set[asyncio.Task[Any]] = set()
 
     def start(self) -> Forwarder:
         ready = threading.Event()
@@ -114,14 +119,24 @@ class Forwarder:
         self.stop()
 
     async def _splice(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._splices.add(task)
+        self._open.add(writer)
+        up_writer: asyncio.StreamWriter | None = None
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
+            self._open.add(up_writer)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         except OSError:
-            writer.close()
-            return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-        for side in (writer, up_writer):
-            side.close()
+            pass
+        finally:
+            for side in (writer, up_writer):
+                if side is not None:
+                    side.close()
+                    self._open.discard(side)
+            if task is not None:
+                self._splices.discard(task)
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> T:
         if self.loop is None:
@@ -155,10 +170,12 @@ class Forwarder:
         if self.loop is not None and self._thread is not None:
 
             async def finish() -> None:  # end open splices before the loop stops
-                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                for side in list(self._open):
+                    side.close()  # both pipes of a splice then see the end
+                if self._splices:
+                    _, stuck = await asyncio.wait(set(self._splices), timeout=5)
+                    for task in stuck:
+                        task.cancel()
 
             with contextlib.suppress(Exception):
                 self._submit(finish())

@@ -153,8 +153,19 @@ def _flatten(docs: Iterable[object]) -> Iterator[Mapping[str, Any]]:
 
 
 @dataclass(frozen=True)
+class PodDelta:
+    """A hint from whoever made a snapshot: its ``pods`` differ from ``base`` (an
+    earlier snapshot's ``pods`` tuple) only at ``keys``; every other pod is the
+    same object.  Lets an index that is at ``base`` move on in O(changes)."""
+
+    base: tuple[Pod, ...]
+    keys: frozenset[tuple[str, str]]  # (namespace, name)
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """Everything policy depends on, as typed objects, plus load problems."""
+    """Everything policy depends on, as typed objects, plus load problems
+    (and, not part of its value, an optional ``PodDelta`` hint)."""
 
     namespaces: Mapping[str, Namespace] = field(default_factory=dict)
     pods: tuple[Pod, ...] = ()
@@ -163,6 +174,7 @@ class Snapshot:
     problems: tuple[Problem, ...] = ()
     cluster_policies: tuple[fwrule.FirewallRule, ...] = ()  # the upstream kinds
     nodes: tuple[Node, ...] = ()
+    pod_delta: PodDelta | None = field(default=None, compare=False, repr=False)
 
     @property
     def tiered(self) -> tuple[fwrule.FirewallRule, ...]:

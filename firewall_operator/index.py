@@ -10,7 +10,9 @@ distinct peer once.  Pod IPs are parsed once, to integers, for CIDR range
 lookups (``pods_in_nets``).
 
 ``update(snapshot)`` moves the index to a new snapshot in place and returns the
-pods that differ (``Changes``).  Memoised selections are patched for those
+pods that differ (``Changes``); a snapshot whose ``pod_delta`` starts from the
+index's current pods names the pods that may differ, so only those are
+compared (the agent's syncs: O(changes), not O(pods)).  Memoised selections are patched for those
 pods (a selection that did not change stays the same object, so callers can
 test ``is``); a namespace change drops the selections that depend on namespace
 labels.  The result is the same as a fresh ``ClusterIndex(snapshot)`` up to the
@@ -249,7 +251,11 @@ class ClusterIndex:
         namespaces_changed = previous.namespaces != snapshot.namespaces
         if namespaces_changed:
             self._set_namespaces(snapshot.namespaces)
-        changes = self._pod_changes(previous.pods, snapshot.pods)
+        delta = snapshot.pod_delta
+        if delta is not None and delta.base is previous.pods:
+            changes = self._delta_changes(delta.keys, snapshot.pods)
+        else:
+            changes = self._pod_changes(previous.pods, snapshot.pods)
         for number, (old, new) in changes.items():
             if old is not None:
                 self._remove(number, old)
@@ -271,6 +277,22 @@ class ClusterIndex:
                 k: m for k, m in self._cache.items() if m.selection.namespace_selector is None
             }
         self._patch(changes)
+        return changes
+
+    def _delta_changes(
+        self, keys: Iterable[tuple[str, str]], new: tuple[cluster.Pod, ...]
+    ) -> Changes:
+        """``_pod_changes`` for the pods at ``keys`` only (found in ``new`` by bisect)."""
+        changes: Changes = {}
+        for key in sorted(keys):
+            at = bisect.bisect_left(new, key, key=lambda pod: (pod.namespace, pod.name))
+            pod = new[at] if at < len(new) and (new[at].namespace, new[at].name) == key else None
+            number = self.ids.get(key)
+            if number is None:
+                if pod is not None:
+                    changes[self._new_id(pod)] = (None, pod)
+            elif pod is None or self.pods[number] != pod:
+                changes[number] = (self.pods[number], pod)
         return changes
 
     def _pod_changes(self, old: tuple[cluster.Pod, ...], new: tuple[cluster.Pod, ...]) -> Changes:

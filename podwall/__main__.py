@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "cni": ("podwall.cmd_cni", "install, uninstall or run the CNI plugin"),
     "agent": ("podwall.cmd_agent", "run the per-node agent (kopf)"),
+    "relay": ("podwall.cmd_relay", "serve the cluster's pods, slim, to many agents"),
     "explain": ("podwall.cmd_explain", "explain verdicts, from YAML files or a live cluster"),
     "status": ("podwall.cmd_status", "on how many nodes each policy is programmed, and problems"),
     "lab": ("podwall.cmd_lab", "a virtual multi-node cluster on this machine"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +42,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=100,
         help="how long events are collected before a sync (default 100)",
+    )
+    parser.add_argument(
+        "--watch-stall-seconds",
+        type=float,
+        default=12.0,
+        help="a watch that brings no event and no bookmark for this long is dead: "
+        "list again (default 12; at least 3)",
+    )
+    parser.add_argument(
+        "--pods-from",
+        default=env("PODWALL_PODS_FROM"),
+        help="list and watch pods at this podwall relay URL instead of the API server "
+        "(default: $PODWALL_PODS_FROM; see docs/scale.md)",
     )
     parser.add_argument(
         "--metrics-port",
@@ -123,6 +137,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.node and not args.cleanup:
         print("podwall agent: --node (or $NODE_NAME) is required")
         return 2
+    # The agent never uses the Kubernetes Python client; kopf imports it when it
+    # is installed (the test extra installs it) to recognise its model classes,
+    # which costs the agent ~20 MiB of RSS.  A None entry makes that import fail
+    # as if it were not installed, which kopf supports.
+    if "kubernetes" not in sys.modules:
+        sys.modules["kubernetes"] = None  # type: ignore[assignment]
     from firewall_operator.agent import main as agent_main
 
     status: int = agent_main.run(args)

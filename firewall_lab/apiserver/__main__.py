@@ -21,6 +21,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--state", help="JSON file: loaded on start, saved on change")
+    parser.add_argument(
+        "--no-save", action="store_true", help="load --state but never write it (benchmarks)"
+    )
     parser.add_argument("--kubeconfig", help="write a kubeconfig for the server here")
     parser.add_argument("--bookmark-interval", type=float, default=60.0)
     parser.add_argument("--history-size", type=int, default=10_000)
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         state_file=args.state,
+        save=not args.no_save,
         history_size=args.history_size,
         bookmark_interval=args.bookmark_interval,
     )

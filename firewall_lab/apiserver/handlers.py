@@ -38,12 +38,20 @@ class ServerState:
     stopping: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     #: every request seen (method, path, query, user_agent), for RBAC audits
     requests: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    frozen: bool = False  # test hook: watches hang silently (see freeze_watches)
 
     def expire_watches(self) -> None:
         """Compact the history and end every open watch with 410 Expired."""
         self.api.store.compact()
         for stream in list(self.streams):
             stream.expire()
+
+    def freeze_watches(self, frozen: bool = True) -> None:
+        """Every open watch, and every one opened until ``freeze_watches(False)``,
+        sends nothing and never ends (a half-open connection); other requests work."""
+        self.frozen = frozen
+        for stream in list(self.streams) if frozen else []:
+            stream.freeze()
 
 
 STATE = web.AppKey("state", ServerState)
@@ -163,10 +171,12 @@ async def _watch(
         await send("ERROR", exc.to_status())
         return response
     state.streams.add(stream)
+    if state.frozen:
+        stream.freeze()
     await response.prepare(request)
     deadline = time.monotonic() + opts.timeout_seconds if opts.timeout_seconds else None
     try:
-        for kind, obj in initial:
+        for kind, obj in [] if stream.frozen else initial:
             await send(kind, obj)
         await _pump(state, stream, send, deadline=deadline, opts=opts, rtype=rtype)
     except errors.Expired as exc:
@@ -195,6 +205,9 @@ async def _pump(
             if wait <= 0:
                 return
         event = await stream.next_event(max(wait, 0.0))
+        if stream.frozen:  # test hook: silent and open until the server stops
+            await state.stopping.wait()
+            return
         if event is not None:
             await send(*event)
         elif opts.bookmarks and stream.queue.empty():
@@ -268,6 +281,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if request.path == "/_podwall/expire-watches" and request.method == "POST":
             state.expire_watches()
             return _json({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        if request.path == "/_podwall/freeze-watches" and request.method in ("POST", "DELETE"):
+            state.freeze_watches(request.method == "POST")  # DELETE thaws
+            return _json({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        if request.path == "/_podwall/requests" and request.method == "GET":
+            return _json({"items": state.requests})  # the request log (benchmarks, audits)
         if request.method == "GET":
             found = _discovery(state, request)
             if found is not None:

@@ -12,6 +12,7 @@ here: handlers parse requests and call these methods.
 from __future__ import annotations
 
 import base64
+import bisect
 import copy
 import datetime
 import json
@@ -24,6 +25,7 @@ from firewall_lab.apiserver.resources import Registry, ResourceType
 from firewall_lab.apiserver.storage import Store
 
 Json = dict[str, Any]
+Keys = list[tuple[str, str]]  # (namespace, name), sorted
 CRD_KEY = "apiextensions.k8s.io/customresourcedefinitions"
 NS_KEY = "/namespaces"
 _SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"
@@ -59,6 +61,7 @@ class Api:
     def __init__(self, store: Store, registry: Registry) -> None:
         self.store = store
         self.registry = registry
+        self._order: dict[str, tuple[int, Keys]] = {}
         for crd in store.items(CRD_KEY):
             registry.put_crd(crd)
 
@@ -81,30 +84,51 @@ class Api:
     def list(
         self, rtype: ResourceType, flt: selectors.Filter, *, limit: int = 0, cont: str = ""
     ) -> Json:
+        """One page: objects by (namespace, name) after the continue token's key."""
         rv, start = _decode_continue(cont) if cont else (self.store.rv, ("", ""))
-        objs = sorted(
-            self.store.items(rtype.key),
-            key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]),
-        )
-        matching = [o for o in objs if flt.matches(o)]
+        keys = self._ordered(rtype.key)
+        first, end = 0, len(keys)
+        if flt.namespace is not None:  # a namespace is one contiguous run of keys
+            first = bisect.bisect_left(keys, (flt.namespace, ""))
+            end = bisect.bisect_left(keys, (flt.namespace + "\0", ""))
         if cont:
-            matching = [
-                o
-                for o in matching
-                if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > start
-            ]
+            first = max(first, bisect.bisect_right(keys, start))
+        bucket = self.store.objects.get(rtype.key, {})
+        matching: list[Json] = []
+        at = first
+        while at < end and not (limit and len(matching) > limit):
+            obj = bucket.get(keys[at])
+            if obj is not None and flt.matches(obj):
+                matching.append(obj)
+            at += 1
         meta: Json = {"resourceVersion": str(rv)}
         if limit and len(matching) > limit:
             last = matching[limit - 1]["metadata"]
             meta["continue"] = _encode_continue(rv, (last.get("namespace", ""), last["name"]))
-            meta["remainingItemCount"] = len(matching) - limit
+            rest = end - first - limit if not (flt.labels or flt.fields) else None
+            if rest is None:
+                rest = 1 + sum(flt.matches(bucket.get(k) or {}) for k in keys[at:end])
+            meta["remainingItemCount"] = rest
             matching = matching[:limit]
         return {
             "kind": f"{rtype.kind}List",
             "apiVersion": rtype.api_version,
             "metadata": meta,
-            "items": [self.present(rtype, o) for o in matching],
+            # shallow copies: a list is serialized at once, nothing mutates its items
+            # (a deep copy of 100k pods costs the double seconds per LIST)
+            "items": [{**o, "apiVersion": rtype.api_version, "kind": rtype.kind} for o in matching],
         }
+
+    def _ordered(self, key: str) -> Keys:
+        """The keys of a storage key's objects, sorted; re-sorted only after
+        objects came or went (a paged LIST of 100k objects would otherwise
+        sort them once per page)."""
+        membership = self.store.membership.get(key, 0)
+        cached = self._order.get(key)
+        if cached is None or cached[0] != membership:
+            cached = (membership, sorted(self.store.objects.get(key, {})))
+            self._order[key] = cached
+        return cached[1]
 
     def _check_namespace(self, rtype: ResourceType, namespace: str) -> None:
         if not rtype.namespaced:

@@ -64,10 +64,11 @@ class ApiServer:
         host: str = "127.0.0.1",
         port: int = 0,
         state_file: str | None = None,
+        save: bool = True,
         history_size: int = 10_000,
         bookmark_interval: float = 60.0,
     ) -> None:
-        self.host, self.port, self.state_file = host, port, state_file
+        self.host, self.port, self.state_file, self.saving = host, port, state_file, save
         self.store = storage.Store(history_size=history_size)
         if state_file:
             saved = storage.load_file(state_file)
@@ -120,6 +121,8 @@ class ApiServer:
         self.save()
 
     def _schedule_save(self) -> None:
+        if not self.saving:
+            return
         if self.state_file and not self._save_pending and self.loop is not None:
             self._save_pending = True
             self.loop.call_later(SAVE_DELAY, self.save)
@@ -127,7 +130,7 @@ class ApiServer:
     def save(self) -> None:
         """Write the state file now (no-op without one)."""
         self._save_pending = False
-        if self.state_file:
+        if self.state_file and self.saving:
             storage.save_file(self.state_file, self.store.snapshot())
 
     def start(self, *, timeout: float = 10.0) -> str:
@@ -173,6 +176,11 @@ class ApiServer:
     def expire_watches(self) -> None:
         """Test hook: compact the history and end open watches with 410 Expired."""
         self.call(self.state.expire_watches)
+
+    def freeze_watches(self, frozen: bool = True) -> None:
+        """Test hook: watches, open and new, send nothing and never end, until
+        ``freeze_watches(False)``; other requests are answered."""
+        self.call(lambda: self.state.freeze_watches(frozen))
 
     def stop(self) -> None:
         if self.loop is not None and self._thread is not None:

@@ -4,7 +4,8 @@ Objects live per storage key (``group/plural``) by ``(namespace, name)``.
 Every change takes the next resourceVersion (one counter for everything, as
 etcd's revision) and is appended to a bounded history that watches replay
 from; a watch from a version older than the history window gets 410 Expired.
-Listeners (open watches) hear every event synchronously.  Runs on one event
+Listeners (open watches) hear every event synchronously; ``membership`` counts,
+per key, the changes that add or remove objects (list order caches check it).  Runs on one event
 loop thread and takes no locks; knows nothing about HTTP or resource rules.
 Persistence: ``snapshot``/``restore`` to and from plain JSON, ``save_file``
 writes it atomically.
@@ -56,6 +57,7 @@ class Store:
         self.compacted_rv = 0  # watches from an older version are Expired
         self.listeners: set[Listener] = set()
         self.on_change: Callable[[], None] | None = None
+        self.membership: dict[str, int] = {}  # per key: bumped when objects come or go
 
     def next_rv(self) -> int:
         self.rv += 1
@@ -74,6 +76,8 @@ class Store:
         bucket = self.objects.setdefault(key, {})
         old = bucket.get(key_of(obj))
         bucket[key_of(obj)] = obj
+        if old is None:
+            self.membership[key] = self.membership.get(key, 0) + 1
         self._record(Event(rv, "MODIFIED" if old else "ADDED", key, obj, old))
         return obj
 
@@ -82,6 +86,7 @@ class Store:
         old = self.objects.get(key, {}).pop(key_of(obj), None)
         if old is None:
             return obj
+        self.membership[key] = self.membership.get(key, 0) + 1
         rv = self.next_rv()
         gone = copy.deepcopy(old)
         gone["metadata"]["resourceVersion"] = str(rv)
@@ -117,10 +122,13 @@ class Store:
     def restore(self, data: Json) -> None:
         self.rv = int(data.get("resourceVersion", 0))
         self.compacted_rv = self.rv
+        old = set(self.objects)
         self.objects = {
             key: {key_of(obj): obj for obj in objs}
             for key, objs in (data.get("objects") or {}).items()
         }
+        for key in old | set(self.objects):
+            self.membership[key] = self.membership.get(key, 0) + 1
 
 
 def save_file(path: str, data: Json) -> None:

@@ -7,7 +7,9 @@ cacher does).  ``start`` returns what to send first: the current objects as
 ADDED (no resourceVersion, or "0"), or the history after the given version;
 a version older than the history window raises ``errors.Expired``.  The HTTP
 side reads ``next_event``; ``expire`` ends a stream with a 410 (the test hook
-that forces clients to re-list).  No I/O here.
+that forces clients to re-list); ``freeze`` makes it a half-open watch that
+sends nothing more and never ends (the test hook for stall detection).  No I/O
+here.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class WatchStream:
         self.key = key
         self.flt = flt
         self.queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        self.frozen = False
 
     def start(self, resource_version: str | None) -> list[WatchEvent]:
         """Register and return the initial events (raises ``Expired`` when too old)."""
@@ -93,6 +96,11 @@ class WatchStream:
     def expire(self) -> None:
         """End this stream with a 410 Expired ERROR event."""
         self.queue.put_nowait(_EXPIRED)
+
+    def freeze(self) -> None:
+        """From now on send nothing and never end (a half-open connection)."""
+        self.frozen = True
+        self.queue.put_nowait(_STOPPED)
 
     def stop(self) -> None:
         """Wake the stream up so that it notices the server is stopping."""

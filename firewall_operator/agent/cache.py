@@ -2,13 +2,14 @@
 
 It holds only what policy needs, never object bodies: pods as
 ``cluster.Pod`` (namespace, name, UID, node, labels, IPs, named ports,
-hostNetwork; label maps are interned, so pods of one template share one),
-namespace labels, Nodes (labels and addresses, for ``nodes`` peers), parsed
-NetworkPolicies, FirewallRules and the upstream cluster policies
-(``UPSTREAM_KINDS``; plus, for FirewallRules and those, the few fields the
-status writers compare).  Every entry remembers the resourceVersion it came
-from.  ``BASE_KINDS`` are what every agent watches; the upstream kinds only
-with ``--upstream-policy``.
+hostNetwork; label maps are interned, so pods of one template share one;
+with ``node`` given, pods of other nodes keep no UID: only this node's
+endpoint records are matched by it), namespace labels, Nodes (labels and
+addresses, for ``nodes`` peers), parsed NetworkPolicies, FirewallRules and
+the upstream cluster policies (``UPSTREAM_KINDS``; plus, for FirewallRules
+and those, the few fields the status writers compare).  Every entry
+remembers the resourceVersion it came from.  ``BASE_KINDS`` are what every
+agent watches; the upstream kinds only with ``--upstream-policy``.
 
 Inputs are watch events (``observe``: ADDED/MODIFIED/DELETED, and ``None``
 for objects of a (re-)list) and the agent's own LISTs (``relist_item`` per
@@ -97,7 +98,8 @@ def version_of(obj: Mapping[str, Any]) -> int:
 
 def key_of(obj: Mapping[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
-    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    # one string per namespace, not one per object (100k pods: 5 MiB)
+    return (sys.intern(str(meta.get("namespace") or "")), str(meta.get("name") or ""))
 
 
 def _valid_condition(
@@ -154,7 +156,8 @@ def _upstream_parser(
 class ClusterCache:
     """Slim entries per kind: ``{key: (resourceVersion, value)}`` (see module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, node: str | None = None) -> None:
+        self.node = node  # pods elsewhere keep no UID (only local endpoints match by it)
         self.entries: dict[Kind, dict[Key, tuple[int, Any]]] = {kind: {} for kind in KINDS}
         self.tombstones: dict[Kind, dict[Key, int]] = {kind: {} for kind in KINDS}
         self.version = 0  # bumped on every change that can matter to policy
@@ -168,7 +171,7 @@ class ClusterCache:
             "nodes": self.parts.nodes,
             **{kind: self.parts.upstream[kind] for kind in UPSTREAM_KINDS},
         }
-        self._labels: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+        self._labels: dict[tuple[str, ...], Mapping[str, str]] = {}
         self._ports: dict[tuple[cluster.NamedPort, ...], tuple[cluster.NamedPort, ...]] = {}
         self._parsers: dict[Kind, Callable[[Mapping[str, Any]], Any]] = {
             "pods": self._pod,
@@ -182,10 +185,11 @@ class ClusterCache:
     # --- parsing -------------------------------------------------------------
 
     def _intern_labels(self, labels: Mapping[str, str]) -> Mapping[str, str]:
-        key = tuple(sorted(labels.items()))
+        items = sorted(labels.items())
+        key = tuple(part for item in items for part in item)  # flat: a third of the size
         found = self._labels.get(key)
         if found is None:
-            found = self._labels[key] = {sys.intern(k): v for k, v in key}
+            found = self._labels[key] = {sys.intern(k): v for k, v in items}
         return found
 
     def _pod(self, obj: Mapping[str, Any]) -> cluster.Pod:
@@ -193,7 +197,7 @@ class ClusterCache:
         return cluster.Pod(
             namespace=sys.intern(pod.namespace),
             name=pod.name,
-            uid=pod.uid,
+            uid=pod.uid if self.node is None or pod.node in (self.node, "") else "",
             node=sys.intern(pod.node),
             labels=self._intern_labels(pod.labels),
             ips=pod.ips,
@@ -231,11 +235,15 @@ class ClusterCache:
 
     def _drop(self, kind: Kind, key: Key) -> None:
         del self.entries[kind][key]
+        if kind == "pods":
+            self.parts.pods_touched.add(key)
         if self._ordered[kind].remove(key) and kind == "pods":
             self.parts.pod_removed(key[0])
 
     def _put(self, kind: Kind, key: Key, value: Any) -> None:
         policy_value = value[0] if kind in WITH_META else value
+        if kind == "pods":
+            self.parts.pods_touched.add(key)
         if self._ordered[kind].put(key, policy_value) and kind == "pods":
             self.parts.pod_added(key[0])
 
@@ -243,8 +251,10 @@ class ClusterCache:
         if self.tombstones[kind].get(key, -1) >= version:
             return False  # deleted after this copy was taken
         current = self.entries[kind].get(key)
-        if current is not None and current[0] > version and version != NEWEST:
-            return False  # an older copy (a list) than what a watch already told
+        if current is not None and current[0] >= version and version != NEWEST:
+            # an older copy (a list) than what a watch already told, or the same
+            # version again (a re-list): nothing to parse
+            return False
         value = self._parsers[kind](obj)
         if current is not None and _same_policy(kind, current[1], value):
             # keep the object the snapshot holds (identity tells "unchanged")

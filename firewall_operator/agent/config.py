@@ -32,6 +32,8 @@ class AgentConfig:
     deny_action: str = "drop"
     resync_seconds: float = 60.0
     debounce_seconds: float = 0.1
+    watch_stall_seconds: float = 12.0
+    pods_from: str = ""  # a podwall relay's URL: pods are listed and watched there
     metrics_port: int = 0
     health_port: int = 0
     listen_address: str = "0.0.0.0"
@@ -84,6 +86,8 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         deny_action=deny_action,
         resync_seconds=max(float(args.resync_seconds), 1.0),
         debounce_seconds=max(int(args.debounce_ms), 0) / 1000,
+        watch_stall_seconds=max(float(args.watch_stall_seconds), 3.0),
+        pods_from=str(args.pods_from or ""),
         metrics_port=int(args.metrics_port),
         health_port=int(args.health_port),
         listen_address=str(getattr(args, "listen_address", "0.0.0.0") or "0.0.0.0"),

@@ -4,6 +4,7 @@
     └── AgentError
         ├── AgentConfigError   flags or the conflist entry cannot be used
         └── KubeApiError       an API request failed (``status`` holds the HTTP code)
+            └── WatchStalledError  a watch stayed silent (no event, no bookmark) too long
 
 aiohttp and OS errors are mapped here at the boundary (``kubeapi``), causes chained.
 """
@@ -27,3 +28,8 @@ class KubeApiError(AgentError):
     def __init__(self, message: str, *, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+class WatchStalledError(KubeApiError):
+    """Nothing arrived on a watch for its stall window (a stopped server, a
+    half-open connection, a peer that stopped acknowledging)."""

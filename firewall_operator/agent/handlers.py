@@ -1,33 +1,31 @@
-"""The agent's kopf handlers: feed the slim cache, mark the state dirty, nothing else.
+"""The agent's kopf handlers: login, start-up, probe, cleanup; nothing else.
 
-Only ``on.event`` (returning None: kopf writes nothing to objects),
-``on.login``, ``on.startup``, ``on.probe`` and ``on.cleanup`` are used; no
-create/update/delete/resume handlers, daemons or timers (those put
-annotations and finalizers on every object, once per node).  Handlers are
-``async`` so they run on the loop that owns the cache, and they are
-registered on a private ``kopf.OperatorRegistry`` bound to one ``Agent``.
+Only ``on.login``, ``on.startup``, ``on.probe`` and ``on.cleanup`` are used:
+no create/update/delete/resume handlers, daemons or timers (those put
+annotations and finalizers on every object, once per node), and no
+``on.event`` either: the kinds of ``RESOURCES`` are listed and watched by the
+agent itself (``watching``: one LIST per kind, stall detection, sweeps after
+re-lists), which kopf's per-object machinery could not do at 100k pods.
+Handlers are ``async`` where they touch the loop that owns the cache, and they
+are registered on a private ``kopf.OperatorRegistry`` bound to one ``Agent``.
 
-Pods are watched once, cluster-wide: kopf watches a resource through one
-stream with one field selector, so "local pods by ``spec.nodeName`` + remote
-pods in a slim cache" cannot be two pod watches.  One cluster-wide watch into
-slim entries is the smaller design: every remote pod is needed anyway (peer
-ipsets), and local pods are the cached pods whose endpoint records exist.
-
-``build_registry`` registers the kinds it is given: ``cache.BASE_KINDS``
-(Nodes included, for ``nodes`` peers), plus ``cache.UPSTREAM_KINDS`` when the
-agent runs with ``--upstream-policy``.  A kind whose CRD is missing is left
-unwatched by kopf (with its own warning).
+Pods are watched once, cluster-wide, into slim entries: every remote pod is
+needed anyway (peer sets), and local pods are the cached pods whose endpoint
+records exist.  Which kinds are watched is the agent's choice
+(``cache.BASE_KINDS``, Nodes included, for ``nodes`` peers, plus
+``cache.UPSTREAM_KINDS`` with ``--upstream-policy``); a kind whose CRD is
+missing is listed as empty (see ``watching``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
 import kopf
 
-from firewall_operator.agent.cache import BASE_KINDS, ClusterCache, Kind
+from firewall_operator.agent.cache import ClusterCache, Kind
 
+#: the watched kinds: (apiVersion, plural); a new kind also needs a parser in ``cache``
 RESOURCES: dict[Kind, tuple[str, str]] = {
     "namespaces": ("v1", "namespaces"),
     "pods": ("v1", "pods"),
@@ -49,35 +47,15 @@ class AgentLike(Protocol):
     cache: ClusterCache
 
     def changed(self) -> None: ...
-    def saw_listing(self, kind: Kind) -> None: ...
     def login(self, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None: ...
     async def start(self, settings: kopf.OperatorSettings) -> None: ...
     async def stop(self) -> None: ...
     def probe(self) -> dict[str, Any]: ...
 
 
-def _event_handler(agent: AgentLike, kind: Kind) -> Callable[..., Awaitable[None]]:
-    async def on_event(event: kopf.RawEvent, **_: Any) -> None:
-        event_type = event.get("type")
-        if event_type is None:
-            agent.saw_listing(kind)
-        obj = event.get("object")
-        if isinstance(obj, dict) and agent.cache.observe(kind, event_type, obj):
-            agent.changed()
-
-    on_event.__name__ = f"cache_{kind}"
-    return on_event
-
-
-def build_registry(agent: AgentLike, kinds: Collection[Kind] = BASE_KINDS) -> kopf.OperatorRegistry:
-    """A registry with the agent's handlers only, watching ``kinds``."""
+def build_registry(agent: AgentLike) -> kopf.OperatorRegistry:
+    """A registry with the agent's handlers only."""
     registry = kopf.OperatorRegistry()
-    for kind, (api_version, plural) in RESOURCES.items():
-        if kind not in kinds:
-            continue
-        kopf.on.event(api_version, plural, registry=registry, id=f"cache-{kind}")(
-            _event_handler(agent, kind)
-        )
 
     @kopf.on.login(registry=registry, id="login")
     def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:

@@ -1,13 +1,15 @@
-"""Wiring: settings, the ``Agent`` (cache, reconciler, relister, status, socket,
+"""Wiring: settings, the ``Agent`` (cache, watches, reconciler, status, socket,
 metrics), kopf settings, and ``run(args)`` for ``podwall agent``.
 
-kopf runs standalone (no peering), cluster-wide, with the handlers of
-``handlers.build_registry`` only (the upstream policy kinds, and their
-status writer, only with ``--upstream-policy``); kopf posts no events of its own
-(``settings.posting.enabled = False``: the status writer posts the few that
-matter).  On stop the kernel is left as it is (pods stay protected) and the
-socket is removed; ``--cleanup`` removes every podwall chain and set instead.
-This module holds no policy and no kernel logic.
+kopf runs standalone (no peering), with the handlers of
+``handlers.build_registry`` only: login, start-up, probe and cleanup; the
+watched kinds (the upstream policy kinds, and their status writer, only with
+``--upstream-policy``) are listed and watched by ``watching`` (one LIST per
+kind).  kopf posts no events of its own (``settings.posting.enabled = False``:
+the status writer posts the few that matter).  On stop the kernel is left as
+it is (pods stay protected) and the socket is removed; ``--cleanup`` removes
+every podwall chain and set instead.  This module holds no policy and no
+kernel logic.
 """
 
 from __future__ import annotations
@@ -28,17 +30,17 @@ from firewall_operator.agent import config as agent_config
 from firewall_operator.agent import (
     counters,
     handlers,
+    heap,
     logformat,
-    memories,
     node,
     reconcile,
-    relist,
     sockserver,
     status,
     trafficlog,
     upstream_status,
+    watching,
 )
-from firewall_operator.agent.cache import BASE_KINDS, KINDS, ClusterCache, Key, Kind
+from firewall_operator.agent.cache import BASE_KINDS, KINDS, UPSTREAM_KINDS, ClusterCache, Key, Kind
 from firewall_operator.agent.errors import AgentError
 from firewall_operator.agent.flows import FlowCutter
 from firewall_operator.agent.kubeapi import KubeApi
@@ -64,7 +66,7 @@ class Agent:
 
     def __init__(self, cfg: agent_config.AgentConfig) -> None:
         self.cfg = cfg
-        self.cache = ClusterCache()
+        self.cache = ClusterCache(node=cfg.node)
         self.backend_name = node.backend_name(cfg.backend, cfg.run_dir)
         self.metrics = Metrics(node=cfg.node)
         self.metrics.record_backend(self.backend_name)
@@ -107,7 +109,8 @@ class Agent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.info: kopf.ConnectionInfo | None = None
         self.api: KubeApi | None = None
-        self.relister: relist.Relister | None = None
+        self.relay: KubeApi | None = None
+        self.watches: watching.Watches | None = None
         self.status: status.StatusWriter | None = None
         self.kinds = KINDS if cfg.upstream_policy else BASE_KINDS
         self.upstream_status: upstream_status.UpstreamStatusWriter | None = None
@@ -119,10 +122,6 @@ class Agent:
     def changed(self) -> None:
         self.reconciler.mark()
 
-    def saw_listing(self, kind: Kind) -> None:
-        if self.relister is not None:
-            self.relister.saw_listing(kind)
-
     def login(self, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
         self.info = login(self.cfg.kubeconfig, settings)
         return self.info
@@ -132,14 +131,26 @@ class Agent:
         info = self.info or login(self.cfg.kubeconfig, settings)
         if info is None:
             raise kopf.PermanentError("no kubeconfig and no service account to log in with")
-        self.api = KubeApi(info)
-        self.relister = relist.Relister(
-            self.api, self.cache, on_change=self.changed, on_swept=self._on_swept, kinds=self.kinds
+        self.api = KubeApi(info, dead_after=self.cfg.watch_stall_seconds)
+        sources: dict[Kind, KubeApi] = {}
+        if self.cfg.pods_from:  # a relay serves pods (docs/scale.md)
+            relay = kopf.ConnectionInfo(server=self.cfg.pods_from, insecure=info.insecure)
+            sources["pods"] = self.relay = KubeApi(relay, dead_after=self.cfg.watch_stall_seconds)
+        self.watches = watching.Watches(
+            self.api,
+            self.cache,
+            {kind: watching.collection_path(*handlers.RESOURCES[kind]) for kind in self.kinds},
+            stall=self.cfg.watch_stall_seconds,
+            on_change=self.changed,
+            on_state=self._on_watch_state,
+            on_swept=self._on_swept,
+            ready=self.reconciler.ready,  # the first sync waits for every kind's LIST
+            sources=sources,
+            optional=UPSTREAM_KINDS,  # their CRDs may be missing: listed as empty
         )
         self.status = status.StatusWriter(
             self.api, self.cache, node=self.cfg.node, backend=self.backend_name
         )
-        relist.watch_restarts(self.saw_listing, verbose=self.cfg.verbose)
         # kubelet may start pods before the agent after a reboot: every record
         # gets at least its fail-closed state before the socket answers
         await asyncio.to_thread(node.repair_records, self.backend_name, self.cfg)
@@ -148,10 +159,7 @@ class Agent:
         await self.socket.start()
         self._start_traffic_log()
         self.metrics.serve(self.cfg.metrics_port, address=self.cfg.listen_address)
-        # prime before kopf starts its watches: one big LIST at a time, and the
-        # first sync does not wait behind kopf's own handling of every object
-        await self._prime()
-        jobs = [self.reconciler.run(), self.relister.run(), self.status.run()]
+        jobs = [self.watches.run(), self.reconciler.run(), self.status.run()]
         if self.cfg.upstream_policy:
             self.upstream_status = upstream_status.UpstreamStatusWriter(
                 self.api, self.cache, node=self.cfg.node
@@ -181,8 +189,9 @@ class Agent:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.api is not None:
-            await self.api.close()
+        for api in (self.api, self.relay):
+            if api is not None:
+                await api.close()
 
     def probe(self) -> dict[str, Any]:
         limit = max(3 * self.cfg.resync_seconds, STALE_AFTER)
@@ -202,12 +211,6 @@ class Agent:
         return {"synced": True, "sequence": last.sequence, "age": round(age, 1)}
 
     # --- internals -----------------------------------------------------------------
-
-    async def _prime(self) -> None:
-        assert self.relister is not None
-        await self.relister.prime()
-        self.reconciler.ready.set()
-        self.reconciler.mark(urgent=True)
 
     @staticmethod
     async def _guard(job: Any) -> None:
@@ -253,6 +256,11 @@ class Agent:
     def _on_swept(self, kind: Kind, keys: list[Key]) -> None:
         self.metrics.swept.labels(kind).inc(len(keys))
 
+    def _on_watch_state(self, state: watching.WatchState) -> None:
+        self.metrics.record_watch(state)
+        if self.status is not None and self.watches is not None:
+            self.status.watch_report(self.watches.states())
+
 
 def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
     """kopf settings of a per-node agent (see module doc and docs/facts.md)."""
@@ -261,11 +269,6 @@ def configure(settings: kopf.OperatorSettings, *, node: str) -> None:
     settings.posting.reporting_component = "podwall-agent"
     settings.posting.reporting_instance = node
     settings.scanning.disabled = True
-    settings.watching.chunk_size = 500
-    settings.watching.connect_timeout = 10
-    settings.watching.server_timeout = 300
-    settings.batching.idle_timeout = 1.0
-    settings.batching.batch_window = 0.0
     settings.networking.request_timeout = 120
 
 
@@ -283,10 +286,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = agent_config.from_args(args)
         logformat.setup(cfg.log_format, verbose=cfg.verbose)
-        if not cfg.verbose:  # kopf logs every handled event at INFO: 100k lines per list
-            logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         if cfg.cleanup:
             return cleanup(cfg)
+        heap.tune()
         agent = Agent(cfg)
     except (AgentError, PodwallError, OSError) as exc:
         print(f"podwall agent: {exc}", file=sys.stderr)
@@ -294,8 +296,7 @@ def run(args: argparse.Namespace) -> int:
     host = f"[{cfg.listen_address}]" if ":" in cfg.listen_address else cfg.listen_address
     liveness = f"http://{host}:{cfg.health_port}/healthz" if cfg.health_port else None
     kopf.run(
-        registry=handlers.build_registry(agent, agent.kinds),
-        memories=memories.UnkeptMemories(),
+        registry=handlers.build_registry(agent),
         standalone=True,
         clusterwide=True,
         liveness_endpoint=liveness,

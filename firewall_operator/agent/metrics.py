@@ -1,7 +1,8 @@
 """Prometheus metrics of one agent (its own registry; ``serve`` exposes them).
 
 Sync duration and outcome, what the node holds (endpoints, chains, rules,
-sets, set entries), cache sizes, sweeps, and fast-path requests.  Only
+sets, set entries), cache sizes, sweeps, watches (listings, stalls, behind)
+and fast-path requests.  Only
 ``record_*`` functions change values; nothing here touches the kernel or the API.
 ``watch_traffic_log`` exports the traffic log's own counters (lines written,
 lines dropped by the reader, kernel overruns) and ``watch_drops`` the drop
@@ -20,6 +21,7 @@ from prometheus_client.registry import Collector
 from firewall_operator import logtags
 from firewall_operator.agent import counters
 from firewall_operator.agent.reconcile import SyncReport
+from firewall_operator.agent.watching import WatchState
 
 
 class TrafficLogLike(Protocol):
@@ -76,6 +78,21 @@ class Metrics:
         self.swept = Counter(
             "podwall_cache_swept", "Objects swept after re-lists", ["kind"], registry=r
         )
+        self.listings = Gauge(
+            "podwall_watch_listings",
+            "LISTs of a kind since start (1: no re-list)",
+            ["kind"],
+            registry=r,
+        )
+        self.stalls = Gauge(
+            "podwall_watch_stalls", "Watches given up for silence", ["kind"], registry=r
+        )
+        self.behind = Gauge(
+            "podwall_watch_behind",
+            "1 while a kind's watch is being re-established",
+            ["kind"],
+            registry=r,
+        )
         self.fast_path = Counter("podwall_fast_path_requests", "agent.sock requests", registry=r)
         self.info = Gauge("podwall_agent_info", "Agent identity", ["node", "backend"], registry=r)
         self.node = node
@@ -97,6 +114,11 @@ class Metrics:
             self.held.labels(what).set(value)
         for kind, count in cache_counts.items():
             self.cached.labels(kind).set(count)
+
+    def record_watch(self, state: WatchState) -> None:
+        self.listings.labels(state.kind).set(state.listings)
+        self.stalls.labels(state.kind).set(state.stalls)
+        self.behind.labels(state.kind).set(0 if state.behind_since is None else 1)
 
     def watch_traffic_log(self, traffic: TrafficLogLike) -> None:
         self.registry.register(_TrafficLogCollector(traffic))

@@ -110,12 +110,18 @@ def _touched_name(reply: nl.Reply) -> tuple[str, str]:
     return table, nl.text(reply.attributes.get(obj.SET_NAME, b""))
 
 
+def _ours(pid: int, own_pid: int) -> bool:
+    """Whether a commit's process id is this process: NEWGEN names the thread
+    that committed (the agent applies in worker threads), so any thread of it."""
+    return pid == own_pid or os.path.isdir(f"/proc/{own_pid}/task/{pid}")
+
+
 def relevant(backend: str, replies: Sequence[nl.Reply], *, own_pid: int) -> bool:
     """Whether one commit's notifications (ending with its NEWGEN) show a
     change to podwall's state made by another process."""
     commit = [reply for reply in replies if reply.subsys == nl.NFNL_SUBSYS_NFTABLES]
     for reply in commit:
-        if reply.kind == nl.NEWGEN and nl.number(reply.attributes.get(2, bytes(4))) == own_pid:
+        if reply.kind == nl.NEWGEN and _ours(nl.number(reply.attributes.get(2, bytes(4))), own_pid):
             return False
     for reply in commit:
         if reply.kind == nl.NEWGEN:

@@ -5,10 +5,12 @@
   rules, sets, set entries, last sync, ``observedResourceVersion`` (the
   cache's highest resourceVersion when the last good sync began: the lab
   waits for it), last error, problems, programmed generations of FirewallRules
-  (by name) and of the upstream cluster policies (by ``Kind/name``)),
-  at most once per ``min_interval``; the latest report always gets written
-  (a burst of syncs ends with a write of its last one, within
-  ``min_interval``), and FirewallRule writes run beside it, never delaying it.
+  (by name) and of the upstream cluster policies (by ``Kind/name``), and
+  ``watch``: whether every watched kind is current or which are behind since
+  when, with the LISTs per kind), at most once per ``min_interval``; the
+  latest state always gets written (a burst of syncs ends with a write of its
+  last one, within ``min_interval``), and FirewallRule writes run beside it,
+  never delaying it.
 * FirewallRule ``status`` (``observedGeneration``, rule counts, condition
   ``Valid``) is the same on every node, so it is written *once*: a node
   writes only when the cached status differs from the desired one, after a
@@ -43,6 +45,7 @@ from firewall_operator.agent.cache import ClusterCache, RuleMeta
 from firewall_operator.agent.errors import KubeApiError
 from firewall_operator.agent.kubeapi import KubeApi
 from firewall_operator.agent.reconcile import SyncReport
+from firewall_operator.agent.watching import WatchState
 
 log = logging.getLogger(__name__)
 GROUP_PATH = "/apis/podwall.io/v1alpha1"
@@ -90,10 +93,41 @@ def desired_rule_status(
     }
 
 
-def node_status(report: SyncReport, *, backend: str, last_ok: SyncReport | None) -> dict[str, Any]:
-    """NodeFirewall status from the last sync (and the last good one)."""
-    good = report if report.ok else last_ok
-    status: dict[str, Any] = {"backend": backend, "lastError": "" if report.ok else report.error}
+def iso(stamp: float) -> str:
+    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def watch_status(states: list[WatchState]) -> dict[str, Any]:
+    """``status.watch``: Current, or Behind with the kinds, since when and why."""
+    behind = [s for s in states if not s.listed or s.behind_since is not None]
+    found: dict[str, Any] = {
+        "state": "Behind" if behind else "Current",
+        "listings": {s.kind: s.listings for s in states},
+    }
+    if behind:
+        since = [s.behind_since for s in behind if s.behind_since is not None]
+        found["behind"] = sorted(s.kind for s in behind)
+        found["reason"] = "; ".join(f"{s.kind}: {s.reason or 'not listed yet'}" for s in behind)[
+            :1024
+        ]
+        if since:
+            found["since"] = iso(min(since))
+    return found
+
+
+def node_status(
+    report: SyncReport | None,
+    *,
+    backend: str,
+    last_ok: SyncReport | None,
+    watches: list[WatchState] | None = None,
+) -> dict[str, Any]:
+    """NodeFirewall status from the last sync (and the last good one) and the watches."""
+    good = report if report is not None and report.ok else last_ok
+    error = "" if report is None or report.ok else report.error
+    status: dict[str, Any] = {"backend": backend, "lastError": error}
+    if watches:
+        status["watch"] = watch_status(watches)
     if good is not None:
         status.update(
             endpoints=good.endpoints,
@@ -102,9 +136,7 @@ def node_status(report: SyncReport, *, backend: str, last_ok: SyncReport | None)
             sets=good.sets,
             setEntries=good.set_entries,
             observedResourceVersion=str(good.observed_version),
-            lastSync=datetime.datetime.fromtimestamp(good.finished, datetime.UTC).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"
-            ),
+            lastSync=iso(good.finished),
             problems=[str(p) for p in good.problems][:MAX_PROBLEMS],
             problemCount=len(good.problems),
             programmedGenerations=dict(sorted(good.generations.items())),
@@ -138,6 +170,7 @@ class StatusWriter:
         self.min_interval, self.spread = min_interval, spread
         self.latest: SyncReport | None = None
         self.last_ok: SyncReport | None = None
+        self.watches: list[WatchState] = []
         self.written: tuple[Any, ...] | None = None
         self.events_posted = 0
         self._unenforced_posted = ""  # the bridge-netfilter error last posted
@@ -157,6 +190,11 @@ class StatusWriter:
         self._wake.set()
         self._rules_wake.set()
 
+    def watch_report(self, states: list[WatchState]) -> None:
+        """A watch fell behind or caught up: write it (before any sync, too)."""
+        self.watches = states
+        self._wake.set()
+
     async def run(self) -> None:
         await asyncio.gather(self._run_node(), self._run_rules())
 
@@ -165,14 +203,15 @@ class StatusWriter:
             await self._wake.wait()
             self._wake.clear()
             report = self.latest
-            if report is None:
+            if report is None and not self.watches:
                 continue
             try:
                 await self.write_node(report)
             except KubeApiError as exc:
                 log.warning("cannot write NodeFirewall %s: %s", self.node, exc)
                 self._wake.set()  # try again after the pause
-            await self.warn_node(report)
+            if report is not None:
+                await self.warn_node(report)
             await asyncio.sleep(self.min_interval)
 
     async def _run_rules(self) -> None:
@@ -191,14 +230,16 @@ class StatusWriter:
         pending = policy_events.warnings(self.last_ok.problems, cached)
         await self.policy_warnings.post(pending, now=now_iso())
 
-    async def write_node(self, report: SyncReport) -> None:
-        status = node_status(report, backend=self.backend, last_ok=self.last_ok)
+    async def write_node(self, report: SyncReport | None) -> None:
+        status = node_status(
+            report, backend=self.backend, last_ok=self.last_ok, watches=self.watches
+        )
         if self.written is None:
             await self._ensure_node_object()
         patch = [{"op": "add", "path": "/status", "value": status}]
         path = f"{GROUP_PATH}/nodefirewalls/{self.node}/status"
         await self.api.request("PATCH", path, body=patch, content_type=JSON_PATCH)
-        self.written = (report.sequence,)
+        self.written = (report.sequence if report is not None else 0,)
 
     async def warn_node(self, report: SyncReport) -> None:
         """A Warning event on the NodeFirewall when syncs had to repair the

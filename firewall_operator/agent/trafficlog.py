@@ -12,9 +12,12 @@ skipped (another tool's rules in the same group).
 Never blocking the data path: the kernel drops NFLOG copies nobody reads
 (``overruns``: the socket's buffer was full), and the reader hands lines to a
 bounded queue that drops (``dropped``) instead of waiting for a slow writer.
-The verdict is the rule's, whatever happens here.  The resolver and the pod
-directory are replaced whole from the event loop (``set_resolver``,
-``set_pods``), so the reader thread never reads the agent's cache.
+The verdict is the rule's, whatever happens here.  The resolver and the pods
+are replaced whole from the event loop (``set_resolver``, ``set_pods``: a
+snapshot's immutable pods tuple), so the reader thread never reads the
+agent's cache; the IP → pod directory is built from the latest pods by the
+reader, when a packet needs it (building it for 100k pods after every sync
+held the event loop for a third of a second).
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class TrafficLog:
         self.resolve: logtags.Resolver = resolve
         self.pods: dict[str, str] = {}
         self._last_pods: object = None
+        self._latest_pods: Iterable[cluster.Pod] = ()
         self.lines = self.dropped = self.foreign = 0
         self.socket: nflog.NflogSocket | None = None
         self._queue: queue.Queue[str | None] = queue.Queue(queue_size)
@@ -105,8 +109,14 @@ class TrafficLog:
         self.resolve = resolve
 
     def set_pods(self, pods: Iterable[cluster.Pod]) -> None:
-        if pods is not self._last_pods:  # snapshots keep the tuple while pods are unchanged
-            self.pods, self._last_pods = pod_directory(pods), pods
+        self._latest_pods = pods  # O(1): the directory waits for a packet that needs it
+
+    def directory(self) -> dict[str, str]:
+        """IP → pod of the latest pods (rebuilt only after they changed)."""
+        latest = self._latest_pods
+        if latest is not self._last_pods:  # snapshots keep the tuple while pods are unchanged
+            self.pods, self._last_pods = pod_directory(latest), latest
+        return self.pods
 
     def start(self) -> None:
         """Bind the group (raises ``nflog.NflogError``/OSError) and start."""
@@ -130,7 +140,7 @@ class TrafficLog:
         if not logtags.is_podwall(packet.prefix):
             self.foreign += 1
             return
-        found = line(packet, self.resolve(packet.prefix), node=self.node, pods=self.pods)
+        found = line(packet, self.resolve(packet.prefix), node=self.node, pods=self.directory())
         try:
             self._queue.put_nowait(json.dumps(found, separators=(",", ":")))
         except queue.Full:

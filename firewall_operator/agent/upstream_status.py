@@ -34,9 +34,10 @@ from typing import Any
 from firewall_operator import fwrule
 from firewall_operator.agent.cache import UPSTREAM_KINDS, ClusterCache, Kind, RuleMeta, rule_meta
 from firewall_operator.agent.errors import KubeApiError
+from firewall_operator.agent.handlers import RESOURCES
 from firewall_operator.agent.kubeapi import KubeApi
-from firewall_operator.agent.relist import PATHS
 from firewall_operator.agent.status import JSON_PATCH, jitter, now_iso, post_warning
+from firewall_operator.agent.watching import collection_path
 
 log = logging.getLogger(__name__)
 TYPE = "Accepted"
@@ -132,7 +133,7 @@ class UpstreamStatusWriter:
         if entry is None:
             return
         rule, meta = entry[1]
-        path = f"{PATHS[kind]}/{name}"
+        path = f"{collection_path(*RESOURCES[kind])}/{name}"
         try:
             current = await self.api.request("GET", path)
         except KubeApiError as exc:

@@ -67,9 +67,6 @@ def test_objects_deleted_across_410_relist_are_swept(
     b = node.add_pod("y", "b")
     node.kube.apply(deny_all("y"))
     wait_until(lambda: not node.reach(a, b), what="deny-all in y")
-    # the sweep that follows kopf's start-up listing of policies is done
-    done = "re-listed networkpolicies after a kopf listing"
-    wait_until(lambda: node.agent_log().count(done) >= 1, what="start-up sweep")
     store = apiserver.server.store
 
     def vanish() -> None:  # gone without a DELETED event, as seen across a watch gap
@@ -82,6 +79,10 @@ def test_objects_deleted_across_410_relist_are_swept(
     apiserver.server.expire_watches()
     wait_until(lambda: node.reach(a, b), timeout=20, what="policy swept after the 410 re-list")
     assert "swept 1 networkpolicies" in node.agent_log()
+    watch = node.node_status()["watch"]
+    assert watch["state"] == "Current", watch
+    # every watch got the 410: one LIST at start-up, one after it, per kind
+    assert set(watch["listings"].values()) == {2}, watch
 
 
 def test_kubectl_shows_columns(node: AgentNode, kubectl: Any) -> None:
@@ -113,10 +114,12 @@ def test_kubectl_shows_columns(node: AgentNode, kubectl: Any) -> None:
         "PROGRAMMED",
         "PROBLEMS",
         "LAST-SYNC",
+        "WATCH",
         "AGE",
     ]
     row = table[1].split()
     assert row[:3] == [node.node, "iptables-nft", "1"] and int(row[3]) > 0
+    assert row[7] == "Current", row
     node.kube.delete("FirewallRule", "base")
 
 

@@ -143,7 +143,17 @@ def test_delete_pod_and_namespace(kubectl: Any) -> None:
         (
             "nodefirewalls.podwall.io.yaml",
             "nodefirewalls",
-            ["NAME", "BACKEND", "ENDPOINTS", "RULES", "PROGRAMMED", "PROBLEMS", "LAST-SYNC", "AGE"],
+            [
+                "NAME",
+                "BACKEND",
+                "ENDPOINTS",
+                "RULES",
+                "PROGRAMMED",
+                "PROBLEMS",
+                "LAST-SYNC",
+                "WATCH",
+                "AGE",
+            ],
         ),
     ],
     ids=["firewallrules", "nodefirewalls"],

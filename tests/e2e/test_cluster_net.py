@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import sys
+
+import pytest
 
 from firewall_lab import cluster_net, netns
 from tests.e2e.conftest import ApiServerHandle
@@ -44,3 +48,39 @@ def test_listening_socket_in_missing_namespace_fails() -> None:
         assert "pw-no-such-ns-x" in str(exc)
     else:
         raise AssertionError("expected ClusterNetError")
+
+
+HOLD_WATCH = """
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /api/v1/namespaces?watch=true HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+print(s.recv(12).decode(), flush=True)
+time.sleep(60)
+"""
+
+
+def test_stop_with_open_connections_is_quiet(
+    apiserver: ApiServerHandle, node_ns: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping ends open splices without asyncio tracebacks (it cancelled them,
+    and Python 3.11 logged a CancelledError for every connection)."""
+    port = int(apiserver.url.rsplit(":", 1)[1])
+    forwarder = cluster_net.Forwarder(("127.0.0.1", port)).start()
+    holders = []
+    try:
+        forwarder.expose(node_ns)
+        for _ in range(3):
+            holder = subprocess.Popen(
+                ["ip", "netns", "exec", node_ns, sys.executable, "-c", HOLD_WATCH, str(port)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            holders.append(holder)
+            assert holder.stdout is not None and holder.stdout.readline().startswith("HTTP/1.1")
+        with caplog.at_level(logging.DEBUG, logger="asyncio"):
+            forwarder.stop()
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    assert [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR] == []

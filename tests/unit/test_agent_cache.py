@@ -162,13 +162,16 @@ def test_snapshot_holds_everything() -> None:
     assert [p.name for p in snap.policies] == ["p"]
 
 
-def test_kopf_memories_are_not_kept() -> None:
-    import asyncio
-
-    from firewall_operator.agent.memories import UnkeptMemories
-
-    memories = UnkeptMemories()
-    body = {"metadata": {"uid": "u1", "name": "a", "namespace": "x"}}
-    memory = asyncio.run(memories.recall(body, noticed_by_listing=True))
-    assert memory.noticed_by_listing
-    assert list(memories.iter_all_memories()) == []
+def test_pods_of_other_nodes_keep_no_uid() -> None:
+    cache = ClusterCache(node="n1")
+    for name, node in (("here", "n1"), ("there", "n2"), ("unscheduled", "")):
+        obj = pod(name, 1)
+        obj["metadata"]["uid"] = f"uid-{name}"
+        obj["spec"] = {"nodeName": node} if node else {}
+        cache.observe("pods", "ADDED", obj)
+    uids = {
+        name: found.uid
+        for name in ("here", "there", "unscheduled")
+        if (found := cache.pod("x", name))
+    }
+    assert uids == {"here": "uid-here", "there": "", "unscheduled": "uid-unscheduled"}

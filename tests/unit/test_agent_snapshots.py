@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from firewall_operator import cluster
+from firewall_operator import cluster, index
 from firewall_operator.agent.cache import ClusterCache
 
 
@@ -152,6 +153,42 @@ def test_many_additions_in_any_order(count: int) -> None:
     cache.observe("pods", "DELETED", pod("p1", count + 1, ns="ns1", app="a"))
     assert cache.snapshot() == built(cache)
     assert len(cache.snapshot().pods) == count - 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(EVENT, max_size=40))
+@example(
+    [
+        ("pods", "ADDED", 1, 0, False),
+        ("pods", "ADDED", 2, 0, False),
+        ("pods", "MODIFIED", 1, 1, False),
+        ("pods", "DELETED", 2, 0, False),
+    ]
+)
+def test_index_follows_pod_deltas_as_a_full_comparison_would(
+    events: list[tuple[str, str, int, int, bool]],
+) -> None:
+    """The index, moved by the snapshots' pod deltas, sees the same pod changes
+    as one that compares every pod (and the deltas are there to be used)."""
+    cache = ClusterCache()
+    first = cache.snapshot()
+    by_delta, by_scan = index.ClusterIndex(first), index.ClusterIndex(first)
+    used = 0
+    for rv, (kind, event_type, number, value, other) in enumerate(events, start=1):
+        cache.observe(kind, event_type, document(kind, number, value, other, rv))  # type: ignore[arg-type]
+        before = by_delta.snapshot.pods
+        snap = cache.snapshot()
+        if snap.pods is not before:
+            assert snap.pod_delta is not None and snap.pod_delta.base is before
+            used += 1
+        found = by_delta.update(snap)
+        expected = by_scan.update(dataclasses.replace(snap, pod_delta=None))
+        assert sorted(map(repr, found.values())) == sorted(map(repr, expected.values()))
+        assert {p.key: p for p in by_delta.pods.values()} == {
+            p.key: p for p in by_scan.pods.values()
+        }
+    if any(kind == "pods" and event_type != "DELETED" for kind, event_type, *_ in events):
+        assert used > 0, "pod changes came with a delta"
 
 
 def test_upstream_status_alone_keeps_the_snapshot() -> None:

@@ -102,6 +102,7 @@ def test_nodefirewall_crd_shape() -> None:
         "Programmed",
         "Problems",
         "Last-Sync",
+        "Watch",
         "Age",
     ]
     status = only["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
