@@ -29,21 +29,8 @@ from tests.image import daemonset
 from tests.image.conftest import figure
 from tests.image.lab_setup import ImageLab
 
-CASES = [c for c in harness.load_cases("netpol.yaml") + harness.load_cases("fwrule.yaml")]
-#: a quick set across the features (NetworkPolicy, FirewallRule tiers, UDP, SCTP, CIDRs)
-QUICK = {
-    "default-deny-all",
-    "podselector-and-namespaceselector",
-    "named-port-egress",
-    "updated-namespace",
-    "updated-pod",
-    "egress-cidr-except",
-    "udp-ports",
-    "sctp-pod-in-other-namespace",
-    "admin-deny-overrides-netpol-allow",
-    "baseline-deny-under-netpol",
-}
-QUICK_CASES = [c for c in CASES if c["id"] in QUICK]
+QUICK = harness.QUICK_FEATURES
+QUICK_CASES = [c for c in harness.all_cases() if c["id"] in QUICK]
 assert len(QUICK_CASES) == len(QUICK), "every quick case id names a case"
 NEXT_TAG = "test-next"
 

@@ -128,6 +128,27 @@ class Lab(Protocol):
     def up(self) -> object: ...
 
 
+#: a quick set across the features (NetworkPolicy, FirewallRule tiers, UDP,
+#: SCTP, CIDRs): the ptp tier's default and the image tier's lab cases
+QUICK_FEATURES = frozenset({
+    "default-deny-all",
+    "podselector-and-namespaceselector",
+    "named-port-egress",
+    "updated-namespace",
+    "updated-pod",
+    "egress-cidr-except",
+    "udp-ports",
+    "sctp-pod-in-other-namespace",
+    "admin-deny-overrides-netpol-allow",
+    "baseline-deny-under-netpol",
+})  # fmt: skip
+
+
+def all_cases() -> list[Json]:
+    """Every NetworkPolicy and FirewallRule case."""
+    return load_cases("netpol.yaml") + load_cases("fwrule.yaml")
+
+
 L = TypeVar("L", bound=Lab)
 
 

@@ -12,19 +12,8 @@ import pytest
 
 from tests.e2e.conformance import harness
 
-QUICK = {
-    "default-deny-all",
-    "podselector-and-namespaceselector",
-    "named-port-egress",
-    "updated-namespace",
-    "updated-pod",
-    "egress-cidr-except",
-    "udp-ports",
-    "sctp-pod-in-other-namespace",
-    "admin-deny-overrides-netpol-allow",
-    "baseline-deny-under-netpol",
-}
-CASES = harness.load_cases("netpol.yaml") + harness.load_cases("fwrule.yaml")
+QUICK = harness.QUICK_FEATURES
+CASES = harness.all_cases()
 
 
 @pytest.fixture(scope="module")
