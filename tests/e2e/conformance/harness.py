@@ -20,7 +20,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -178,7 +178,7 @@ def module_lab(name: str, make: Callable[[], L]) -> Iterator[L]:
             teardown.down(lab.directory)
 
 
-def marked(cases: list[Json], quick: set[str]) -> list[Any]:
+def marked(cases: list[Json], quick: Set[str]) -> list[Any]:
     """``cases`` as parameters with ids; those not in ``quick`` need -m conformance_full."""
     unknown = quick - {case["id"] for case in cases}
     assert not unknown, f"unknown case ids: {unknown}"
