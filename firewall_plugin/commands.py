@@ -125,7 +125,7 @@ def cmd_add(env: protocol.Environment, config: PluginConfig) -> dict[str, Any]:
     _require_netns(env)
     ips = _pod_ips(prev, env)
     interface = _host_interface(result.host_side_interfaces(prev))
-    bridge = sysctl.bridge_of(interface)
+    bridge = links.bridge_of(interface)
     if bridge:
         # both families, whatever the pod's: an IPv4-only pod's link-local IPv6 must
         # reach the rules that drop it (iptables backends)
@@ -261,7 +261,7 @@ def cmd_check(env: protocol.Environment, config: PluginConfig) -> None:
             ifname=env.ifname,
             pod=f"{env.pod_namespace}/{env.pod_name}",
             interface=interface,
-            bridge=sysctl.bridge_of(interface),
+            bridge=links.bridge_of(interface),
             addresses=tuple(ip.split("/", 1)[0] for ip in ips),
         )
     else:

@@ -2,9 +2,13 @@
 
 ``kind(name)`` answers the link's ``IFLA_INFO_KIND`` (``veth``, ``bridge``,
 ``ifb``…) and whether its peer lives in another network namespace
-(``IFLA_LINK_NETNSID``): the host end of a pod's veth.  sysfs cannot tell a
-veth from an ``ifb`` (the ``bandwidth`` plugin's) reliably: their
-``iflink``/``ifindex`` may coincide across namespaces.
+(``IFLA_LINK_NETNSID``): the host end of a pod's veth.  ``bridge_of(name)``
+answers the bridge the link is a port of (``IFLA_MASTER``).  Not sysfs: it
+cannot tell a veth from an ``ifb`` (the ``bandwidth`` plugin's) reliably
+(their ``iflink``/``ifindex`` may coincide across namespaces), and
+``/sys/class/net`` shows the network namespace of whoever mounted it: a
+runtime that enters the node's namespace with ``setns`` alone (podman under
+``nsenter --net``) would read another namespace's links there.
 
 Reads only; one request per call, with the built-in ``_socket`` module.
 """
@@ -18,7 +22,7 @@ NETLINK_ROUTE = 0
 RTM_GETLINK = 18
 NLM_F_REQUEST, NLM_F_ACK = 1, 4
 NLMSG_ERROR = 2
-IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND, IFLA_LINK_NETNSID = 3, 18, 1, 37
+IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_INFO_KIND, IFLA_LINK_NETNSID = 3, 10, 18, 1, 37
 ORDER = sys.byteorder
 
 
@@ -34,13 +38,17 @@ def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
     return found
 
 
-def kind(name: str) -> tuple[str, bool]:
-    """(link kind or '', whether its peer is in another namespace) of
-    ``name``; ('', False) when there is no such interface."""
-    raw = name.encode() + b"\0"
-    attr = (4 + len(raw)).to_bytes(2, ORDER) + IFLA_IFNAME.to_bytes(2, ORDER) + raw
-    attr += b"\0" * (-len(attr) % 4)
-    body = bytes(16) + attr  # struct ifinfomsg, then the name
+def _getlink(name: str = "", index: int = 0) -> dict[int, bytes] | None:
+    """The attributes of the link called ``name`` (or with ``index``), None
+    when there is none."""
+    if name:
+        raw = name.encode() + b"\0"
+        attr = (4 + len(raw)).to_bytes(2, ORDER) + IFLA_IFNAME.to_bytes(2, ORDER) + raw
+        attr += b"\0" * (-len(attr) % 4)
+    else:
+        attr = b""
+    # struct ifinfomsg: family, pad, type, index, flags, change
+    body = bytes(4) + index.to_bytes(4, ORDER, signed=True) + bytes(8) + attr
     header = (16 + len(body)).to_bytes(4, ORDER) + RTM_GETLINK.to_bytes(2, ORDER)
     header += (NLM_F_REQUEST | NLM_F_ACK).to_bytes(2, ORDER) + (1).to_bytes(4, ORDER) + bytes(4)
     sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_ROUTE)
@@ -50,8 +58,32 @@ def kind(name: str) -> tuple[str, bool]:
     finally:
         sock.close()
     if len(data) < 16 or int.from_bytes(data[4:6], ORDER) == NLMSG_ERROR:
-        return "", False
-    attributes = _attrs(data, 16 + 16)
+        return None
+    return _attrs(data, 16 + 16)
+
+
+def _kind_of(attributes: dict[int, bytes]) -> str:
     info = _attrs(attributes.get(IFLA_LINKINFO, b""), 0)
-    link_kind = info.get(IFLA_INFO_KIND, b"").split(b"\0", 1)[0].decode()
-    return link_kind, IFLA_LINK_NETNSID in attributes
+    return info.get(IFLA_INFO_KIND, b"").split(b"\0", 1)[0].decode()
+
+
+def kind(name: str) -> tuple[str, bool]:
+    """(link kind or '', whether its peer is in another namespace) of
+    ``name``; ('', False) when there is no such interface."""
+    attributes = _getlink(name) if name else None
+    if attributes is None:
+        return "", False
+    return _kind_of(attributes), IFLA_LINK_NETNSID in attributes
+
+
+def bridge_of(name: str) -> str:
+    """The bridge ``name`` is a port of, '' when it is none's (or is
+    enslaved to something else, a bond for example)."""
+    attributes = _getlink(name) if name else None
+    master = attributes.get(IFLA_MASTER) if attributes else None
+    if not master:
+        return ""
+    found = _getlink(index=int.from_bytes(master[:4], ORDER))
+    if found is None or _kind_of(found) != "bridge":
+        return ""
+    return found.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode()

@@ -8,8 +8,8 @@ reach iptables only when ``net.bridge.bridge-nf-call-iptables`` (and
 ``/proc/sys/net`` belongs to the network namespace of the caller, so the
 plugin reads and writes the node's own values.
 
-Reads ``/sys/class/net`` and ``/proc/sys/net/bridge``; writes only those
-three sysctls, and only when asked to fix them.
+Reads ``/proc/sys/net/bridge``; writes only those three sysctls, and only
+when asked to fix them.
 """
 
 from __future__ import annotations
@@ -22,47 +22,12 @@ TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-SYS_NET = "/sys/class/net"
 BRIDGE_SYSCTL_DIR = "/proc/sys/net/bridge"
 SYSCTL_OF: dict[model.Family, str] = {
     "ipv4": "bridge-nf-call-iptables",
     "ipv6": "bridge-nf-call-ip6tables",
 }
 VLAN_TAGGED = "bridge-nf-filter-vlan-tagged"
-
-
-def _sys_path(ifname: str, leaf: str) -> str | None:
-    if not ifname or "/" in ifname or ifname in (".", ".."):
-        return None
-    return os.path.join(SYS_NET, ifname, leaf)
-
-
-def is_bridge(ifname: str) -> bool:
-    """True when ``ifname`` is a bridge in this network namespace."""
-    path = _sys_path(ifname, "bridge")
-    return path is not None and os.path.isdir(path)
-
-
-def is_bridge_port(ifname: str) -> bool:
-    """True when ``ifname`` is enslaved to a bridge in this network namespace."""
-    path = _sys_path(ifname, "brport")
-    return path is not None and os.path.isdir(path)
-
-
-def bridge_of(ifname: str) -> str:
-    """The bridge ``ifname`` is a port of, '' when it is none's."""
-    path = _sys_path(ifname, "brport/bridge")
-    if path is None:
-        return ""
-    try:
-        return os.path.basename(os.readlink(path))
-    except OSError:
-        return ""
-
-
-def is_bridged(host_interfaces: Iterable[str]) -> bool:
-    """True when any host-side interface of the attachment is or joins a bridge."""
-    return any(is_bridge(name) or is_bridge_port(name) for name in host_interfaces)
 
 
 def _read(path: str) -> str | None:
