@@ -122,10 +122,28 @@ def _translated(
     return spec, [known[entry] if entry in known else fresh[entry] for entry in ipset.entries]
 
 
-def _digests(chain: model.Chain, family: model.Family) -> list[bytes]:
-    return [
-        layout.rule_digest(expressions) for expressions, _ in translate.chain_rules(chain, family)
-    ]
+class EncodedChain:
+    """A chain's rules encoded once: the ``add rule`` message bodies and the
+    digests their user data carry (what ``verify`` compares)."""
+
+    __slots__ = ("bodies", "chain", "digests", "family")
+
+    def __init__(self, name: str, family: model.Family, chain: model.Chain) -> None:
+        self.family, self.chain = family, chain
+        head = obj.rule_head(layout.TABLE, name)
+        self.bodies: list[bytes] = []
+        self.digests: list[bytes] = []
+        for rule in chain.rules:
+            expressions = translate.rule(rule, family)
+            digest = layout.rule_digest(expressions)
+            self.digests.append(digest)
+            self.bodies.append(
+                obj.rule_message(head, expressions, comment=rule.comment, digest=digest)
+            )
+
+    def holds(self, family: model.Family, chain: model.Chain) -> bool:
+        """Whether this is the encoding of ``chain`` in ``family``."""
+        return self.family == family and (self.chain is chain or self.chain == chain)
 
 
 class NftApplier:
@@ -146,6 +164,7 @@ class NftApplier:
         self.name = "nftables"
         self._known: Desired | None = None
         self._sets: SetCache = {}  # translated peer sets (see render)
+        self._encoded: dict[str, EncodedChain] = {}  # chains' rules by nft name
         self._fingerprint: Fingerprint | None = None
         self.generation = 0  # the ruleset generation our last commit made
 
@@ -162,6 +181,8 @@ class NftApplier:
         stats = ApplyStats()
         start = time.monotonic()
         wanted = render(desired, endpoints, self._sets)
+        for name in [name for name in self._encoded if name not in wanted.chains]:
+            del self._encoded[name]
         with locking.podwall_lock(self.run_dir, timeout=self.lock_timeout):
             fingerprint = endpoints_fingerprint(self.state_dir) if self.state_dir else None
             if expect_endpoints is not None and fingerprint != expect_endpoints:
@@ -248,13 +269,16 @@ class NftApplier:
         stats.sets_written = len(wanted.sets)
         stats.set_entries_written = sum(len(elements) for _, elements in wanted.sets.values())
 
-    @staticmethod
-    def _fill(batch: nl.Batch, name: str, family: model.Family, chain: model.Chain) -> None:
-        for expressions, comment in translate.chain_rules(chain, family):
-            obj.add_rule(
-                batch, layout.INET, layout.TABLE, name, expressions,
-                comment=comment, digest=layout.rule_digest(expressions),
-            )  # fmt: skip
+    def _encoding(self, name: str, family: model.Family, chain: model.Chain) -> EncodedChain:
+        """``chain``'s rules encoded, from the last write when it is unchanged."""
+        known = self._encoded.get(name)
+        if known is None or not known.holds(family, chain):
+            known = self._encoded[name] = EncodedChain(name, family, chain)
+        return known
+
+    def _fill(self, batch: nl.Batch, name: str, family: model.Family, chain: model.Chain) -> None:
+        for body in self._encoding(name, family, chain).bodies:
+            obj.add_rule_message(batch, layout.INET, name, body)
 
     def _renewed_records(self, wanted: Desired, fingerprint: Fingerprint | None) -> set[str]:
         """Record keys whose file changed since the last write (the plugin may
@@ -356,6 +380,14 @@ class NftApplier:
         with nl.Netlink() as sock:
             return self._differences(sock, render(desired, endpoints))
 
+    def _digests(self, name: str, family: model.Family, chain: model.Chain) -> list[bytes]:
+        """The digests of ``chain``'s rules (encoded again only when it is not
+        the chain last written under ``name``; remembered only by writes)."""
+        known = self._encoded.get(name)
+        if known is not None and known.holds(family, chain):
+            return known.digests
+        return EncodedChain(name, family, chain).digests
+
     def _matches(self, sock: nl.Netlink) -> bool:
         return self._known is not None and not self._differences(sock, self._known)
 
@@ -379,7 +411,7 @@ class NftApplier:
         for name in sorted(present ^ set(known.chains)):
             found.append(f"chain {name} is {'extra' if name in present else 'missing'}")
         for name, (family, chain) in known.chains.items():
-            if name in present and digests.get(name, []) != _digests(chain, family):
+            if name in present and digests.get(name, []) != self._digests(name, family, chain):
                 found.append(f"chain {name} differs")
         for name, (_, elements) in known.sets.items():
             if translate.element_keys(

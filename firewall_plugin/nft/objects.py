@@ -86,6 +86,18 @@ class SetSpec(Frozen):
         return sum(field_len(kind) for kind in self.fields)
 
 
+_set_field = object.__setattr__
+#: the attribute headers of a bare element (LIST_ELEM > ELEM_KEY > DATA_VALUE)
+#: by key length, and the padding after a key
+_KEY_HEADS: dict[int, bytes] = {}
+_PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")
+
+
+def _key_head(size: int) -> bytes:
+    """The 12 header bytes before a ``size``-byte key in a bare element."""
+    return nl.nest(LIST_ELEM, nl.nest(ELEM_KEY, expr.value(bytes(size))))[:12]
+
+
 class Element(Frozen):
     """One set element: ``key`` bytes; ``verdict`` (code, chain) for maps;
     ``end``: an interval's end marker; ``open``: an interval without end."""
@@ -103,10 +115,23 @@ class Element(Frozen):
         end: bool = False,
         open: bool = False,
     ) -> None:
-        init_fields(self, key, verdict, end, open)
+        # not init_fields: the agent makes one per peer set member (tens of
+        # thousands a sync on a big cluster), and this is twice as fast
+        _set_field(self, "key", key)
+        _set_field(self, "verdict", verdict)
+        _set_field(self, "end", end)
+        _set_field(self, "open", open)
 
     def encode(self, *, keys_only: bool = False) -> bytes:
-        parts = [nl.nest(ELEM_KEY, expr.value(self.key))]
+        key = self.key
+        if not self.end and (keys_only or (self.verdict is None and not self.open)):
+            # the common element, a bare key: its headers depend only on its length
+            size = len(key)
+            head = _KEY_HEADS.get(size)
+            if head is None:
+                head = _KEY_HEADS[size] = _key_head(size)
+            return head + key + _PADDING[size % 4]
+        parts = [nl.nest(ELEM_KEY, expr.value(key))]
         if self.end:
             parts.append(nl.attr(ELEM_FLAGS, nl.be32(ELEM_INTERVAL_END)))
         if not keys_only and self.verdict is not None:
@@ -184,15 +209,26 @@ def add_rule(
     digest: bytes = b"",
 ) -> None:
     """Append a rule (``expressions``: the concatenated encoded expressions)."""
+    body = rule_message(rule_head(table, chain), expressions, comment=comment, digest=digest)
+    add_rule_message(batch, family, chain, body)
+
+
+def rule_head(table: str, chain: str) -> bytes:
+    """The attributes naming a rule's table and chain (the same for all its rules)."""
+    return nl.attr(RULE_TABLE, nl.string(table)) + nl.attr(RULE_CHAIN, nl.string(chain))
+
+
+def rule_message(head: bytes, expressions: bytes, *, comment: str, digest: bytes = b"") -> bytes:
+    """The body of an ``add rule`` message (``head``: ``rule_head``): it can
+    be kept and added again (``add_rule_message``) while the rule is unchanged."""
     data = comment_udata(comment)
     if digest:
         data += udata((UDATA_RULE_DIGEST, digest))
-    body = (
-        nl.attr(RULE_TABLE, nl.string(table))
-        + nl.attr(RULE_CHAIN, nl.string(chain))
-        + expr.rule_body(expressions)
-        + nl.attr(RULE_USERDATA, data)
-    )
+    return head + expr.rule_body(expressions) + nl.attr(RULE_USERDATA, data)
+
+
+def add_rule_message(batch: nl.Batch, family: int, chain: str, body: bytes) -> None:
+    """Append the rule ``body`` (``rule_message``) to ``chain``."""
     batch.add(nl.NEWRULE, family, body, nl.NLM_F_CREATE | nl.NLM_F_APPEND, note=f"to {chain}")
 
 
