@@ -30,9 +30,12 @@ Never compiles and never decides policy.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from firewall_operator import chains
 from firewall_operator.applier import (
@@ -41,11 +44,13 @@ from firewall_operator.applier import (
     StaleEndpointsError,
     endpoints_fingerprint,
 )
-from firewall_plugin import locking, model
+from firewall_plugin import locking, model, names
 from firewall_plugin.errors import BackendError
 from firewall_plugin.nft import kernel, layout, ops, translate
 from firewall_plugin.nft import netlink as nl
 from firewall_plugin.nft import objects as obj
+
+_KEY = attrgetter("key")
 
 #: an nft chain of the desired state: (family, model chain)
 ChainEntry = tuple[model.Family, model.Chain]
@@ -91,12 +96,37 @@ def render(
         cache.clear()
         cache.update(kept)
     for endpoint in endpoints_:
-        out.items.update(layout.endpoint_items(endpoint))
-        for family in model.FAMILIES:
-            names = ops.policy_chain_names(endpoint.container_id, endpoint.ifname, family)
-            for name in names[:2]:
-                out.owners[name] = endpoint.key
+        items, owned = _endpoint_parts(endpoint)
+        out.items.update(items)
+        for name in owned:
+            out.owners[name] = endpoint.key
     return out
+
+
+#: what ``render`` derives from an endpoint (a pure function of it, the same
+#: every sync while the pod lives): its identity items and its main policy
+#: chains; bounded, emptied when full
+_ENDPOINT_PARTS: dict[model.Endpoint, tuple[list[layout.Item], list[str]]] = {}
+ENDPOINT_PARTS_LIMIT = 4096
+
+
+def _endpoint_parts(endpoint: model.Endpoint) -> tuple[list[layout.Item], list[str]]:
+    """(identity items, nft names of the main policy chains) of ``endpoint``."""
+    parts = _ENDPOINT_PARTS.get(endpoint)
+    if parts is None:
+        owned: list[str] = []
+        for family in model.FAMILIES:
+            owned.extend(
+                layout.chain_name(name, family)
+                for name in (
+                    names.ingress_chain(endpoint.container_id, endpoint.ifname),
+                    names.egress_chain(endpoint.container_id, endpoint.ifname),
+                )
+            )
+        if len(_ENDPOINT_PARTS) >= ENDPOINT_PARTS_LIMIT:
+            _ENDPOINT_PARTS.clear()
+        parts = _ENDPOINT_PARTS[endpoint] = (layout.endpoint_items(endpoint), owned)
+    return parts
 
 
 def _translated(
@@ -167,6 +197,8 @@ class NftApplier:
         self._encoded: dict[str, EncodedChain] = {}  # chains' rules by nft name
         self._fingerprint: Fingerprint | None = None
         self.generation = 0  # the ruleset generation our last commit made
+        self._sock: nl.Netlink | None = None  # apply's socket (see _netlink)
+        self._sock_place: tuple[int, int] = (0, 0)  # (pid, netns inode) it belongs to
 
     # --- the Applier interface ---------------------------------------------------
 
@@ -187,7 +219,7 @@ class NftApplier:
             fingerprint = endpoints_fingerprint(self.state_dir) if self.state_dir else None
             if expect_endpoints is not None and fingerprint != expect_endpoints:
                 raise StaleEndpointsError("endpoint records changed since they were read")
-            with nl.Netlink() as sock:
+            with self._netlink() as sock:
                 if not wanted.items and not wanted.chains:  # no pod: no podwall trace
                     self._remove_tables(sock)
                     rebuild = False
@@ -216,6 +248,27 @@ class NftApplier:
         endpoints: Sequence[model.Endpoint] = (),
     ) -> ApplyStats:
         return self.apply(desired, endpoints=endpoints, full=True)
+
+    @contextmanager
+    def _netlink(self) -> Iterator[nl.Netlink]:
+        """The socket ``apply`` writes through, kept from one call to the next
+        (only ``apply`` uses it, under the podwall lock): closing a netfilter
+        socket after a commit that deleted anything waits for the kernel to
+        free it (an RCU grace period, 12-24 ms measured), so a sync that
+        removes a pod from a set would pay that every time.  A new socket is
+        opened in another process or network namespace, and after any error
+        (the old one may hold an unread answer)."""
+        place = (os.getpid(), os.stat("/proc/self/ns/net").st_ino)
+        if self._sock is None or self._sock_place != place:
+            if self._sock is not None:
+                self._sock.close()  # this copy only: another process keeps its own
+            self._sock, self._sock_place = nl.Netlink(), place
+        try:
+            yield self._sock
+        except BaseException:
+            self._sock.close()
+            self._sock = None
+            raise
 
     @staticmethod
     def _remove_tables(sock: nl.Netlink) -> None:
@@ -351,10 +404,10 @@ class NftApplier:
             obj.add_elements(batch, layout.INET, layout.TABLE, spec.name, after)
             stats.set_entries_written += len(after)
             return
-        old = {element.key: element for element in before}
-        new = {element.key: element for element in after}
-        gone = [element for key, element in old.items() if key not in new]
-        added = [element for key, element in new.items() if key not in old]
+        old = dict(zip(map(_KEY, before), before, strict=True))
+        new = dict(zip(map(_KEY, after), after, strict=True))
+        gone = [old[key] for key in sorted(old.keys() - new.keys())]
+        added = [new[key] for key in sorted(new.keys() - old.keys())]
         obj.destroy_elements(batch, layout.INET, layout.TABLE, spec.name, gone)
         obj.add_elements(batch, layout.INET, layout.TABLE, spec.name, added)
         stats.set_entries_written += len(gone) + len(added)

@@ -48,8 +48,11 @@ def udata(*entries: tuple[int, bytes]) -> bytes:
 
 
 def comment_udata(text: str) -> bytes:
-    raw = text.encode()[:200].decode(errors="ignore").encode() + b"\0"
-    return udata((UDATA_COMMENT, raw))
+    """A comment's user data: at most 200 bytes of whole UTF-8 characters."""
+    raw = text.encode()
+    if len(raw) > 200:
+        raw = raw[:200].decode(errors="ignore").encode()
+    return bytes((UDATA_COMMENT, len(raw) + 1)) + raw + b"\0"
 
 
 def concat_type(*types: int) -> int:
@@ -223,7 +226,7 @@ def rule_message(head: bytes, expressions: bytes, *, comment: str, digest: bytes
     be kept and added again (``add_rule_message``) while the rule is unchanged."""
     data = comment_udata(comment)
     if digest:
-        data += udata((UDATA_RULE_DIGEST, digest))
+        data += bytes((UDATA_RULE_DIGEST, len(digest))) + digest
     return head + expr.rule_body(expressions) + nl.attr(RULE_USERDATA, data)
 
 

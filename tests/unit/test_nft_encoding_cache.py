@@ -12,7 +12,7 @@ import pytest
 
 from firewall_operator import nft_applier
 from firewall_plugin import model
-from firewall_plugin.nft import expr, layout, translate
+from firewall_plugin.nft import expr, layout, ops, translate
 from firewall_plugin.nft import netlink as nl
 from firewall_plugin.nft import objects as obj
 
@@ -178,3 +178,50 @@ def test_the_applier_keeps_a_chain_encoded_until_it_changes(tmp_path: object) ->
     assert other_family.bodies == bodies("PODWALL-I-ABC-4", "ipv6", changed)
     assert applier._digests("PODWALL-I-X-4", "ipv4", chain) == kept.digests
     assert "PODWALL-I-X-4" not in applier._encoded  # checking remembers nothing
+
+
+ENDPOINTS = [
+    model.Endpoint("c1-eth0", "c1", "eth0", "ns/a", "veth1", "cni0", ("10.0.0.2", "fd00::2"),
+                   "fe80::1"),
+    model.Endpoint("c2-eth0", "c2", "eth0", "ns/b", "veth2", "", ("10.0.0.3",), "",
+                   ingress_open=True),
+]  # fmt: skip
+
+
+def test_rendered_endpoints_are_what_the_plain_functions_give() -> None:
+    for _ in range(2):  # the second time from the memo
+        out = nft_applier.render({}, ENDPOINTS)
+        items: set[layout.Item] = set()
+        owners: dict[str, str] = {}
+        for endpoint in ENDPOINTS:
+            items.update(layout.endpoint_items(endpoint))
+            for family in model.FAMILIES:
+                names = ops.policy_chain_names(endpoint.container_id, endpoint.ifname, family)
+                owners.update(dict.fromkeys(names[:2], endpoint.key))
+        assert out.items == items
+        assert out.owners == owners
+    moved = ENDPOINTS[0].replace(addresses=("10.0.0.9",))
+    assert nft_applier.render({}, [moved]).items == set(layout.endpoint_items(moved))
+
+
+def test_apply_keeps_its_socket_until_an_error_or_a_move(tmp_path: object) -> None:
+    applier = nft_applier.NftApplier(run_dir=str(tmp_path))
+    with applier._netlink() as first:
+        pass
+    with applier._netlink() as again:
+        assert again is first
+    with pytest.raises(RuntimeError), applier._netlink():
+        raise RuntimeError("a failed write")
+    with applier._netlink() as renewed:
+        assert renewed is not first
+    applier._sock_place = (0, 0)  # as if forked, or moved to another network namespace
+    with applier._netlink() as moved:
+        assert moved is not renewed
+    assert renewed.sock.fileno() == -1  # closed
+
+
+@pytest.mark.parametrize("text", ["", "podwall: allow web", "é" * 99, "é" * 100, "x" + "é" * 100])
+def test_comments_are_cut_to_whole_characters_as_before(text: str) -> None:
+    raw = text.encode()[:200].decode(errors="ignore").encode() + b"\0"
+    assert obj.comment_udata(text) == obj.udata((obj.UDATA_COMMENT, raw))
+    assert len(obj.comment_udata(text)) <= 203
