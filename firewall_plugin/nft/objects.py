@@ -13,7 +13,7 @@ from firewall_plugin.values import Frozen, init_fields
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
 # attribute numbers (uapi nf_tables.h)
 TABLE_NAME, TABLE_FLAGS, TABLE_USERDATA = 1, 2, 6
@@ -278,19 +278,30 @@ def _element_messages(
     flags: int = 0,
 ) -> None:
     head = nl.attr(ELEMS_TABLE, nl.string(table)) + nl.attr(ELEMS_SET, nl.string(set_name))
+    note = f"of {set_name}"
+    for chunk in _chunks([element.encode(keys_only=keys_only) for element in elements]):
+        batch.add(kind, family, head + nl.nest(ELEMS_LIST, *chunk), flags, note=note)
+
+
+def _chunks(encoded: list[bytes]) -> Iterator[list[bytes]]:
+    """``encoded`` elements in runs of at most ``MAX_ELEMENTS_BYTES`` (a longer
+    element alone); elements of one size (the usual set) are cut by arithmetic."""
+    sizes = set(map(len, encoded))
+    if len(sizes) == 1:
+        step = max(1, MAX_ELEMENTS_BYTES // sizes.pop())
+        for start in range(0, len(encoded), step):
+            yield encoded[start : start + step]
+        return
     chunk: list[bytes] = []
     size = 0
-    for element in elements:
-        encoded = element.encode(keys_only=keys_only)
-        if chunk and size + len(encoded) > MAX_ELEMENTS_BYTES:
-            batch.add(
-                kind, family, head + nl.nest(ELEMS_LIST, *chunk), flags, note=f"of {set_name}"
-            )
+    for item in encoded:
+        if chunk and size + len(item) > MAX_ELEMENTS_BYTES:
+            yield chunk
             chunk, size = [], 0
-        chunk.append(encoded)
-        size += len(encoded)
+        chunk.append(item)
+        size += len(item)
     if chunk:
-        batch.add(kind, family, head + nl.nest(ELEMS_LIST, *chunk), flags, note=f"of {set_name}")
+        yield chunk
 
 
 def add_elements(

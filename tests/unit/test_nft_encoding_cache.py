@@ -12,7 +12,7 @@ import pytest
 
 from firewall_operator import nft_applier
 from firewall_plugin import model
-from firewall_plugin.nft import expr, layout, ops, translate
+from firewall_plugin.nft import expr, keys, layout, ops, translate
 from firewall_plugin.nft import netlink as nl
 from firewall_plugin.nft import objects as obj
 
@@ -225,3 +225,50 @@ def test_comments_are_cut_to_whole_characters_as_before(text: str) -> None:
     raw = text.encode()[:200].decode(errors="ignore").encode() + b"\0"
     assert obj.comment_udata(text) == obj.udata((obj.UDATA_COMMENT, raw))
     assert len(obj.comment_udata(text)) <= 203
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.5,tcp:8080", "fd00::5,udp:53", "10.0.0.5,sctp:0"])
+def test_named_port_keys_are_the_concatenation(entry: str) -> None:
+    address, _, port = entry.partition(",")
+    protocol, _, number = port.partition(":")
+    expected = keys.concat(
+        keys.address(address),
+        bytes((keys.PROTOCOL_NUMBERS[protocol],)),
+        int(number).to_bytes(2, "big"),
+    )
+    assert keys.port_key(address, protocol, int(number)) == expected
+    with pytest.raises(OverflowError):
+        keys.port_key(address, protocol, 65536)
+
+
+def test_elements_are_cut_in_runs_the_kernel_takes() -> None:
+    for elements in (
+        [obj.Element(n.to_bytes(4, "big")) for n in range(10_000)],
+        [obj.Element(n.to_bytes(4, "big"), end=bool(n % 3)) for n in range(10_000)],
+    ):
+        batch = nl.Batch()
+        obj.add_elements(batch, layout.INET, layout.TABLE, "P-x", elements)
+        runs = [nl.attr_list(nl.attrs(body)[obj.ELEMS_LIST]) for _, _, _, body in batch.messages]
+        assert [raw for run in runs for _, raw in run] == [
+            long_way(element, keys_only=False)[4:] for element in elements
+        ]
+        for body in (body for _, _, _, body in batch.messages):
+            assert len(nl.attrs(body)[obj.ELEMS_LIST]) <= obj.MAX_ELEMENTS_BYTES
+        full = [len(nl.attrs(body)[obj.ELEMS_LIST]) for _, _, _, body in batch.messages]
+        assert all(size > obj.MAX_ELEMENTS_BYTES - 40 for size in full[:-1])  # runs are filled
+
+
+def test_a_batch_encodes_as_its_messages_do() -> None:
+    batch = nl.Batch()
+    obj.add_table(batch, nl.NFPROTO_INET, "podwall", comment="x")
+    obj.add_chain(batch, nl.NFPROTO_BRIDGE, "podwall", "forward")
+    obj.add_rule(batch, nl.NFPROTO_INET, "podwall", "forward", translate.rule(BASE, "ipv4"),
+                 comment="c")  # fmt: skip
+    first = 0x7FFF_FF00
+    expected = [nl.message(nl.NFNL_MSG_BATCH_BEGIN, 0, 0, b"", seq=first,
+                           res=nl.NFNL_SUBSYS_NFTABLES)]  # fmt: skip
+    for seq, (kind, family, flags, body) in enumerate(batch.messages, first + 1):
+        expected.append(nl.message(nl.nft(kind), flags, family, body, seq=seq))
+    expected.append(nl.message(nl.NFNL_MSG_BATCH_END, 0, 0, b"", seq=first + 4,
+                               res=nl.NFNL_SUBSYS_NFTABLES))  # fmt: skip
+    assert batch.encode(first) == b"".join(expected)
