@@ -24,6 +24,11 @@ sees the old ruleset or the new one, never a mix.
 * ``verify()`` compares the kernel with what was written (chains and the
   digests their rules carry in their user data, set elements, the table's
   layout) at a few dumps' cost; ``resync`` rebuilds when it differs.
+* Encoding is paid once: each chain's ``add rule`` messages and digests are
+  kept while the chain is unchanged (``EncodedChain``: a rebuild after drift
+  and ``verify`` reuse them), rules and hash set members are memoized in
+  ``nft.translate``, endpoints' identity items here.  ``apply`` keeps its
+  netlink socket between calls (see ``_netlink``).
 
 Never compiles and never decides policy.
 """
