@@ -157,6 +157,14 @@ def _translated(
     return spec, [known[entry] if entry in known else fresh[entry] for entry in ipset.entries]
 
 
+def _netns_inode() -> int:
+    """The inode of this thread's network namespace (0 without /proc)."""
+    try:
+        return os.stat("/proc/thread-self/ns/net").st_ino
+    except OSError:
+        return 0
+
+
 class EncodedChain:
     """A chain's rules encoded once: the ``add rule`` message bodies and the
     digests their user data carry (what ``verify`` compares)."""
@@ -263,7 +271,7 @@ class NftApplier:
         removes a pod from a set would pay that every time.  A new socket is
         opened in another process or network namespace, and after any error
         (the old one may hold an unread answer)."""
-        place = (os.getpid(), os.stat("/proc/self/ns/net").st_ino)
+        place = (os.getpid(), _netns_inode())
         if self._sock is None or self._sock_place != place:
             if self._sock is not None:
                 self._sock.close()  # this copy only: another process keeps its own
