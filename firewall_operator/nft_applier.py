@@ -25,10 +25,11 @@ sees the old ruleset or the new one, never a mix.
   digests their rules carry in their user data, set elements, the table's
   layout) at a few dumps' cost; ``resync`` rebuilds when it differs.
 * Encoding is paid once: each chain's ``add rule`` messages and digests are
-  kept while the chain is unchanged (``EncodedChain``: a rebuild after drift
-  and ``verify`` reuse them), rules and hash set members are memoized in
-  ``nft.translate``, endpoints' identity items here.  ``apply`` keeps its
-  netlink socket between calls (see ``_netlink``).
+  kept while the chain is unchanged (``nft_render.EncodedChain``: a rebuild
+  after drift and ``verify`` reuse them); rules and hash set members are
+  memoized in ``nft.translate``, endpoints' identity items in
+  ``nft_render``.  ``apply`` keeps its netlink socket between calls (see
+  ``_netlink``).
 
 Never compiles and never decides policy.
 """
@@ -39,7 +40,6 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from operator import attrgetter
 
 from firewall_operator import chains
@@ -49,112 +49,14 @@ from firewall_operator.applier import (
     StaleEndpointsError,
     endpoints_fingerprint,
 )
-from firewall_plugin import locking, model, names
+from firewall_operator.nft_render import Desired, EncodedChain, SetCache, render
+from firewall_plugin import locking, model
 from firewall_plugin.errors import BackendError
 from firewall_plugin.nft import kernel, layout, ops, translate
 from firewall_plugin.nft import netlink as nl
 from firewall_plugin.nft import objects as obj
 
 _KEY = attrgetter("key")
-
-#: an nft chain of the desired state: (family, model chain)
-ChainEntry = tuple[model.Family, model.Chain]
-
-
-@dataclass(slots=True)
-class Desired:
-    """The desired kernel state in nft's terms."""
-
-    chains: dict[str, ChainEntry] = field(default_factory=dict)
-    sets: dict[str, tuple[obj.SetSpec, list[obj.Element]]] = field(default_factory=dict)
-    items: set[layout.Item] = field(default_factory=set)
-    #: the main policy chains (nft names) of each record key
-    owners: dict[str, str] = field(default_factory=dict)
-
-
-#: a peer set's last translation, by name: (the model set, its nft form)
-SetCache = dict[str, tuple[model.IPSet, tuple[obj.SetSpec, list[obj.Element]]]]
-
-
-def render(
-    desired: Mapping[model.Family, model.FamilyState],
-    endpoints_: Sequence[model.Endpoint],
-    cache: SetCache | None = None,
-) -> Desired:
-    """The model rendered as nft objects.  With ``cache``, a peer set equal to
-    the one translated last time under its name is not translated again (the
-    agent's compiler hands unchanged sets over as the same objects), and the
-    cache keeps only the sets of this state."""
-    out = Desired()
-    kept: SetCache = {}
-    for family, state in desired.items():
-        for chain in state.chains.values():
-            out.chains[layout.chain_name(chain.name, family)] = (family, chain)
-        for ipset in state.sets.values():
-            hit = (cache or {}).get(ipset.name)
-            if hit is not None and (hit[0] is ipset or hit[0] == ipset):
-                kept[ipset.name] = hit
-            else:
-                kept[ipset.name] = (ipset, _translated(ipset, hit))
-            out.sets[ipset.name] = kept[ipset.name][1]
-    if cache is not None:
-        cache.clear()
-        cache.update(kept)
-    for endpoint in endpoints_:
-        items, owned = _endpoint_parts(endpoint)
-        out.items.update(items)
-        for name in owned:
-            out.owners[name] = endpoint.key
-    return out
-
-
-#: what ``render`` derives from an endpoint (a pure function of it, the same
-#: every sync while the pod lives): its identity items and its main policy
-#: chains; bounded, emptied when full
-_ENDPOINT_PARTS: dict[model.Endpoint, tuple[list[layout.Item], list[str]]] = {}
-ENDPOINT_PARTS_LIMIT = 4096
-
-
-def _endpoint_parts(endpoint: model.Endpoint) -> tuple[list[layout.Item], list[str]]:
-    """(identity items, nft names of the main policy chains) of ``endpoint``."""
-    parts = _ENDPOINT_PARTS.get(endpoint)
-    if parts is None:
-        owned: list[str] = []
-        for family in model.FAMILIES:
-            owned.extend(
-                layout.chain_name(name, family)
-                for name in (
-                    names.ingress_chain(endpoint.container_id, endpoint.ifname),
-                    names.egress_chain(endpoint.container_id, endpoint.ifname),
-                )
-            )
-        if len(_ENDPOINT_PARTS) >= ENDPOINT_PARTS_LIMIT:
-            _ENDPOINT_PARTS.clear()
-        parts = _ENDPOINT_PARTS[endpoint] = (layout.endpoint_items(endpoint), owned)
-    return parts
-
-
-def _translated(
-    ipset: model.IPSet, before: tuple[model.IPSet, tuple[obj.SetSpec, list[obj.Element]]] | None
-) -> tuple[obj.SetSpec, list[obj.Element]]:
-    """``translate.peer_set(ipset)``; for a hash set that had other entries
-    before, only the new entries are translated (one element per entry, in
-    entry order), so a pod joining or leaving a big set costs its own entry."""
-    if (
-        before is None
-        or ipset.kind == "hash:net"
-        or before[0].kind != ipset.kind
-        or before[0].family != ipset.family
-    ):
-        return translate.peer_set(ipset)
-    old_set, (spec, old_elements) = before
-    if len(old_elements) != len(old_set.entries):
-        return translate.peer_set(ipset)
-    known = dict(zip(old_set.entries, old_elements, strict=True))
-    new = tuple(entry for entry in ipset.entries if entry not in known)
-    _, added = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, new))
-    fresh = dict(zip(new, added, strict=True))
-    return spec, [known[entry] if entry in known else fresh[entry] for entry in ipset.entries]
 
 
 def _netns_inode() -> int:
@@ -163,30 +65,6 @@ def _netns_inode() -> int:
         return os.stat("/proc/thread-self/ns/net").st_ino
     except OSError:
         return 0
-
-
-class EncodedChain:
-    """A chain's rules encoded once: the ``add rule`` message bodies and the
-    digests their user data carry (what ``verify`` compares)."""
-
-    __slots__ = ("bodies", "chain", "digests", "family")
-
-    def __init__(self, name: str, family: model.Family, chain: model.Chain) -> None:
-        self.family, self.chain = family, chain
-        head = obj.rule_head(layout.TABLE, name)
-        self.bodies: list[bytes] = []
-        self.digests: list[bytes] = []
-        for rule in chain.rules:
-            expressions = translate.rule(rule, family)
-            digest = layout.rule_digest(expressions)
-            self.digests.append(digest)
-            self.bodies.append(
-                obj.rule_message(head, expressions, comment=rule.comment, digest=digest)
-            )
-
-    def holds(self, family: model.Family, chain: model.Chain) -> bool:
-        """Whether this is the encoding of ``chain`` in ``family``."""
-        return self.family == family and (self.chain is chain or self.chain == chain)
 
 
 class NftApplier:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from firewall_operator import nft_applier
+from firewall_operator import nft_applier, nft_render
 from firewall_plugin import model
 from firewall_plugin.nft import expr, keys, layout, ops, translate
 from firewall_plugin.nft import netlink as nl
@@ -190,7 +190,7 @@ ENDPOINTS = [
 
 def test_rendered_endpoints_are_what_the_plain_functions_give() -> None:
     for _ in range(2):  # the second time from the memo
-        out = nft_applier.render({}, ENDPOINTS)
+        out = nft_render.render({}, ENDPOINTS)
         items: set[layout.Item] = set()
         owners: dict[str, str] = {}
         for endpoint in ENDPOINTS:
@@ -201,7 +201,7 @@ def test_rendered_endpoints_are_what_the_plain_functions_give() -> None:
         assert out.items == items
         assert out.owners == owners
     moved = ENDPOINTS[0].replace(addresses=("10.0.0.9",))
-    assert nft_applier.render({}, [moved]).items == set(layout.endpoint_items(moved))
+    assert nft_render.render({}, [moved]).items == set(layout.endpoint_items(moved))
 
 
 def test_apply_keeps_its_socket_until_an_error_or_a_move(tmp_path: object) -> None:
