@@ -11,7 +11,9 @@ same run, the two sides interleaved (medians of ``--reps``):
   writes alone as well;
 * a one-pod label change (a remote pod leaves the peer sets it was in):
   incremental compile + the write, as a share of a full sync of the same
-  backend (target <= 0.01 for nftables);
+  backend (target <= 0.01 for nftables); both states written come from one
+  ``Compiler``, as in the agent (unchanged chains and sets are the same
+  objects in both);
 * rules per local pod in the kernel (nftables: the rules of ``table inet
   podwall``; iptables-nft: podwall's rules of both families) at 1,000 and
   10,000 cluster pods: must not depend on the cluster's size.
@@ -87,8 +89,9 @@ def sync_figures(args: argparse.Namespace, parsed: cluster.Snapshot) -> dict[str
     records = workload.records(args.local)
     build, snapshot = bench_compile.timed(lambda: bench_compile.rebuild(parsed))
     full_compile, full = bench_compile.timed(lambda: compiled_for(snapshot, records))
-    incremental = compiler.Compiler()
-    incremental.compile(snapshot, records)
+    incremental = compiler.Compiler()  # the agent's: one compiler for every sync,
+    first = incremental.compile(snapshot, records)  # so states share unchanged objects
+    assert first.families == full.families
     changed = bench_compile.label_change(snapshot)
     change_build, _ = bench_compile.timed(lambda: bench_compile.label_change(snapshot))
     change_compile, relabelled = bench_compile.timed(lambda: incremental.compile(changed, records))
@@ -98,7 +101,7 @@ def sync_figures(args: argparse.Namespace, parsed: cluster.Snapshot) -> dict[str
             endpoints.write(f"{workdir}/state", record)
         for _ in range(args.reps):
             for backend in args.backends:
-                runs[backend].append(in_fresh_node(write, backend, workdir, [full, relabelled]))
+                runs[backend].append(in_fresh_node(write, backend, workdir, [first, relabelled]))
     return {"build": build, "compile": full_compile, "change": change_build + change_compile,
             "runs": runs, "rules": full.rule_count}  # fmt: skip
 

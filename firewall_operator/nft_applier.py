@@ -24,15 +24,23 @@ sees the old ruleset or the new one, never a mix.
 * ``verify()`` compares the kernel with what was written (chains and the
   digests their rules carry in their user data, set elements, the table's
   layout) at a few dumps' cost; ``resync`` rebuilds when it differs.
+* Encoding is paid once: each chain's ``add rule`` messages and digests are
+  kept while the chain is unchanged (``nft_render.EncodedChain``: a rebuild
+  after drift and ``verify`` reuse them); rules and hash set members are
+  memoized in ``nft.translate``, endpoints' identity items in
+  ``nft_render``.  ``apply`` keeps its netlink socket between calls (see
+  ``_netlink``).
 
 Never compiles and never decides policy.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from operator import attrgetter
 
 from firewall_operator import chains
 from firewall_operator.applier import (
@@ -41,91 +49,22 @@ from firewall_operator.applier import (
     StaleEndpointsError,
     endpoints_fingerprint,
 )
+from firewall_operator.nft_render import Desired, EncodedChain, SetCache, render
 from firewall_plugin import locking, model
 from firewall_plugin.errors import BackendError
 from firewall_plugin.nft import kernel, layout, ops, translate
 from firewall_plugin.nft import netlink as nl
 from firewall_plugin.nft import objects as obj
 
-#: an nft chain of the desired state: (family, model chain)
-ChainEntry = tuple[model.Family, model.Chain]
+_KEY = attrgetter("key")
 
 
-@dataclass(slots=True)
-class Desired:
-    """The desired kernel state in nft's terms."""
-
-    chains: dict[str, ChainEntry] = field(default_factory=dict)
-    sets: dict[str, tuple[obj.SetSpec, list[obj.Element]]] = field(default_factory=dict)
-    items: set[layout.Item] = field(default_factory=set)
-    #: the main policy chains (nft names) of each record key
-    owners: dict[str, str] = field(default_factory=dict)
-
-
-#: a peer set's last translation, by name: (the model set, its nft form)
-SetCache = dict[str, tuple[model.IPSet, tuple[obj.SetSpec, list[obj.Element]]]]
-
-
-def render(
-    desired: Mapping[model.Family, model.FamilyState],
-    endpoints_: Sequence[model.Endpoint],
-    cache: SetCache | None = None,
-) -> Desired:
-    """The model rendered as nft objects.  With ``cache``, a peer set equal to
-    the one translated last time under its name is not translated again (the
-    agent's compiler hands unchanged sets over as the same objects), and the
-    cache keeps only the sets of this state."""
-    out = Desired()
-    kept: SetCache = {}
-    for family, state in desired.items():
-        for chain in state.chains.values():
-            out.chains[layout.chain_name(chain.name, family)] = (family, chain)
-        for ipset in state.sets.values():
-            hit = (cache or {}).get(ipset.name)
-            if hit is not None and (hit[0] is ipset or hit[0] == ipset):
-                kept[ipset.name] = hit
-            else:
-                kept[ipset.name] = (ipset, _translated(ipset, hit))
-            out.sets[ipset.name] = kept[ipset.name][1]
-    if cache is not None:
-        cache.clear()
-        cache.update(kept)
-    for endpoint in endpoints_:
-        out.items.update(layout.endpoint_items(endpoint))
-        for family in model.FAMILIES:
-            names = ops.policy_chain_names(endpoint.container_id, endpoint.ifname, family)
-            for name in names[:2]:
-                out.owners[name] = endpoint.key
-    return out
-
-
-def _translated(
-    ipset: model.IPSet, before: tuple[model.IPSet, tuple[obj.SetSpec, list[obj.Element]]] | None
-) -> tuple[obj.SetSpec, list[obj.Element]]:
-    """``translate.peer_set(ipset)``; for a hash set that had other entries
-    before, only the new entries are translated (one element per entry, in
-    entry order), so a pod joining or leaving a big set costs its own entry."""
-    if (
-        before is None
-        or ipset.kind == "hash:net"
-        or before[0].kind != ipset.kind
-        or before[0].family != ipset.family
-    ):
-        return translate.peer_set(ipset)
-    old_set, (spec, old_elements) = before
-    if len(old_elements) != len(old_set.entries):
-        return translate.peer_set(ipset)
-    known = dict(zip(old_set.entries, old_elements, strict=True))
-    new = tuple(entry for entry in ipset.entries if entry not in known)
-    _, added = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, new))
-    fresh = dict(zip(new, added, strict=True))
-    return spec, [known[entry] if entry in known else fresh[entry] for entry in ipset.entries]
-
-
-def _digests(chain: model.Chain, family: model.Family) -> list[bytes]:
-    return [
-        layout.rule_digest(expressions) for expressions, _ in translate.chain_rules(chain, family)
-    ]
+def _netns_inode() -> int:
+    """The inode of this thread's network namespace (0 without /proc)."""
+    try:
+        return os.stat("/proc/thread-self/ns/net").st_ino
+    except OSError:
+        return 0
 
 
 class NftApplier:
@@ -146,8 +85,11 @@ class NftApplier:
         self.name = "nftables"
         self._known: Desired | None = None
         self._sets: SetCache = {}  # translated peer sets (see render)
+        self._encoded: dict[str, EncodedChain] = {}  # chains' rules by nft name
         self._fingerprint: Fingerprint | None = None
         self.generation = 0  # the ruleset generation our last commit made
+        self._sock: nl.Netlink | None = None  # apply's socket (see _netlink)
+        self._sock_place: tuple[int, int] = (0, 0)  # (pid, netns inode) it belongs to
 
     # --- the Applier interface ---------------------------------------------------
 
@@ -162,11 +104,13 @@ class NftApplier:
         stats = ApplyStats()
         start = time.monotonic()
         wanted = render(desired, endpoints, self._sets)
+        for name in [name for name in self._encoded if name not in wanted.chains]:
+            del self._encoded[name]
         with locking.podwall_lock(self.run_dir, timeout=self.lock_timeout):
             fingerprint = endpoints_fingerprint(self.state_dir) if self.state_dir else None
             if expect_endpoints is not None and fingerprint != expect_endpoints:
                 raise StaleEndpointsError("endpoint records changed since they were read")
-            with nl.Netlink() as sock:
+            with self._netlink() as sock:
                 if not wanted.items and not wanted.chains:  # no pod: no podwall trace
                     self._remove_tables(sock)
                     rebuild = False
@@ -195,6 +139,27 @@ class NftApplier:
         endpoints: Sequence[model.Endpoint] = (),
     ) -> ApplyStats:
         return self.apply(desired, endpoints=endpoints, full=True)
+
+    @contextmanager
+    def _netlink(self) -> Iterator[nl.Netlink]:
+        """The socket ``apply`` writes through, kept from one call to the next
+        (only ``apply`` uses it, under the podwall lock): closing a netfilter
+        socket after a commit that deleted anything waits for the kernel to
+        free it (an RCU grace period, 12-24 ms measured), so a sync that
+        removes a pod from a set would pay that every time.  A new socket is
+        opened in another process or network namespace, and after any error
+        (the old one may hold an unread answer)."""
+        place = (os.getpid(), _netns_inode())
+        if self._sock is None or self._sock_place != place:
+            if self._sock is not None:
+                self._sock.close()  # this copy only: another process keeps its own
+            self._sock, self._sock_place = nl.Netlink(), place
+        try:
+            yield self._sock
+        except BaseException:
+            self._sock.close()
+            self._sock = None
+            raise
 
     @staticmethod
     def _remove_tables(sock: nl.Netlink) -> None:
@@ -248,13 +213,16 @@ class NftApplier:
         stats.sets_written = len(wanted.sets)
         stats.set_entries_written = sum(len(elements) for _, elements in wanted.sets.values())
 
-    @staticmethod
-    def _fill(batch: nl.Batch, name: str, family: model.Family, chain: model.Chain) -> None:
-        for expressions, comment in translate.chain_rules(chain, family):
-            obj.add_rule(
-                batch, layout.INET, layout.TABLE, name, expressions,
-                comment=comment, digest=layout.rule_digest(expressions),
-            )  # fmt: skip
+    def _encoding(self, name: str, family: model.Family, chain: model.Chain) -> EncodedChain:
+        """``chain``'s rules encoded, from the last write when it is unchanged."""
+        known = self._encoded.get(name)
+        if known is None or not known.holds(family, chain):
+            known = self._encoded[name] = EncodedChain(name, family, chain)
+        return known
+
+    def _fill(self, batch: nl.Batch, name: str, family: model.Family, chain: model.Chain) -> None:
+        for body in self._encoding(name, family, chain).bodies:
+            obj.add_rule_message(batch, layout.INET, name, body)
 
     def _renewed_records(self, wanted: Desired, fingerprint: Fingerprint | None) -> set[str]:
         """Record keys whose file changed since the last write (the plugin may
@@ -327,10 +295,10 @@ class NftApplier:
             obj.add_elements(batch, layout.INET, layout.TABLE, spec.name, after)
             stats.set_entries_written += len(after)
             return
-        old = {element.key: element for element in before}
-        new = {element.key: element for element in after}
-        gone = [element for key, element in old.items() if key not in new]
-        added = [element for key, element in new.items() if key not in old]
+        old = dict(zip(map(_KEY, before), before, strict=True))
+        new = dict(zip(map(_KEY, after), after, strict=True))
+        gone = [old[key] for key in sorted(old.keys() - new.keys())]
+        added = [new[key] for key in sorted(new.keys() - old.keys())]
         obj.destroy_elements(batch, layout.INET, layout.TABLE, spec.name, gone)
         obj.add_elements(batch, layout.INET, layout.TABLE, spec.name, added)
         stats.set_entries_written += len(gone) + len(added)
@@ -356,6 +324,14 @@ class NftApplier:
         with nl.Netlink() as sock:
             return self._differences(sock, render(desired, endpoints))
 
+    def _digests(self, name: str, family: model.Family, chain: model.Chain) -> list[bytes]:
+        """The digests of ``chain``'s rules (encoded again only when it is not
+        the chain last written under ``name``; remembered only by writes)."""
+        known = self._encoded.get(name)
+        if known is not None and known.holds(family, chain):
+            return known.digests
+        return EncodedChain(name, family, chain).digests
+
     def _matches(self, sock: nl.Netlink) -> bool:
         return self._known is not None and not self._differences(sock, self._known)
 
@@ -379,7 +355,7 @@ class NftApplier:
         for name in sorted(present ^ set(known.chains)):
             found.append(f"chain {name} is {'extra' if name in present else 'missing'}")
         for name, (family, chain) in known.chains.items():
-            if name in present and digests.get(name, []) != _digests(chain, family):
+            if name in present and digests.get(name, []) != self._digests(name, family, chain):
                 found.append(f"chain {name} differs")
         for name, (_, elements) in known.sets.items():
             if translate.element_keys(

@@ -54,10 +54,10 @@ def ifname(name: str) -> bytes:
 
 
 def port_key(address_text: str, protocol: str, port: int) -> bytes:
-    """``address . inet_proto . inet_service``."""
-    return concat(
-        address(address_text), bytes((PROTOCOL_NUMBERS[protocol],)), port.to_bytes(2, "big")
-    )
+    """``address . inet_proto . inet_service`` (``concat`` of the three,
+    spelt out: the agent makes one per named-port peer)."""
+    proto = bytes((PROTOCOL_NUMBERS[protocol], 0, 0, 0))
+    return address(address_text) + proto + port.to_bytes(2, "big") + b"\0\0"
 
 
 def parse_net(text: str) -> tuple[int, int, int]:

@@ -196,8 +196,19 @@ class Batch:
     def encode(self, first_seq: int) -> bytes:
         """BATCH_BEGIN, the operations (seq ``first_seq``+1…), BATCH_END."""
         parts = [message(NFNL_MSG_BATCH_BEGIN, 0, 0, b"", seq=first_seq, res=NFNL_SUBSYS_NFTABLES)]
-        for offset, (kind, family, flags, body) in enumerate(self.messages, start=1):
-            parts.append(message(nft(kind), flags, family, body, seq=first_seq + offset))
+        if BYTEORDER == "little":  # ``message`` spelt out: one int per header (10k a sync)
+            for seq, (kind, family, flags, body) in enumerate(self.messages, first_seq + 1):
+                header = (
+                    (20 + len(body))
+                    | (NFNL_SUBSYS_NFTABLES << 8 | kind) << 32
+                    | (flags | NLM_F_REQUEST) << 48
+                    | seq << 64
+                    | family << 128
+                )
+                parts.append(header.to_bytes(20, "little") + body)
+        else:
+            for offset, (kind, family, flags, body) in enumerate(self.messages, start=1):
+                parts.append(message(nft(kind), flags, family, body, seq=first_seq + offset))
         end_seq = first_seq + len(self.messages) + 1
         parts.append(message(NFNL_MSG_BATCH_END, 0, 0, b"", seq=end_seq, res=NFNL_SUBSYS_NFTABLES))
         return b"".join(parts)

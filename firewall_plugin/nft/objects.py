@@ -13,7 +13,7 @@ from firewall_plugin.values import Frozen, init_fields
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
 # attribute numbers (uapi nf_tables.h)
 TABLE_NAME, TABLE_FLAGS, TABLE_USERDATA = 1, 2, 6
@@ -48,8 +48,11 @@ def udata(*entries: tuple[int, bytes]) -> bytes:
 
 
 def comment_udata(text: str) -> bytes:
-    raw = text.encode()[:200].decode(errors="ignore").encode() + b"\0"
-    return udata((UDATA_COMMENT, raw))
+    """A comment's user data: at most 200 bytes of whole UTF-8 characters."""
+    raw = text.encode()
+    if len(raw) > 200:
+        raw = raw[:200].decode(errors="ignore").encode()
+    return bytes((UDATA_COMMENT, len(raw) + 1)) + raw + b"\0"
 
 
 def concat_type(*types: int) -> int:
@@ -86,6 +89,18 @@ class SetSpec(Frozen):
         return sum(field_len(kind) for kind in self.fields)
 
 
+_set_field = object.__setattr__
+#: the attribute headers of a bare element (LIST_ELEM > ELEM_KEY > DATA_VALUE)
+#: by key length, and the padding after a key
+_KEY_HEADS: dict[int, bytes] = {}
+_PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")
+
+
+def _key_head(size: int) -> bytes:
+    """The 12 header bytes before a ``size``-byte key in a bare element."""
+    return nl.nest(LIST_ELEM, nl.nest(ELEM_KEY, expr.value(bytes(size))))[:12]
+
+
 class Element(Frozen):
     """One set element: ``key`` bytes; ``verdict`` (code, chain) for maps;
     ``end``: an interval's end marker; ``open``: an interval without end."""
@@ -103,10 +118,23 @@ class Element(Frozen):
         end: bool = False,
         open: bool = False,
     ) -> None:
-        init_fields(self, key, verdict, end, open)
+        # not init_fields: the agent makes one per peer set member (tens of
+        # thousands a sync on a big cluster), and this is twice as fast
+        _set_field(self, "key", key)
+        _set_field(self, "verdict", verdict)
+        _set_field(self, "end", end)
+        _set_field(self, "open", open)
 
     def encode(self, *, keys_only: bool = False) -> bytes:
-        parts = [nl.nest(ELEM_KEY, expr.value(self.key))]
+        key = self.key
+        if not self.end and (keys_only or (self.verdict is None and not self.open)):
+            # the common element, a bare key: its headers depend only on its length
+            size = len(key)
+            head = _KEY_HEADS.get(size)
+            if head is None:
+                head = _KEY_HEADS[size] = _key_head(size)
+            return head + key + _PADDING[size % 4]
+        parts = [nl.nest(ELEM_KEY, expr.value(key))]
         if self.end:
             parts.append(nl.attr(ELEM_FLAGS, nl.be32(ELEM_INTERVAL_END)))
         if not keys_only and self.verdict is not None:
@@ -184,15 +212,26 @@ def add_rule(
     digest: bytes = b"",
 ) -> None:
     """Append a rule (``expressions``: the concatenated encoded expressions)."""
+    body = rule_message(rule_head(table, chain), expressions, comment=comment, digest=digest)
+    add_rule_message(batch, family, chain, body)
+
+
+def rule_head(table: str, chain: str) -> bytes:
+    """The attributes naming a rule's table and chain (the same for all its rules)."""
+    return nl.attr(RULE_TABLE, nl.string(table)) + nl.attr(RULE_CHAIN, nl.string(chain))
+
+
+def rule_message(head: bytes, expressions: bytes, *, comment: str, digest: bytes = b"") -> bytes:
+    """The body of an ``add rule`` message (``head``: ``rule_head``): it can
+    be kept and added again (``add_rule_message``) while the rule is unchanged."""
     data = comment_udata(comment)
     if digest:
-        data += udata((UDATA_RULE_DIGEST, digest))
-    body = (
-        nl.attr(RULE_TABLE, nl.string(table))
-        + nl.attr(RULE_CHAIN, nl.string(chain))
-        + expr.rule_body(expressions)
-        + nl.attr(RULE_USERDATA, data)
-    )
+        data += bytes((UDATA_RULE_DIGEST, len(digest))) + digest
+    return head + expr.rule_body(expressions) + nl.attr(RULE_USERDATA, data)
+
+
+def add_rule_message(batch: nl.Batch, family: int, chain: str, body: bytes) -> None:
+    """Append the rule ``body`` (``rule_message``) to ``chain``."""
     batch.add(nl.NEWRULE, family, body, nl.NLM_F_CREATE | nl.NLM_F_APPEND, note=f"to {chain}")
 
 
@@ -239,19 +278,30 @@ def _element_messages(
     flags: int = 0,
 ) -> None:
     head = nl.attr(ELEMS_TABLE, nl.string(table)) + nl.attr(ELEMS_SET, nl.string(set_name))
+    note = f"of {set_name}"
+    for chunk in _chunks([element.encode(keys_only=keys_only) for element in elements]):
+        batch.add(kind, family, head + nl.nest(ELEMS_LIST, *chunk), flags, note=note)
+
+
+def _chunks(encoded: list[bytes]) -> Iterator[list[bytes]]:
+    """``encoded`` elements in runs of at most ``MAX_ELEMENTS_BYTES`` (a longer
+    element alone); elements of one size (the usual set) are cut by arithmetic."""
+    sizes = set(map(len, encoded))
+    if len(sizes) == 1:
+        step = max(1, MAX_ELEMENTS_BYTES // sizes.pop())
+        for start in range(0, len(encoded), step):
+            yield encoded[start : start + step]
+        return
     chunk: list[bytes] = []
     size = 0
-    for element in elements:
-        encoded = element.encode(keys_only=keys_only)
-        if chunk and size + len(encoded) > MAX_ELEMENTS_BYTES:
-            batch.add(
-                kind, family, head + nl.nest(ELEMS_LIST, *chunk), flags, note=f"of {set_name}"
-            )
+    for item in encoded:
+        if chunk and size + len(item) > MAX_ELEMENTS_BYTES:
+            yield chunk
             chunk, size = [], 0
-        chunk.append(encoded)
-        size += len(encoded)
+        chunk.append(item)
+        size += len(item)
     if chunk:
-        batch.add(kind, family, head + nl.nest(ELEMS_LIST, *chunk), flags, note=f"of {set_name}")
+        yield chunk
 
 
 def add_elements(

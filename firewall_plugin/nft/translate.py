@@ -14,13 +14,15 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from firewall_plugin import addresses, model
 from firewall_plugin.nft import expr, keys, layout
 from firewall_plugin.nft import objects as obj
 
 TYPE_CHECKING = False  # typing costs the CNI start-up ~4 ms (see values.py)
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 CT_BITS = {
     "INVALID": expr.CT_INVALID,
@@ -166,8 +168,32 @@ def _target(rule: model.Rule, family: model.Family) -> bytes:
     raise ValueError(f"target {rule.target}: not rendered for nftables")
 
 
+#: a Rule's fields but its comment (the comment goes into the rule's user
+#: data, never into its expressions), as one tuple
+_EXPRESSION_FIELDS = attrgetter(*(name for name in model.Rule._fields if name != "comment"))
+#: encoded expressions by (family, every field of the rule but its comment):
+#: pods' chains repeat the same rules under other comments (the bench
+#: workload's 8,573 rules are 2,019 distinct ones); bounded, emptied when full
+_ENCODED: dict[tuple[object, ...], bytes] = {}
+#: encoded matches by (family, match): the rules above differ in a few of theirs
+_MATCHES: dict[tuple[model.Family, model.Match], bytes] = {}
+ENCODED_LIMIT = 1 << 15
+
+
 def rule(rule: model.Rule, family: model.Family) -> bytes:
-    """The expressions of ``rule`` in a chain of ``family``."""
+    """The expressions of ``rule`` in a chain of ``family`` (memoized: a rule
+    equal to one encoded before but for its comment costs a dict lookup).
+    The expressions depend on every field of the rule but its comment."""
+    key = (family, _EXPRESSION_FIELDS(rule))
+    encoded = _ENCODED.get(key)
+    if encoded is None:
+        if len(_ENCODED) >= ENCODED_LIMIT:
+            _ENCODED.clear()
+        encoded = _ENCODED[key] = _encode_rule(rule, family)
+    return encoded
+
+
+def _encode_rule(rule: model.Rule, family: model.Family) -> bytes:
     out = b""
     if rule.source:
         out += _address(family, "saddr", rule.source)
@@ -180,7 +206,13 @@ def rule(rule: model.Rule, family: model.Family) -> bytes:
     if rule.protocol:
         out += expr.match_l4proto(keys.PROTOCOL_NUMBERS[rule.protocol])
     for match in rule.matches:
-        out += _match(family, match)
+        key = (family, match)
+        encoded = _MATCHES.get(key)
+        if encoded is None:
+            if len(_MATCHES) >= ENCODED_LIMIT:
+                _MATCHES.clear()
+            encoded = _MATCHES[key] = _match(family, match)
+        out += encoded
     return out + _target(rule, family)
 
 
@@ -194,7 +226,7 @@ def peer_set(ipset: model.IPSet) -> tuple[obj.SetSpec, list[obj.Element]]:
     address_type = layout.ADDR[ipset.family]
     if ipset.kind == "hash:ip":
         spec = obj.SetSpec(ipset.name, (address_type,))
-        return spec, [obj.Element(keys.address(entry)) for entry in ipset.entries]
+        return spec, _members(ipset.entries, keys.address)
     if ipset.kind == "hash:net":
         spec = obj.SetSpec(ipset.name, (address_type,), interval=True)
         bits, ranges = keys.net_entries_to_ranges(ipset.entries)
@@ -204,13 +236,37 @@ def peer_set(ipset: model.IPSet) -> tuple[obj.SetSpec, list[obj.Element]]:
         spec = obj.SetSpec(
             ipset.name, (address_type, obj.TYPE_INET_PROTOCOL, obj.TYPE_INET_SERVICE)
         )
-        elements = []
-        for entry in ipset.entries:
-            address, _, port = entry.partition(",")
-            protocol, _, number = port.partition(":")
-            elements.append(obj.Element(keys.port_key(address, protocol, int(number))))
-        return spec, elements
+        return spec, _members(ipset.entries, _port_member_key)
     raise ValueError(f"set {ipset.name}: kind {ipset.kind} is not rendered for nftables")
+
+
+#: elements of hash sets by entry, one memo per key function: a pod's
+#: address is a member of many peer sets (the bench workload's 64k members
+#: are 35k distinct entries); elements are immutable, so sets share them.
+#: Bounded: a memo is emptied when full.
+_MEMBERS: dict[Callable[[str], bytes], dict[str, obj.Element]] = {}
+MEMBERS_LIMIT = 1 << 16
+
+
+def _members(entries: Sequence[str], key_of: Callable[[str], bytes]) -> list[obj.Element]:
+    """The elements of hash set ``entries``, keyed by ``key_of(entry)``."""
+    memo = _MEMBERS.setdefault(key_of, {})
+    if len(memo) + len(entries) > MEMBERS_LIMIT:
+        memo.clear()
+    out = []
+    for entry in entries:
+        element = memo.get(entry)
+        if element is None:
+            element = memo[entry] = obj.Element(key_of(entry))
+        out.append(element)
+    return out
+
+
+def _port_member_key(entry: str) -> bytes:
+    """The key of ``hash:ip,port`` entry ``ADDRESS,PROTOCOL:PORT``."""
+    address, _, port = entry.partition(",")
+    protocol, _, number = port.partition(":")
+    return keys.port_key(address, protocol, int(number))
 
 
 def element_keys(elements: Sequence[obj.Element]) -> frozenset[bytes]:

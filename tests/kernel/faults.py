@@ -293,8 +293,11 @@ def _canonical_nft(name: str) -> dict[str, list[str]]:
         if kind == "chain":
             head = {key: body.get(key) for key in ("type", "hook", "prio", "policy")}
             state[f"{family} chain {body['name']}"] = [json.dumps(head, sort_keys=True)]
-        elif kind == "rule":
-            rule = {key: body.get(key) for key in ("expr", "comment")}
+        elif kind == "rule":  # counters count traffic (a pod's ND), not state: not compared
+            expressions = [
+                {"counter": None} if "counter" in part else part for part in body.get("expr", [])
+            ]
+            rule = {"expr": expressions, "comment": body.get("comment")}
             state[f"{family} chain {body['chain']}"].append(json.dumps(rule, sort_keys=True))
         elif kind in ("set", "map"):
             head = {key: value for key, value in body.items() if key not in ("handle", "elem")}

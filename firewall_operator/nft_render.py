@@ -1,0 +1,148 @@
+"""The desired state of a node in nftables' terms, for ``nft_applier``.
+
+``render(desired, endpoints, cache)`` turns the compiler's model (chains and
+peer sets per family) and the node's endpoints into ``Desired``: policy
+chains by nft name, peer sets translated to nft elements, identity elements,
+and which record owns which main chain.  ``EncodedChain`` is one chain's
+rules encoded as ``add rule`` messages with their digests.
+
+What is derived once and reused (all pure, so a reuse is the same bytes):
+a peer set equal to the one translated last time under its name (``cache``;
+of a changed hash set only its new entries are translated), an endpoint's
+identity items and main chain names (memoized by endpoint), and, through
+``nft.translate``, every distinct rule and hash set member.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from firewall_plugin import model, names
+from firewall_plugin.nft import layout, translate
+from firewall_plugin.nft import objects as obj
+
+#: an nft chain of the desired state: (family, model chain)
+ChainEntry = tuple[model.Family, model.Chain]
+
+
+@dataclass(slots=True)
+class Desired:
+    """The desired kernel state in nft's terms."""
+
+    chains: dict[str, ChainEntry] = field(default_factory=dict)
+    sets: dict[str, tuple[obj.SetSpec, list[obj.Element]]] = field(default_factory=dict)
+    items: set[layout.Item] = field(default_factory=set)
+    #: the main policy chains (nft names) of each record key
+    owners: dict[str, str] = field(default_factory=dict)
+
+
+#: a peer set's last translation, by name: (the model set, its nft form)
+SetCache = dict[str, tuple[model.IPSet, tuple[obj.SetSpec, list[obj.Element]]]]
+
+
+def render(
+    desired: Mapping[model.Family, model.FamilyState],
+    endpoints_: Sequence[model.Endpoint],
+    cache: SetCache | None = None,
+) -> Desired:
+    """The model rendered as nft objects.  With ``cache``, a peer set equal to
+    the one translated last time under its name is not translated again (the
+    agent's compiler hands unchanged sets over as the same objects), and the
+    cache keeps only the sets of this state."""
+    out = Desired()
+    kept: SetCache = {}
+    for family, state in desired.items():
+        for chain in state.chains.values():
+            out.chains[layout.chain_name(chain.name, family)] = (family, chain)
+        for ipset in state.sets.values():
+            hit = (cache or {}).get(ipset.name)
+            if hit is not None and (hit[0] is ipset or hit[0] == ipset):
+                kept[ipset.name] = hit
+            else:
+                kept[ipset.name] = (ipset, _translated(ipset, hit))
+            out.sets[ipset.name] = kept[ipset.name][1]
+    if cache is not None:
+        cache.clear()
+        cache.update(kept)
+    for endpoint in endpoints_:
+        items, owned = _endpoint_parts(endpoint)
+        out.items.update(items)
+        for name in owned:
+            out.owners[name] = endpoint.key
+    return out
+
+
+#: what ``render`` derives from an endpoint (a pure function of it, the same
+#: every sync while the pod lives): its identity items and its main policy
+#: chains; bounded, emptied when full
+_ENDPOINT_PARTS: dict[model.Endpoint, tuple[list[layout.Item], list[str]]] = {}
+ENDPOINT_PARTS_LIMIT = 4096
+
+
+def _endpoint_parts(endpoint: model.Endpoint) -> tuple[list[layout.Item], list[str]]:
+    """(identity items, nft names of the main policy chains) of ``endpoint``."""
+    parts = _ENDPOINT_PARTS.get(endpoint)
+    if parts is None:
+        owned: list[str] = []
+        for family in model.FAMILIES:
+            owned.extend(
+                layout.chain_name(name, family)
+                for name in (
+                    names.ingress_chain(endpoint.container_id, endpoint.ifname),
+                    names.egress_chain(endpoint.container_id, endpoint.ifname),
+                )
+            )
+        if len(_ENDPOINT_PARTS) >= ENDPOINT_PARTS_LIMIT:
+            _ENDPOINT_PARTS.clear()
+        parts = _ENDPOINT_PARTS[endpoint] = (layout.endpoint_items(endpoint), owned)
+    return parts
+
+
+def _translated(
+    ipset: model.IPSet, before: tuple[model.IPSet, tuple[obj.SetSpec, list[obj.Element]]] | None
+) -> tuple[obj.SetSpec, list[obj.Element]]:
+    """``translate.peer_set(ipset)``; for a hash set that had other entries
+    before, only the new entries are translated (one element per entry, in
+    entry order), so a pod joining or leaving a big set costs its own entry."""
+    if (
+        before is None
+        or ipset.kind == "hash:net"
+        or before[0].kind != ipset.kind
+        or before[0].family != ipset.family
+    ):
+        return translate.peer_set(ipset)
+    old_set, (spec, old_elements) = before
+    if len(old_elements) != len(old_set.entries):
+        return translate.peer_set(ipset)
+    known = dict(zip(old_set.entries, old_elements, strict=True))
+    new = tuple(entry for entry in ipset.entries if entry not in known)
+    _, added = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, new))
+    fresh = dict(zip(new, added, strict=True))
+    return spec, [known[entry] if entry in known else fresh[entry] for entry in ipset.entries]
+
+
+class EncodedChain:
+    """A chain's rules encoded once: the ``add rule`` message bodies and the
+    digests their user data carry (what ``verify`` compares)."""
+
+    __slots__ = ("bodies", "chain", "digests", "family")
+
+    def __init__(self, name: str, family: model.Family, chain: model.Chain) -> None:
+        self.family, self.chain = family, chain
+        head = obj.rule_head(layout.TABLE, name)
+        self.bodies: list[bytes] = []
+        self.digests: list[bytes] = []
+        for rule in chain.rules:
+            expressions = translate.rule(rule, family)
+            digest = layout.rule_digest(expressions)
+            self.digests.append(digest)
+            self.bodies.append(
+                obj.rule_message(head, expressions, comment=rule.comment, digest=digest)
+            )
+
+    def holds(self, family: model.Family, chain: model.Chain) -> bool:
+        """Whether this is the encoding of ``chain`` in ``family``."""
+        return self.family == family and (self.chain is chain or self.chain == chain)
