@@ -32,17 +32,11 @@ from typing import Any
 
 from firewall_lab import netns
 from tests.e2e.agent_env import AgentNode, Kube, Pod, wait_until
+from tests.kernel.faults import OPEN_TABLE
 
 INITVAL = re.compile(r" initval 0x[0-9a-f]+")  # random per set: a swapped-in copy differs
 IPTABLES_BACKENDS = ("iptables-nft", "iptables-legacy", "iptc")
 BACKENDS = ("nftables", *IPTABLES_BACKENDS)
-OPEN_TABLE = """*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
--A FORWARD -m comment --comment "another tool" -j ACCEPT
-COMMIT
-"""
 
 
 def tools(backend: str) -> tuple[str, str]:

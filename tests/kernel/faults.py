@@ -36,6 +36,14 @@ from tests.kernel.inside import entered
 BACKENDS = ("nftables", "iptables-nft", "iptables-legacy", "iptc")
 PORT = 8080
 IPTABLES = ("iptables", "ip6tables")
+#: a whole filter table another tool restores: no podwall, FORWARD accepts everything
+OPEN_TABLE = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m comment --comment "another tool" -j ACCEPT
+COMMIT
+"""
 
 
 def reboot(node: Node) -> None:

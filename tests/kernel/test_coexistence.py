@@ -28,6 +28,7 @@ import pytest
 from firewall_lab import netns, probe
 from tests.kernel import cni_helpers, firewalld
 from tests.kernel.cni_helpers import Node, Pod
+from tests.kernel.faults import OPEN_TABLE
 
 PORT = 8080
 V4, V6 = "10.88.0.0/24", "fd00:88::/64"
@@ -271,14 +272,6 @@ def test_firewalld_flushes_the_iptables_planes(site: Site, tmp_path: Path) -> No
 
 
 # --- 4. whole-table iptables-restore and iptables -F FORWARD ----------------------
-
-OPEN_TABLE = """*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
--A FORWARD -m comment --comment "another tool" -j ACCEPT
-COMMIT
-"""
 
 
 @planes("nftables")
