@@ -13,6 +13,10 @@ import sys
 
 def configure(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
+
+    def flag(name: str) -> bool:
+        return env(name, "") in ("1", "true")
+
     parser.add_argument(
         "--node",
         default=env("NODE_NAME"),
@@ -77,7 +81,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--upstream-policy",
         action="store_true",
-        default=env("PODWALL_UPSTREAM_POLICY", "") in ("1", "true"),
+        default=flag("PODWALL_UPSTREAM_POLICY"),
         help="also enforce ClusterNetworkPolicy, AdminNetworkPolicy and "
         "BaselineAdminNetworkPolicy (policy.networking.k8s.io; needs their CRDs "
         "and RBAC: deploy/components/upstream-policy) (default: $PODWALL_UPSTREAM_POLICY)",
@@ -85,7 +89,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cut-denied-flows",
         action="store_true",
-        default=env("PODWALL_CUT_DENIED_FLOWS", "") in ("1", "true"),
+        default=flag("PODWALL_CUT_DENIED_FLOWS"),
         help="when a pod's rules change, delete the conntrack entries of its addresses, so "
         "that established flows the new rules deny stop (allowed TCP flows resume; flows "
         "through a Service may be reset) (default off; $PODWALL_CUT_DENIED_FLOWS)",

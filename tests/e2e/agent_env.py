@@ -32,6 +32,10 @@ from tests.kernel.cni_helpers import make_bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 PODWALL = str(ROOT / ".venv" / "bin" / "podwall")
+#: ``kubectl get nodefirewalls``: the CRD's printer columns, as kubectl prints them
+NODEFIREWALL_COLUMNS = [
+    "NAME", "BACKEND", "ENDPOINTS", "RULES", "PROGRAMMED", "PROBLEMS", "LAST-SYNC", "WATCH", "AGE",
+]  # fmt: skip
 PATHS = {
     "Namespace": "/api/v1/namespaces",
     "Pod": "/api/v1/namespaces/{ns}/pods",

@@ -6,7 +6,7 @@ import collections
 import time
 from typing import Any
 
-from tests.e2e.agent_env import PODWALL, AgentNode, deny_all, wait_until
+from tests.e2e.agent_env import NODEFIREWALL_COLUMNS, PODWALL, AgentNode, deny_all, wait_until
 from tests.e2e.conftest import ApiServerHandle
 
 
@@ -106,17 +106,7 @@ def test_kubectl_shows_columns(node: AgentNode, kubectl: Any) -> None:
     assert table[1].split()[:6] == ["base", "Baseline", "7", "1", "0", "True"]
     wait_until(lambda: node.node_status().get("endpoints") == 1, what="NodeFirewall")
     table = kubectl("get", "nodefirewalls").splitlines()
-    assert table[0].split() == [
-        "NAME",
-        "BACKEND",
-        "ENDPOINTS",
-        "RULES",
-        "PROGRAMMED",
-        "PROBLEMS",
-        "LAST-SYNC",
-        "WATCH",
-        "AGE",
-    ]
+    assert table[0].split() == NODEFIREWALL_COLUMNS
     row = table[1].split()
     assert row[:3] == [node.node, "iptables-nft", "1"] and int(row[3]) > 0
     assert row[7] == "Current", row

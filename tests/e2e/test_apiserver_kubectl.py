@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.agent_env import NODEFIREWALL_COLUMNS
+
 FIXTURES = Path(__file__).parent / "fixtures"
 CRDS = Path(__file__).parents[2] / "crds"
 EXPLAIN_FIXTURE = Path(__file__).parents[1] / "fixtures" / "explain-policies.yaml"
@@ -143,17 +145,7 @@ def test_delete_pod_and_namespace(kubectl: Any) -> None:
         (
             "nodefirewalls.podwall.io.yaml",
             "nodefirewalls",
-            [
-                "NAME",
-                "BACKEND",
-                "ENDPOINTS",
-                "RULES",
-                "PROGRAMMED",
-                "PROBLEMS",
-                "LAST-SYNC",
-                "WATCH",
-                "AGE",
-            ],
+            NODEFIREWALL_COLUMNS,
         ),
     ],
     ids=["firewallrules", "nodefirewalls"],
