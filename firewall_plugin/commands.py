@@ -82,14 +82,15 @@ def _pod_ips(prev: Mapping[str, Any], env: protocol.Environment) -> tuple[str, .
     return ips
 
 
-def _host_interface(host_side: list[str]) -> str:
-    """The pod's end on this node: the last host-side interface of the result
-    that exists here and is a veth (or any link whose peer is in another
-    namespace); not, e.g., the bridge, or the ifb the ``bandwidth`` plugin adds."""
+def _host_interface(host_side: list[str]) -> tuple[str, str]:
+    """The pod's end on this node and the bridge it is a port of ('' when
+    routed): the last host-side interface of the result that exists here and
+    is a veth (or any link whose peer is in another namespace); not, e.g., the
+    bridge, or the ifb the ``bandwidth`` plugin adds."""
     for name in reversed(host_side):
-        kind, elsewhere = links.kind(name)
+        kind, elsewhere, master = links.describe(name)
         if kind == "veth" or elsewhere:
-            return name
+            return name, links.bridge_named(master)
     raise errors.ConfigError(
         "prevResult names no host-side interface of this node for the pod (a veth end): "
         "podwall tells pods apart by the interface their packets arrive on"
@@ -124,8 +125,7 @@ def cmd_add(env: protocol.Environment, config: PluginConfig) -> dict[str, Any]:
     prev = _prev_result(config, "ADD")
     _require_netns(env)
     ips = _pod_ips(prev, env)
-    interface = _host_interface(result.host_side_interfaces(prev))
-    bridge = links.bridge_of(interface)
+    interface, bridge = _host_interface(result.host_side_interfaces(prev))
     if bridge:
         # both families, whatever the pod's: an IPv4-only pod's link-local IPv6 must
         # reach the rules that drop it (iptables backends)
@@ -254,14 +254,14 @@ def cmd_check(env: protocol.Environment, config: PluginConfig) -> None:
     if record is None:
         path = endpoints.record_path(config.state_dir, env.container_id, env.ifname)
         problems.append(f"endpoint record {path} is missing")
-        interface = _host_interface(result.host_side_interfaces(prev))
+        interface, bridge = _host_interface(result.host_side_interfaces(prev))
         endpoint = model.Endpoint(
             key=endpoints.record_stem(env.container_id, env.ifname),
             container_id=env.container_id,
             ifname=env.ifname,
             pod=f"{env.pod_namespace}/{env.pod_name}",
             interface=interface,
-            bridge=links.bridge_of(interface),
+            bridge=bridge,
             addresses=tuple(ip.split("/", 1)[0] for ip in ips),
         )
     else:

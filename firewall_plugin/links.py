@@ -1,11 +1,12 @@
 """What kind of link an interface of this node is, asked over rtnetlink.
 
-``kind(name)`` answers the link's ``IFLA_INFO_KIND`` (``veth``, ``bridge``,
-``ifb``…) and whether its peer lives in another network namespace
-(``IFLA_LINK_NETNSID``): the host end of a pod's veth.  ``bridge_of(name)``
-answers the bridge the link is a port of (``IFLA_MASTER``).  Not sysfs: it
-cannot tell a veth from an ``ifb`` (the ``bandwidth`` plugin's) reliably
-(their ``iflink``/``ifindex`` may coincide across namespaces), and
+``describe(name)`` answers the link's ``IFLA_INFO_KIND`` (``veth``,
+``bridge``, ``ifb``…), whether its peer lives in another network namespace
+(``IFLA_LINK_NETNSID``: the host end of a pod's veth) and what it is
+enslaved to (``IFLA_MASTER``); ``bridge_named(index)`` the name of that
+master when it is a bridge.  Not sysfs: it cannot tell a veth from an
+``ifb`` (the ``bandwidth`` plugin's) reliably (their ``iflink``/``ifindex``
+may coincide across namespaces), and
 ``/sys/class/net`` shows the network namespace of whoever mounted it: a
 runtime that enters the node's namespace with ``setns`` alone (podman under
 ``nsenter --net``) would read another namespace's links there.
@@ -67,23 +68,22 @@ def _kind_of(attributes: dict[int, bytes]) -> str:
     return info.get(IFLA_INFO_KIND, b"").split(b"\0", 1)[0].decode()
 
 
-def kind(name: str) -> tuple[str, bool]:
-    """(link kind or '', whether its peer is in another namespace) of
-    ``name``; ('', False) when there is no such interface."""
+def describe(name: str) -> tuple[str, bool, int]:
+    """(link kind or '', whether its peer is in another namespace, the index
+    of the link it is enslaved to or 0) of ``name``; ('', False, 0) when there
+    is no such interface.  One request."""
     attributes = _getlink(name) if name else None
     if attributes is None:
-        return "", False
-    return _kind_of(attributes), IFLA_LINK_NETNSID in attributes
+        return "", False, 0
+    master = attributes.get(IFLA_MASTER, b"")
+    index = int.from_bytes(master[:4], ORDER) if len(master) >= 4 else 0
+    return _kind_of(attributes), IFLA_LINK_NETNSID in attributes, index
 
 
-def bridge_of(name: str) -> str:
-    """The bridge ``name`` is a port of, '' when it is none's (or is
-    enslaved to something else, a bond for example)."""
-    attributes = _getlink(name) if name else None
-    master = attributes.get(IFLA_MASTER) if attributes else None
-    if not master:
-        return ""
-    found = _getlink(index=int.from_bytes(master[:4], ORDER))
+def bridge_named(index: int) -> str:
+    """The name of the bridge with ``index``, '' when it is no bridge (a
+    bond, for example) or there is none."""
+    found = _getlink(index=index) if index else None
     if found is None or _kind_of(found) != "bridge":
         return ""
     return found.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode()

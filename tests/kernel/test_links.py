@@ -33,7 +33,11 @@ def node() -> Iterator[str]:
 
 
 def answers(names: list[str]) -> list[tuple[str, tuple[str, bool]]]:
-    return [(links.bridge_of(name), links.kind(name)) for name in names]
+    found = []
+    for name in names:
+        kind, elsewhere, master = links.describe(name)
+        found.append((links.bridge_named(master), (kind, elsewhere)))
+    return found
 
 
 def test_bridge_and_kind_come_from_the_node_namespace(node: str) -> None:

@@ -51,16 +51,16 @@ V4, V6 = "10.88.0.0/24", "fd00:88::/64"
 #: the record half of the podwall ADD, run in the node (its sysfs, its links)
 WRITE_RECORD = """
 import json, sys
-from firewall_plugin import commands, endpoints, links, protocol, result
+from firewall_plugin import commands, endpoints, protocol, result
 given = json.loads(sys.argv[1])
 env = protocol.read_environment(given["env"])
 prev = given["prev"]
 ips = commands._pod_ips(prev, env)
-interface = commands._host_interface(result.host_side_interfaces(prev))
+interface, bridge = commands._host_interface(result.host_side_interfaces(prev))
 record = endpoints.EndpointRecord.make(
     container_id=env.container_id, ifname=env.ifname, podNamespace=env.pod_namespace,
     podName=env.pod_name, podUID=env.pod_uid, ips=ips, hostInterface=interface,
-    bridge=links.bridge_of(interface), linkLocal=commands._link_local(env, ips),
+    bridge=bridge, linkLocal=commands._link_local(env, ips),
     netns=env.netns,
 )
 endpoints.write(given["state"], record)
