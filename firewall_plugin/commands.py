@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from firewall_plugin.backends.table import KernelTable
     from firewall_plugin.config import PluginConfig
+    from firewall_plugin.nft.netlink import Netlink
 
 NFTABLES = "nftables"
 
@@ -148,10 +149,12 @@ def cmd_add(env: protocol.Environment, config: PluginConfig) -> dict[str, Any]:
         _refuse_duplicates(record, others)
         if sync.resolve_name(config, remember=True) == NFTABLES:
             previous = next((r for r in found if r.key == record.key), None)
-            _attach_nft(config, record, others, previous)
+            with _netfilter() as sock:
+                _attach_nft(config, record, others, previous, sock)
+                _forget_flows(ips, "ADD", env, sock)
         else:
             sync.attach(sync.resolve_backend(config, remember=True), config, record)
-        _forget_flows(ips, "ADD", env)
+            _forget_flows(ips, "ADD", env)
     _ask_agent(env, config)
     return result.convert(prev, config.cni_version)
 
@@ -161,13 +164,14 @@ def _attach_nft(
     record: endpoints.EndpointRecord,
     others: Sequence[endpoints.EndpointRecord],
     previous: endpoints.EndpointRecord | None,
+    sock: Netlink,
 ) -> None:
     """``previous``: the attachment's record before this ADD (a second ADD)."""
     from firewall_plugin.nft import ops
 
     endpoints.write(config.state_dir, record)
     try:
-        ops.attach(config, record, [*others, record], previous=previous)
+        ops.attach(config, record, [*others, record], previous=previous, sock=sock)
     except BaseException:  # one transaction: the kernel holds nothing of it
         if previous is None:
             endpoints.remove(config.state_dir, record.containerID, record.ifName)
@@ -176,7 +180,17 @@ def _attach_nft(
         raise
 
 
-def _forget_flows(ips: Sequence[str], verb: str, env: protocol.Environment) -> None:
+def _netfilter() -> Netlink:
+    """The nftables backend's one netfilter socket for a verb: its kernel
+    write and then its conntrack work, closed last (see ``nft.ops.detach``)."""
+    from firewall_plugin.nft import netlink
+
+    return netlink.Netlink()
+
+
+def _forget_flows(
+    ips: Sequence[str], verb: str, env: protocol.Environment, sock: Netlink | None = None
+) -> None:
     """Delete the conntrack entries of the pod's addresses (a reused IP must
     not inherit an old flow); a failure is reported, never fatal."""
     if not ips:
@@ -184,7 +198,7 @@ def _forget_flows(ips: Sequence[str], verb: str, env: protocol.Environment) -> N
     from firewall_plugin import conntrack
 
     try:
-        conntrack.forget(ips)
+        conntrack.forget(ips, sock)
     except errors.PodwallError as exc:
         print(f"podwall: {verb} {env.container_id}/{env.ifname}: conntrack: {exc}", file=sys.stderr)
 
@@ -207,15 +221,22 @@ def _ask_agent(env: protocol.Environment, config: PluginConfig) -> None:
 
 
 def cmd_del(env: protocol.Environment, config: PluginConfig) -> None:
-    with locking.podwall_lock(config.run_dir, timeout=env.lock_timeout):
-        if sync.resolve_name(config, remember=True) == NFTABLES:
-            ips = _detach_nft(config, env.container_id, env.ifname)
-        else:
-            ips = _record_ips(config, env)
-            sync.detach(
-                sync.resolve_backend(config, remember=True), config, env.container_id, env.ifname
-            )
-    _forget_flows(ips, "DEL", env)
+    sock = None
+    try:
+        with locking.podwall_lock(config.run_dir, timeout=env.lock_timeout):
+            if sync.resolve_name(config, remember=True) == NFTABLES:
+                sock = _netfilter()
+                ips = _detach_nft(config, env.container_id, env.ifname, sock)
+            else:
+                ips = _record_ips(config, env)
+                sync.detach(
+                    sync.resolve_backend(config, remember=True),
+                    config, env.container_id, env.ifname,
+                )  # fmt: skip
+        _forget_flows(ips, "DEL", env, sock)
+    finally:
+        if sock is not None:
+            sock.close()
 
 
 def _record_ips(config: PluginConfig, env: protocol.Environment) -> list[str]:
@@ -226,7 +247,7 @@ def _record_ips(config: PluginConfig, env: protocol.Environment) -> list[str]:
     return list(record.ips) if record else []
 
 
-def _detach_nft(config: PluginConfig, container_id: str, ifname: str) -> list[str]:
+def _detach_nft(config: PluginConfig, container_id: str, ifname: str, sock: Netlink) -> list[str]:
     """The kernel first, then the record: a DEL that fails keeps it (for the retry)."""
     from firewall_plugin.nft import ops
 
@@ -236,7 +257,7 @@ def _detach_nft(config: PluginConfig, container_id: str, ifname: str) -> list[st
         record = None
     key = endpoints.record_stem(container_id, ifname)
     others = [r for r in endpoints.read_all(config.state_dir) if r.key != key]
-    ips = ops.detach(config, container_id, ifname, record, others)
+    ips = ops.detach(config, container_id, ifname, record, others, sock)
     endpoints.remove(config.state_dir, container_id, ifname)
     return ips
 

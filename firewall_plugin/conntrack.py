@@ -74,8 +74,6 @@ def _addresses(tuple_attr: bytes) -> tuple[bytes, ...]:
 
 def names(entry: netlink.Reply, wanted: set[bytes]) -> bool:
     """Whether the entry's original or reply tuple names one of ``wanted``."""
-    if not any(address in entry.raw for address in wanted):
-        return False  # the common case of a whole-table dump, without parsing
     return any(
         address in wanted
         for kind in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY)
@@ -122,27 +120,37 @@ def _matching(sock: netlink.Netlink, wanted: set[bytes], count: int) -> dict[byt
     """Delete key -> family of every entry naming one of ``wanted``."""
     found: dict[bytes, int] = {}
     for family, body in _dumps(wanted, count if count >= 0 else FEW + 1):
-        for entry in sock.request(_CT | CT_GET, family, body, dump=True):
+        for raw in sock.request_raw(_CT | CT_GET, family, body, dump=True):
+            if not any(address in raw for address in wanted):
+                continue  # the common case of a whole-table dump, without parsing
+            entry = netlink.Reply(raw)
             key = _key(entry)
             if key is not None and names(entry, wanted):
                 found[key] = entry.family
     return found
 
 
-def forget(ips: Iterable[str]) -> int:
+def forget(ips: Iterable[str], sock: netlink.Netlink | None = None) -> int:
     """Delete the conntrack entries of ``ips`` (``IP[/prefix]``); returns how
-    many went.  An entry that vanished meanwhile is no error."""
+    many went.  An entry that vanished meanwhile is no error.  ``sock``: a
+    netfilter socket of the caller's (left open), else one of its own."""
     wanted = {addresses.packed(ip) for ip in ips}
     count = _count()
     if not wanted or count == 0:
         return 0
+    if sock is None:
+        with netlink.Netlink() as own:
+            return _delete(own, wanted, count)
+    return _delete(sock, wanted, count)
+
+
+def _delete(sock: netlink.Netlink, wanted: set[bytes], count: int) -> int:
     removed = 0
-    with netlink.Netlink() as sock:
-        for key, family in _matching(sock, wanted, count).items():
-            try:
-                sock.request(_CT | CT_DELETE, family, key)
-            except BackendError as exc:
-                if str(errno.ENOENT) not in str(exc):
-                    raise
-            removed += 1
+    for key, family in _matching(sock, wanted, count).items():
+        try:
+            sock.request(_CT | CT_DELETE, family, key)
+        except BackendError as exc:
+            if str(errno.ENOENT) not in str(exc):
+                raise
+        removed += 1
     return removed

@@ -257,10 +257,10 @@ def read_all(state_dir: str) -> Iterator[EndpointRecord]:
     for entry in entries:
         if entry.startswith(".") or not entry.endswith(".json"):
             continue
-        try:
-            with open(os.path.join(directory, entry)) as handle:
-                record = EndpointRecord.from_json(handle.read())
-        except (OSError, ValueError, TypeError):
+        try:  # bytes, decoded here: a text-mode file object costs more than the parse
+            with open(os.path.join(directory, entry), "rb") as handle:
+                record = EndpointRecord.from_json(handle.read().decode())
+        except (OSError, ValueError, TypeError):  # UnicodeDecodeError is a ValueError
             continue
         if record.key + ".json" == entry:
             yield record

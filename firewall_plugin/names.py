@@ -75,9 +75,20 @@ def endpoint_id(container_id: str, ifname: str) -> str:
     return f"{container_id}/{ifname}"
 
 
+_HASHES: dict[tuple[str, str], str] = {}
+_HASHES_KEPT = 4096  # the agent names chains of many pods over its life: bounded
+
+
 def endpoint_hash(container_id: str, ifname: str) -> str:
-    """16 base32 characters naming an attachment's chains (never its IP)."""
-    return digest(endpoint_id(container_id, ifname), 16)
+    """16 base32 characters naming an attachment's chains (never its IP).
+    Remembered: ADD names every record's chains (each four times) on a full node."""
+    key = (container_id, ifname)
+    found = _HASHES.get(key)
+    if found is None:
+        if len(_HASHES) >= _HASHES_KEPT:
+            _HASHES.clear()
+        found = _HASHES[key] = digest(endpoint_id(container_id, ifname), 16)
+    return found
 
 
 def ingress_chain(container_id: str, ifname: str) -> str:

@@ -4,6 +4,7 @@ rule digests.  Read-only; every function takes an open ``netlink.Netlink``.
 
 from __future__ import annotations
 
+from firewall_plugin import names
 from firewall_plugin.nft import layout
 from firewall_plugin.nft import netlink as nl
 from firewall_plugin.nft import objects as obj
@@ -88,6 +89,30 @@ def elements(sock: nl.Netlink, family: int, set_name: str) -> list[obj.Element]:
             data = fields.get(obj.ELEM_DATA)
             verdict = _verdict(data) if data is not None else None
             found.append(obj.Element(key, verdict, end=bool(flags & obj.ELEM_INTERVAL_END)))
+    return found
+
+
+def verdict_chains(sock: nl.Netlink, family: int, set_name: str) -> set[str]:
+    """The chains the elements of podwall's verdict map ``set_name`` jump to.
+
+    Read from the dump's bytes, not parsed (~10x faster, ADD's cost on a full
+    node): every NUL-terminated ``PODWALL-`` string in it.  A key can hold
+    such a string only inside an interface name (at most 15 bytes), never a
+    whole chain name (``names.MAX_NAME`` plus the family suffix), so callers
+    that look for chain names are not misled by one."""
+    body = nl.attr(obj.ELEMS_TABLE, nl.string(layout.TABLE)) + nl.attr(
+        obj.ELEMS_SET, nl.string(set_name)
+    )
+    found = set()
+    needle = names.PREFIX.encode() + b"-"
+    for raw in sock.request_raw(nl.nft(nl.GETSETELEM), family, body, dump=True):
+        start = raw.find(needle)
+        while start >= 0:
+            end = raw.find(b"\0", start)
+            if end < 0:
+                break
+            found.add(raw[start:end].decode(errors="replace"))
+            start = raw.find(needle, end)
     return found
 
 
