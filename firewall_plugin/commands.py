@@ -83,15 +83,16 @@ def _pod_ips(prev: Mapping[str, Any], env: protocol.Environment) -> tuple[str, .
     return ips
 
 
-def _host_interface(host_side: list[str]) -> tuple[str, str]:
-    """The pod's end on this node and the bridge it is a port of ('' when
-    routed): the last host-side interface of the result that exists here and
-    is a veth (or any link whose peer is in another namespace); not, e.g., the
-    bridge, or the ifb the ``bandwidth`` plugin adds."""
+def _host_interface(host_side: list[str]) -> tuple[str, str, tuple[int, int]]:
+    """The pod's end on this node, the bridge it is a port of ('' when
+    routed) and where its peer is ((nsid, index); nsid -1: unknown): the last
+    host-side interface of the result that exists here and is a veth (or any
+    link whose peer is in another namespace); not, e.g., the bridge, or the
+    ifb the ``bandwidth`` plugin adds."""
     for name in reversed(host_side):
-        kind, elsewhere, master = links.describe(name)
-        if kind == "veth" or elsewhere:
-            return name, links.bridge_named(master)
+        kind, nsid, master, peer = links.inspect(name)
+        if kind == "veth" or nsid >= 0:
+            return name, links.bridge_named(master), (nsid, peer)
     raise errors.ConfigError(
         "prevResult names no host-side interface of this node for the pod (a veth end): "
         "podwall tells pods apart by the interface their packets arrive on"
@@ -113,9 +114,17 @@ def _refuse_duplicates(
             )
 
 
-def _link_local(env: protocol.Environment, ips: tuple[str, ...]) -> str:
+def _link_local(env: protocol.Environment, ips: tuple[str, ...], peer: tuple[int, int]) -> str:
+    """The pod's IPv6 link-local address: asked about the veth's peer from
+    here when the kernel can tell (no thread in the pod's namespace, no
+    ctypes: ~4 ms less), else read inside the pod's namespace."""
     if not any(model.family_of(ip) == "ipv6" for ip in ips):
         return ""
+    nsid, index = peer
+    if nsid >= 0 and index > 0:
+        found = links.peer_link_local(nsid, index, env.ifname)
+        if found is not None:
+            return found
     try:
         return podns.link_local(env.netns, env.ifname)
     except OSError as exc:
@@ -126,7 +135,7 @@ def cmd_add(env: protocol.Environment, config: PluginConfig) -> dict[str, Any]:
     prev = _prev_result(config, "ADD")
     _require_netns(env)
     ips = _pod_ips(prev, env)
-    interface, bridge = _host_interface(result.host_side_interfaces(prev))
+    interface, bridge, peer = _host_interface(result.host_side_interfaces(prev))
     if bridge:
         # both families, whatever the pod's: an IPv4-only pod's link-local IPv6 must
         # reach the rules that drop it (iptables backends)
@@ -140,7 +149,7 @@ def cmd_add(env: protocol.Environment, config: PluginConfig) -> dict[str, Any]:
         ips=ips,
         hostInterface=interface,
         bridge=bridge,
-        linkLocal=_link_local(env, ips),
+        linkLocal=_link_local(env, ips, peer),
         netns=env.netns,
     )
     with locking.podwall_lock(config.run_dir, timeout=env.lock_timeout):
@@ -275,7 +284,7 @@ def cmd_check(env: protocol.Environment, config: PluginConfig) -> None:
     if record is None:
         path = endpoints.record_path(config.state_dir, env.container_id, env.ifname)
         problems.append(f"endpoint record {path} is missing")
-        interface, bridge = _host_interface(result.host_side_interfaces(prev))
+        interface, bridge, _ = _host_interface(result.host_side_interfaces(prev))
         endpoint = model.Endpoint(
             key=endpoints.record_stem(env.container_id, env.ifname),
             container_id=env.container_id,

@@ -5,7 +5,10 @@ neighbour discovery and link-local traffic from.  It is read, not derived
 from the MAC address, because the kernel may generate it otherwise
 (``addr_gen_mode`` stable-privacy or random).  The read happens in a
 short-lived thread that enters the namespace (``setns`` changes only the
-calling thread), through ``/proc/thread-self/net/if_inet6``.
+calling thread), through ``/proc/thread-self/net/if_inet6``.  ADD asks
+the node's rtnetlink about the veth's peer first
+(``links.peer_link_local``: no thread, no ctypes) and comes here only
+when that cannot answer.
 
 Reads only; changes nothing in any namespace.
 """

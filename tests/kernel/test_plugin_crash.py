@@ -56,11 +56,11 @@ given = json.loads(sys.argv[1])
 env = protocol.read_environment(given["env"])
 prev = given["prev"]
 ips = commands._pod_ips(prev, env)
-interface, bridge = commands._host_interface(result.host_side_interfaces(prev))
+interface, bridge, peer = commands._host_interface(result.host_side_interfaces(prev))
 record = endpoints.EndpointRecord.make(
     container_id=env.container_id, ifname=env.ifname, podNamespace=env.pod_namespace,
     podName=env.pod_name, podUID=env.pod_uid, ips=ips, hostInterface=interface,
-    bridge=bridge, linkLocal=commands._link_local(env, ips),
+    bridge=bridge, linkLocal=commands._link_local(env, ips, peer),
     netns=env.netns,
 )
 endpoints.write(given["state"], record)
