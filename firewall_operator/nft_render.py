@@ -136,13 +136,42 @@ class EncodedChain:
         self.bodies: list[bytes] = []
         self.digests: list[bytes] = []
         for rule in chain.rules:
-            expressions = translate.rule(rule, family)
-            digest = layout.rule_digest(expressions)
+            expressions, digest = _expressions(rule, family)
             self.digests.append(digest)
-            self.bodies.append(
-                obj.rule_message(head, expressions, comment=rule.comment, digest=digest)
-            )
+            self.bodies.append(head + expressions + _user_data(rule.comment, digest))
 
     def holds(self, family: model.Family, chain: model.Chain) -> bool:
         """Whether this is the encoding of ``chain`` in ``family``."""
         return self.family == family and (self.chain is chain or self.chain == chain)
+
+
+#: (``NFTA_RULE_EXPRESSIONS`` attribute, digest) by the expressions'
+#: bytes, and rules' user data by (comment, digest): pods' chains repeat the
+#: same rules (the bench workload's 8,573 rules are 2,019 distinct ones under
+#: ~1,000 distinct comments); bounded, emptied when full
+_BODIES: dict[bytes, tuple[bytes, bytes]] = {}
+_USER_DATA: dict[tuple[str, bytes], bytes] = {}
+BODIES_LIMIT = 1 << 15
+
+
+def _expressions(rule: model.Rule, family: model.Family) -> tuple[bytes, bytes]:
+    """(the expressions attribute, the digest) of ``rule`` in ``family``."""
+    expressions = translate.rule(rule, family)
+    found = _BODIES.get(expressions)
+    if found is None:
+        if len(_BODIES) >= BODIES_LIMIT:
+            _BODIES.clear()
+        digest = layout.rule_digest(expressions)
+        found = _BODIES[expressions] = (obj.rule_expressions(expressions), digest)
+    return found
+
+
+def _user_data(comment: str, digest: bytes) -> bytes:
+    """The ``NFTA_RULE_USERDATA`` attribute: the comment and the digest."""
+    key = (comment, digest)
+    found = _USER_DATA.get(key)
+    if found is None:
+        if len(_USER_DATA) >= BODIES_LIMIT:
+            _USER_DATA.clear()
+        found = _USER_DATA[key] = obj.rule_user_data(comment, digest)
+    return found
