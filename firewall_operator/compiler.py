@@ -159,9 +159,10 @@ class Compiler:
     ) -> CompiledNode:
         """Compile ``planner``'s snapshot; ``changes`` are the pods changed since
         the previous call on this compiler (None: unknown, rebuild every set)."""
-        records = sorted(endpoints, key=lambda record: record.key)
-        matched = {record.key: match_endpoint(planner, record) for record in records}
-        inputs = {record.key: _inputs(planner, record, matched[record.key]) for record in records}
+        # a record's key is computed from its fields: once per sync, not per use
+        keyed = sorted(((record.key, record) for record in endpoints), key=lambda pair: pair[0])
+        matched = {key: match_endpoint(planner, record) for key, record in keyed}
+        inputs = {key: _inputs(planner, record, matched[key]) for key, record in keyed}
         kept: dict[tuple[str, model.Family], _Endpoint] = {}
         families = {}
         tags: dict[str, LogTag] = {}
@@ -169,16 +170,16 @@ class Compiler:
         for family in model.FAMILIES:
             chains: dict[str, model.Chain] = {}
             wanted: dict[str, None] = {}
-            for record in records:
+            for record_key, record in keyed:
                 if not dataplane.addresses(record, family):
                     continue
-                key = (record.key, family)
+                key = (record_key, family)
                 entry = self._endpoints.get(key)
-                if entry is None or entry.inputs != inputs[record.key]:
-                    entry = self._build(planner, record, matched[record.key], family)
-                    entry.inputs = inputs[record.key]
+                if entry is None or entry.inputs != inputs[record_key]:
+                    entry = self._build(planner, record, matched[record_key], family)
+                    entry.inputs = inputs[record_key]
                 kept[key] = entry
-                open_ingress[record.key] = entry.ingress_open
+                open_ingress[record_key] = entry.ingress_open
                 tags.update(entry.tags)
                 chains.update((chain.name, chain) for chain in entry.chains)
                 wanted.update(dict.fromkeys(entry.sets))
@@ -192,7 +193,7 @@ class Compiler:
         self._endpoints = kept
         unmatched = tuple(key for key, pod_id in matched.items() if pod_id is None)
         identities = tuple(
-            record.endpoint(ingress_open=open_ingress.get(record.key, False)) for record in records
+            record.endpoint(ingress_open=open_ingress.get(key, False)) for key, record in keyed
         )
         tags.update(self._identity_tags(identities))
         return CompiledNode(families, tuple(planner.problems()), unmatched, identities, tags)
