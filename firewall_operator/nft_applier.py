@@ -292,6 +292,13 @@ class NftApplier:
         for name, (spec, elements) in wanted.sets.items():
             if name in new_sets or known.sets[name][1] == elements:
                 continue
+            delta = wanted.deltas.get(name)
+            if delta is not None and delta[0] is known.sets[name][1]:
+                _, gone, added = delta
+                obj.destroy_elements(batch, layout.INET, layout.TABLE, name, gone)
+                obj.add_elements(batch, layout.INET, layout.TABLE, name, added)
+                stats.set_entries_written += len(gone) + len(added)
+                continue
             self._update_set(batch, spec, known.sets[name][1], elements, stats)
         stats.sets_written = len(new_sets)
         changed = [

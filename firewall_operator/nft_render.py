@@ -35,9 +35,15 @@ class Desired:
     chains: dict[str, ChainEntry] = field(default_factory=dict)
     sets: dict[str, tuple[obj.SetSpec, list[obj.Element]]] = field(default_factory=dict)
     items: set[layout.Item] = field(default_factory=set)
+    #: how a hash set differs from its last rendering: (the elements it was
+    #: rendered from, the elements gone, the elements new)
+    deltas: dict[str, SetDelta] = field(default_factory=dict)
     #: the main policy chains (nft names) of each record key
     owners: dict[str, str] = field(default_factory=dict)
 
+
+#: (elements before, elements gone, elements added) of a changed hash set
+SetDelta = tuple[list[obj.Element], list[obj.Element], list[obj.Element]]
 
 #: a peer set's last translation, by name: (the model set, its nft form)
 SetCache = dict[str, tuple[model.IPSet, tuple[obj.SetSpec, list[obj.Element]]]]
@@ -62,7 +68,7 @@ def render(
             if hit is not None and (hit[0] is ipset or hit[0] == ipset):
                 kept[ipset.name] = hit
             else:
-                kept[ipset.name] = (ipset, _translated(ipset, hit))
+                kept[ipset.name] = (ipset, _translated(ipset, hit, out.deltas))
             out.sets[ipset.name] = kept[ipset.name][1]
     if cache is not None:
         cache.clear()
@@ -102,11 +108,15 @@ def _endpoint_parts(endpoint: model.Endpoint) -> tuple[list[layout.Item], list[s
 
 
 def _translated(
-    ipset: model.IPSet, before: tuple[model.IPSet, tuple[obj.SetSpec, list[obj.Element]]] | None
+    ipset: model.IPSet,
+    before: tuple[model.IPSet, tuple[obj.SetSpec, list[obj.Element]]] | None,
+    deltas: dict[str, SetDelta],
 ) -> tuple[obj.SetSpec, list[obj.Element]]:
     """``translate.peer_set(ipset)``; for a hash set that had other entries
-    before, only the new entries are translated (one element per entry, in
-    entry order), so a pod joining or leaving a big set costs its own entry."""
+    before, only the entries that came and went are translated (the
+    elements are those of ``before`` without the gone ones, then the new
+    ones: one element per entry), and ``deltas`` records the change, so a
+    pod joining or leaving a big set costs about its own entry."""
     if (
         before is None
         or ipset.kind == "hash:net"
@@ -117,11 +127,16 @@ def _translated(
     old_set, (spec, old_elements) = before
     if len(old_elements) != len(old_set.entries):
         return translate.peer_set(ipset)
-    known = dict(zip(old_set.entries, old_elements, strict=True))
-    new = tuple(entry for entry in ipset.entries if entry not in known)
-    _, added = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, new))
-    fresh = dict(zip(new, added, strict=True))
-    return spec, [known[entry] if entry in known else fresh[entry] for entry in ipset.entries]
+    gone = sorted(set(old_set.entries).difference(ipset.entries))
+    new = sorted(set(ipset.entries).difference(old_set.entries))
+    _, removed = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, tuple(gone)))
+    _, added = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, tuple(new)))
+    elements = old_elements
+    if removed:
+        keys = {element.key for element in removed}
+        elements = [element for element in old_elements if element.key not in keys]
+    deltas[ipset.name] = (old_elements, removed, added)
+    return spec, elements + added
 
 
 class EncodedChain:
