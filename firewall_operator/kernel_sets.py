@@ -34,6 +34,20 @@ from firewall_plugin import model, names
 #: at most this many pods joining or leaving a set: it is patched, not rebuilt
 MOVE_LIMIT = 64
 
+#: how the sets ``SetContents`` patched lately came from their previous
+#: build, by ``id`` of the new set (held here with it, so the id stays its
+#: own): (new set, previous set, entries gone, entries added); bounded
+_MOVES: dict[int, tuple[model.IPSet, model.IPSet, tuple[str, ...], tuple[str, ...]]] = {}
+MOVES_LIMIT = 4096
+
+
+def moved(ipset: model.IPSet) -> tuple[model.IPSet, tuple[str, ...], tuple[str, ...]] | None:
+    """(previous set, entries gone, entries added) when ``ipset`` is a patch
+    of the previous set by ``SetContents``; None when it is not known to be."""
+    found = _MOVES.get(id(ipset))
+    return None if found is None or found[0] is not ipset else found[1:]
+
+
 #: ``None``: the peer matches nothing in this family; ``""``: it matches anything.
 SetRef = str | None
 
@@ -184,18 +198,27 @@ class SetContents:
         ips = index.ips[self.family]
         if any(holders.get(ips.get(n, ""), 0) > 1 for n in left | joined):
             return None
-        gone = {entry for n in left for entry in self._entries(index, spec, n)}
-        entries = [entry for entry in previous.entries if entry not in gone] if gone else None
+        entries = list(previous.entries)  # sorted
+        gone, added = [], []
+        for n in left:
+            for entry in self._entries(index, spec, n):
+                at = bisect.bisect_left(entries, entry)
+                if at < len(entries) and entries[at] == entry:
+                    del entries[at]
+                    gone.append(entry)
         for n in joined:
             for entry in self._entries(index, spec, n):
-                if entries is None:
-                    entries = list(previous.entries)
                 at = bisect.bisect_left(entries, entry)
                 if at == len(entries) or entries[at] != entry:
                     entries.insert(at, entry)
-        if entries is None:
+                    added.append(entry)
+        if not gone and not added:
             return previous
-        return model.IPSet(spec.name, spec.kind, self.family, tuple(entries))
+        ipset = model.IPSet(spec.name, spec.kind, self.family, tuple(entries))
+        if len(_MOVES) >= MOVES_LIMIT:
+            _MOVES.clear()
+        _MOVES[id(ipset)] = (ipset, previous, tuple(sorted(gone)), tuple(sorted(added)))
+        return ipset
 
     def _entries(self, index: ClusterIndex, spec: SetSpec, number: int) -> list[str]:
         """What pod ``number`` puts into pod-peer set ``spec`` in this family."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from firewall_operator import kernel_sets
 from firewall_plugin import model, names
 from firewall_plugin.nft import layout, translate
 from firewall_plugin.nft import objects as obj
@@ -127,10 +128,14 @@ def _translated(
     old_set, (spec, old_elements) = before
     if len(old_elements) != len(old_set.entries):
         return translate.peer_set(ipset)
-    gone = sorted(set(old_set.entries).difference(ipset.entries))
-    new = sorted(set(ipset.entries).difference(old_set.entries))
-    _, removed = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, tuple(gone)))
-    _, added = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, tuple(new)))
+    move = kernel_sets.moved(ipset)
+    if move is not None and move[0] is old_set:
+        gone, new = move[1], move[2]  # the compiler patched it: it knows the change
+    else:
+        gone = tuple(sorted(set(old_set.entries).difference(ipset.entries)))
+        new = tuple(sorted(set(ipset.entries).difference(old_set.entries)))
+    _, removed = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, gone))
+    _, added = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, new))
     elements = old_elements
     if removed:
         keys = {element.key for element in removed}

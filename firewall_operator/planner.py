@@ -77,6 +77,11 @@ class Planner:
         self.index = ClusterIndex(snapshot)
         self._peers: dict[str, PeerMatch] = {}
         self._plans: dict[tuple[int, Direction], DirectionPlan] = {}
+        #: (policies_for, rules_for) by pod: a pod's are the same until the
+        #: pod, the namespaces or the policies change
+        self._subjects: dict[
+            int, tuple[tuple[netpol.NetworkPolicy, ...], tuple[fwrule.FirewallRule, ...]]
+        ] = {}
         self._set_policies(snapshot)
 
     def _set_policies(self, snapshot: cluster.Snapshot) -> None:
@@ -101,12 +106,36 @@ class Planner:
         self.snapshot = snapshot
         if _policy_inputs(previous) != _policy_inputs(snapshot):
             self._set_policies(snapshot)
+            self._subjects.clear()
+        elif previous.namespaces is not snapshot.namespaces and (
+            previous.namespaces != snapshot.namespaces
+        ):
+            self._subjects.clear()
+        else:
+            for number in changes:
+                self._subjects.pop(number, None)
         self._peers.clear()
         self._plans.clear()
         return changes
 
+    def _subject(
+        self, pod_id: int
+    ) -> tuple[tuple[netpol.NetworkPolicy, ...], tuple[fwrule.FirewallRule, ...]]:
+        found = self._subjects.get(pod_id)
+        if found is None:
+            found = self._subjects[pod_id] = (self._policies_for(pod_id), self._rules_for(pod_id))
+        return found
+
     def policies_for(self, pod_id: int) -> tuple[netpol.NetworkPolicy, ...]:
         """The NetworkPolicies that select pod ``pod_id``, in snapshot order."""
+        return self._subject(pod_id)[0]
+
+    def rules_for(self, pod_id: int) -> tuple[fwrule.FirewallRule, ...]:
+        """The tiered policies whose subject is pod ``pod_id``, in evaluation
+        order (``FirewallRule.order``), with their ``nodes`` peers resolved."""
+        return self._subject(pod_id)[1]
+
+    def _policies_for(self, pod_id: int) -> tuple[netpol.NetworkPolicy, ...]:
         members = self.index.members
         return tuple(
             policy
@@ -114,9 +143,7 @@ class Planner:
             if pod_id in members(selection)
         )
 
-    def rules_for(self, pod_id: int) -> tuple[fwrule.FirewallRule, ...]:
-        """The tiered policies whose subject is pod ``pod_id``, in evaluation
-        order (``FirewallRule.order``), with their ``nodes`` peers resolved."""
+    def _rules_for(self, pod_id: int) -> tuple[fwrule.FirewallRule, ...]:
         members = self.index.members
         return tuple(
             rule for rule, selection in self._ordered_rules if pod_id in members(selection)
