@@ -22,7 +22,7 @@ HOOK_NUM, HOOK_PRIORITY = 1, 2
 RULE_TABLE, RULE_CHAIN, RULE_USERDATA = 1, 2, 7
 SET_TABLE, SET_NAME, SET_FLAGS, SET_KEY_TYPE, SET_KEY_LEN = 1, 2, 3, 4, 5
 SET_DATA_TYPE, SET_DATA_LEN, SET_DESC, SET_ID, SET_USERDATA = 6, 7, 9, 10, 13
-SET_DESC_CONCAT, SET_FIELD_LEN = 2, 1
+SET_DESC_SIZE, SET_DESC_CONCAT, SET_FIELD_LEN = 1, 2, 1
 ELEMS_TABLE, ELEMS_SET, ELEMS_LIST = 1, 2, 3
 ELEM_KEY, ELEM_DATA, ELEM_FLAGS, ELEM_USERDATA = 1, 2, 3, 6
 LIST_ELEM = 1
@@ -245,7 +245,11 @@ def add_rule_message(batch: nl.Batch, family: int, chain: str, body: bytes) -> N
     batch.add(nl.NEWRULE, family, body, nl.NLM_F_CREATE | nl.NLM_F_APPEND, note=f"to {chain}")
 
 
-def add_set(batch: nl.Batch, family: int, table: str, spec: SetSpec) -> None:
+def add_set(batch: nl.Batch, family: int, table: str, spec: SetSpec, *, size: int = 0) -> None:
+    """A named set; ``size`` (a hash set's): at most that many elements, and
+    the kernel then builds a fixed-size hash table instead of a resizable
+    one (``nft_hash_fast``/``nft_hash`` rather than ``rhash``: filling it
+    costs half as much; adding elements past ``size`` fails with ENFILE)."""
     flags = (SET_INTERVAL if spec.interval else 0) | (SET_MAP if spec.verdicts else 0)
     concat = len(spec.fields) > 1
     if concat and spec.interval:
@@ -258,11 +262,14 @@ def add_set(batch: nl.Batch, family: int, table: str, spec: SetSpec) -> None:
     if spec.verdicts:
         body += nl.attr(SET_DATA_TYPE, nl.be32(DATA_VERDICT))
         body += nl.attr(SET_DATA_LEN, nl.be32(16))
+    description = nl.attr(SET_DESC_SIZE, nl.be32(size)) if size else b""
     if concat and spec.interval:
         lengths = [
             nl.nest(LIST_ELEM, nl.attr(SET_FIELD_LEN, nl.be32(field_len(f)))) for f in spec.fields
         ]
-        body += nl.nest(SET_DESC, nl.nest(SET_DESC_CONCAT, *lengths))
+        description += nl.nest(SET_DESC_CONCAT, *lengths)
+    if description:
+        body += nl.nest(SET_DESC, description)
     order = BYTEORDER_HOST if spec.fields == (TYPE_IFNAME,) else BYTEORDER_BIG
     if concat:
         order = 0
