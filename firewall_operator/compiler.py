@@ -105,6 +105,10 @@ class _Endpoint:
     tags: dict[str, LogTag] = field(default_factory=dict)
 
 
+#: the endpoints' chains of one family (sorted by name), set names and tags
+_Merged = tuple[dict[str, model.Chain], dict[str, None], dict[str, LogTag]]
+
+
 class Compiler:
     """Compiles successive snapshots of one node, reusing unchanged work."""
 
@@ -153,6 +157,7 @@ class Compiler:
         self._names = {family: SetNames(family) for family in model.FAMILIES}
         self._contents = {family: SetContents(family) for family in model.FAMILIES}
         self._endpoints = {}
+        self._merged: dict[model.Family, tuple[list[_Endpoint], _Merged]] = {}
 
     def _compile_planner(
         self, planner: Planner, endpoints: Iterable[EndpointRecord], changes: Changes | None
@@ -168,8 +173,7 @@ class Compiler:
         tags: dict[str, LogTag] = {}
         open_ingress: dict[str, bool] = {}
         for family in model.FAMILIES:
-            chains: dict[str, model.Chain] = {}
-            wanted: dict[str, None] = {}
+            chosen: list[_Endpoint] = []
             for record_key, record in keyed:
                 if not dataplane.addresses(record, family):
                     continue
@@ -180,15 +184,15 @@ class Compiler:
                     entry.inputs = inputs[record_key]
                 kept[key] = entry
                 open_ingress[record_key] = entry.ingress_open
-                tags.update(entry.tags)
-                chains.update((chain.name, chain) for chain in entry.chains)
-                wanted.update(dict.fromkeys(entry.sets))
+                chosen.append(entry)
+            chains, wanted, family_tags = self._merge(family, chosen)
+            tags.update(family_tags)
             namer = self._names[family]
             specs = [namer.specs[name] for name in wanted]
             sets = self._contents[family].build(planner.index, specs, changes)
             namer.keep(wanted)
             families[family] = model.FamilyState(
-                family, chains=dict(sorted(chains.items())), sets=dict(sorted(sets.items()))
+                family, chains=chains, sets=dict(sorted(sets.items()))
             )
         self._endpoints = kept
         unmatched = tuple(key for key, pod_id in matched.items() if pod_id is None)
@@ -197,6 +201,28 @@ class Compiler:
         )
         tags.update(self._identity_tags(identities))
         return CompiledNode(families, tuple(planner.problems()), unmatched, identities, tags)
+
+    def _merge(self, family: model.Family, chosen: list[_Endpoint]) -> _Merged:
+        """The chains (sorted by name), set names and tags of the endpoints
+        ``chosen`` for ``family``: those of the last call when it chose the
+        very same endpoint entries (a sync that changed no chain)."""
+        last = self._merged.get(family)
+        if (
+            last is not None
+            and len(last[0]) == len(chosen)
+            and all(a is b for a, b in zip(last[0], chosen, strict=True))
+        ):
+            return last[1]
+        chains: dict[str, model.Chain] = {}
+        wanted: dict[str, None] = {}
+        tags: dict[str, LogTag] = {}
+        for entry in chosen:
+            tags.update(entry.tags)
+            chains.update((chain.name, chain) for chain in entry.chains)
+            wanted.update(dict.fromkeys(entry.sets))
+        merged = (dict(sorted(chains.items())), wanted, tags)
+        self._merged[family] = (chosen, merged)
+        return merged
 
     def _identity_tags(self, identities: tuple[model.Endpoint, ...]) -> dict[str, LogTag]:
         """The tags of the drops the data planes add for identity (anti-spoofing,

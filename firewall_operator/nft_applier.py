@@ -269,8 +269,7 @@ class NftApplier:
         return known
 
     def _fill(self, batch: nl.Batch, name: str, family: model.Family, chain: model.Chain) -> None:
-        for body in self._encoding(name, family, chain).bodies:
-            obj.add_rule_message(batch, layout.INET, name, body)
+        obj.add_rule_messages(batch, layout.INET, name, self._encoding(name, family, chain).bodies)
 
     def _renewed_records(self, wanted: Desired, fingerprint: Fingerprint | None) -> set[str]:
         """Record keys whose file changed since the last write (the plugin may

@@ -245,6 +245,12 @@ def add_rule_message(batch: nl.Batch, family: int, chain: str, body: bytes) -> N
     batch.add(nl.NEWRULE, family, body, nl.NLM_F_CREATE | nl.NLM_F_APPEND, note=f"to {chain}")
 
 
+def add_rule_messages(batch: nl.Batch, family: int, chain: str, bodies: list[bytes]) -> None:
+    """Append the rules ``bodies`` (``rule_message``s) to ``chain``, in order."""
+    flags = nl.NLM_F_CREATE | nl.NLM_F_APPEND
+    batch.add_all(nl.NEWRULE, family, bodies, flags, note=f"to {chain}")
+
+
 def add_set(batch: nl.Batch, family: int, table: str, spec: SetSpec, *, size: int = 0) -> None:
     """A named set; ``size`` (a hash set's): at most that many elements, and
     the kernel then builds a fixed-size hash table instead of a resizable
