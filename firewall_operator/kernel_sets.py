@@ -34,11 +34,11 @@ from firewall_plugin import model, names
 #: at most this many pods joining or leaving a set: it is patched, not rebuilt
 MOVE_LIMIT = 64
 
-#: how the sets ``SetContents`` patched lately came from their previous
-#: build, by ``id`` of the new set (held here with it, so the id stays its
-#: own): (new set, previous set, entries gone, entries added); bounded
+#: how the sets each ``SetContents`` patched in its last build came from
+#: their previous build, by ``id`` of the new set (held here with it, so
+#: the id stays its own): (new set, previous set, entries gone, entries
+#: added); a build forgets the moves of the build before
 _MOVES: dict[int, tuple[model.IPSet, model.IPSet, tuple[str, ...], tuple[str, ...]]] = {}
-MOVES_LIMIT = 4096
 
 
 def moved(ipset: model.IPSet) -> tuple[model.IPSet, tuple[str, ...], tuple[str, ...]] | None:
@@ -126,6 +126,7 @@ class SetContents:
     def __init__(self, family: model.Family) -> None:
         self.family = family
         self._cache: dict[str, tuple[frozenset[int] | None, model.IPSet]] = {}
+        self._moves: list[int] = []  # the keys of this build's _MOVES
 
     def build(
         self, index: ClusterIndex, specs: Iterable[SetSpec], changes: Changes | None
@@ -140,6 +141,9 @@ class SetContents:
                 if _shape(o, self.family) != _shape(p, self.family)
             }
         cache, self._cache = self._cache, {}
+        for number in self._moves:
+            _MOVES.pop(number, None)
+        self._moves = []
         out = {}
         for spec in specs:
             selection = spec.peer.selection
@@ -215,9 +219,8 @@ class SetContents:
         if not gone and not added:
             return previous
         ipset = model.IPSet(spec.name, spec.kind, self.family, tuple(entries))
-        if len(_MOVES) >= MOVES_LIMIT:
-            _MOVES.clear()
         _MOVES[id(ipset)] = (ipset, previous, tuple(sorted(gone)), tuple(sorted(added)))
+        self._moves.append(id(ipset))
         return ipset
 
     def _entries(self, index: ClusterIndex, spec: SetSpec, number: int) -> list[str]:
