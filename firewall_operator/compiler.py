@@ -105,6 +105,10 @@ class _Endpoint:
     tags: dict[str, LogTag] = field(default_factory=dict)
 
 
+#: the endpoints' chains of one family (sorted by name), set names and tags
+_Merged = tuple[dict[str, model.Chain], dict[str, None], dict[str, LogTag]]
+
+
 class Compiler:
     """Compiles successive snapshots of one node, reusing unchanged work."""
 
@@ -153,49 +157,72 @@ class Compiler:
         self._names = {family: SetNames(family) for family in model.FAMILIES}
         self._contents = {family: SetContents(family) for family in model.FAMILIES}
         self._endpoints = {}
+        self._merged: dict[model.Family, tuple[list[_Endpoint], _Merged]] = {}
 
     def _compile_planner(
         self, planner: Planner, endpoints: Iterable[EndpointRecord], changes: Changes | None
     ) -> CompiledNode:
         """Compile ``planner``'s snapshot; ``changes`` are the pods changed since
         the previous call on this compiler (None: unknown, rebuild every set)."""
-        records = sorted(endpoints, key=lambda record: record.key)
-        matched = {record.key: match_endpoint(planner, record) for record in records}
-        inputs = {record.key: _inputs(planner, record, matched[record.key]) for record in records}
+        # a record's key is computed from its fields: once per sync, not per use
+        keyed = sorted(((record.key, record) for record in endpoints), key=lambda pair: pair[0])
+        matched = {key: match_endpoint(planner, record) for key, record in keyed}
+        inputs = {key: _inputs(planner, record, matched[key]) for key, record in keyed}
         kept: dict[tuple[str, model.Family], _Endpoint] = {}
         families = {}
         tags: dict[str, LogTag] = {}
         open_ingress: dict[str, bool] = {}
         for family in model.FAMILIES:
-            chains: dict[str, model.Chain] = {}
-            wanted: dict[str, None] = {}
-            for record in records:
+            chosen: list[_Endpoint] = []
+            for record_key, record in keyed:
                 if not dataplane.addresses(record, family):
                     continue
-                key = (record.key, family)
+                key = (record_key, family)
                 entry = self._endpoints.get(key)
-                if entry is None or entry.inputs != inputs[record.key]:
-                    entry = self._build(planner, record, matched[record.key], family)
-                    entry.inputs = inputs[record.key]
+                if entry is None or entry.inputs != inputs[record_key]:
+                    entry = self._build(planner, record, matched[record_key], family)
+                    entry.inputs = inputs[record_key]
                 kept[key] = entry
-                open_ingress[record.key] = entry.ingress_open
-                tags.update(entry.tags)
-                chains.update((chain.name, chain) for chain in entry.chains)
-                wanted.update(dict.fromkeys(entry.sets))
+                open_ingress[record_key] = entry.ingress_open
+                chosen.append(entry)
+            chains, wanted, family_tags = self._merge(family, chosen)
+            tags.update(family_tags)
             namer = self._names[family]
             specs = [namer.specs[name] for name in wanted]
             sets = self._contents[family].build(planner.index, specs, changes)
             namer.keep(wanted)
             families[family] = model.FamilyState(
-                family, chains=dict(sorted(chains.items())), sets=dict(sorted(sets.items()))
+                family, chains=chains, sets=dict(sorted(sets.items()))
             )
         self._endpoints = kept
         unmatched = tuple(key for key, pod_id in matched.items() if pod_id is None)
         identities = tuple(
-            record.endpoint(ingress_open=open_ingress.get(record.key, False)) for record in records
+            record.endpoint(ingress_open=open_ingress.get(key, False)) for key, record in keyed
         )
         tags.update(self._identity_tags(identities))
         return CompiledNode(families, tuple(planner.problems()), unmatched, identities, tags)
+
+    def _merge(self, family: model.Family, chosen: list[_Endpoint]) -> _Merged:
+        """The chains (sorted by name), set names and tags of the endpoints
+        ``chosen`` for ``family``: those of the last call when it chose the
+        very same endpoint entries (a sync that changed no chain)."""
+        last = self._merged.get(family)
+        if (
+            last is not None
+            and len(last[0]) == len(chosen)
+            and all(a is b for a, b in zip(last[0], chosen, strict=True))
+        ):
+            return last[1]
+        chains: dict[str, model.Chain] = {}
+        wanted: dict[str, None] = {}
+        tags: dict[str, LogTag] = {}
+        for entry in chosen:
+            tags.update(entry.tags)
+            chains.update((chain.name, chain) for chain in entry.chains)
+            wanted.update(dict.fromkeys(entry.sets))
+        merged = (dict(sorted(chains.items())), wanted, tags)
+        self._merged[family] = (chosen, merged)
+        return merged
 
     def _identity_tags(self, identities: tuple[model.Endpoint, ...]) -> dict[str, LogTag]:
         """The tags of the drops the data planes add for identity (anti-spoofing,

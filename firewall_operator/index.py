@@ -98,6 +98,8 @@ class ClusterIndex:
         self.by_port_name: dict[str, set[int]] = {}
         #: per family, the first IP of that family of each pod that has one
         self.ips: dict[model.Family, dict[int, str]] = {f: {} for f in model.FAMILIES}
+        #: per family, how many pods hold each IP of ``ips`` (almost always 1)
+        self.ip_holders: dict[model.Family, dict[str, int]] = {f: {} for f in model.FAMILIES}
         self._ranges: dict[model.Family, tuple[list[int], list[int]]] = {}
         self._port_entries: dict[tuple[model.Family, str], dict[int, PortEntries]] = {}
         self._cache: dict[tuple[str, str], _Memo] = {}
@@ -127,6 +129,8 @@ class ClusterIndex:
             ip = pod.ip(family)
             if ip is not None:
                 self.ips[family][number] = ip
+                holders = self.ip_holders[family]
+                holders[ip] = holders.get(ip, 0) + 1
         if pod.host_network:
             return
         self._pods.add(number, pod.labels)
@@ -137,7 +141,13 @@ class ClusterIndex:
     def _remove(self, number: int, pod: cluster.Pod) -> None:
         del self.pods[number]
         for family in model.FAMILIES:
-            self.ips[family].pop(number, None)
+            ip = self.ips[family].pop(number, None)
+            if ip is not None:
+                holders = self.ip_holders[family]
+                if holders[ip] > 1:
+                    holders[ip] -= 1
+                else:
+                    del holders[ip]
         if pod.host_network:
             return
         self._pods.remove(number, pod.labels)

@@ -22,6 +22,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +30,23 @@ from firewall_operator import cidrs, cluster
 from firewall_operator.index import Changes, ClusterIndex
 from firewall_operator.plan import PeerMatch, PortMatch
 from firewall_plugin import model, names
+
+#: at most this many pods joining or leaving a set: it is patched, not rebuilt
+MOVE_LIMIT = 64
+
+#: how the sets each ``SetContents`` patched in its last build came from
+#: their previous build, by ``id`` of the new set (held here with it, so
+#: the id stays its own): (new set, previous set, entries gone, entries
+#: added); a build forgets the moves of the build before
+_MOVES: dict[int, tuple[model.IPSet, model.IPSet, tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def moved(ipset: model.IPSet) -> tuple[model.IPSet, tuple[str, ...], tuple[str, ...]] | None:
+    """(previous set, entries gone, entries added) when ``ipset`` is a patch
+    of the previous set by ``SetContents``; None when it is not known to be."""
+    found = _MOVES.get(id(ipset))
+    return None if found is None or found[0] is not ipset else found[1:]
+
 
 #: ``None``: the peer matches nothing in this family; ``""``: it matches anything.
 SetRef = str | None
@@ -108,6 +126,7 @@ class SetContents:
     def __init__(self, family: model.Family) -> None:
         self.family = family
         self._cache: dict[str, tuple[frozenset[int] | None, model.IPSet]] = {}
+        self._moves: list[int] = []  # the keys of this build's _MOVES
 
     def build(
         self, index: ClusterIndex, specs: Iterable[SetSpec], changes: Changes | None
@@ -122,6 +141,9 @@ class SetContents:
                 if _shape(o, self.family) != _shape(p, self.family)
             }
         cache, self._cache = self._cache, {}
+        for number in self._moves:
+            _MOVES.pop(number, None)
+        self._moves = []
         out = {}
         for spec in specs:
             selection = spec.peer.selection
@@ -130,7 +152,9 @@ class SetContents:
             if hit is not None and shaped is not None and _still(hit[0], members, spec, shaped):
                 ipset = hit[1]
             else:
-                ipset = self._make(index, spec, members)
+                ipset = self._moved(index, spec, hit, members, shaped) or self._make(
+                    index, spec, members
+                )
             out[spec.name] = ipset
             self._cache[spec.name] = (members, ipset)
         return out
@@ -151,6 +175,66 @@ class SetContents:
                 f"{net} nomatch" for net in peer.excepts if cidrs.family(net) == self.family
             }
         return model.IPSet(spec.name, spec.kind, self.family, tuple(sorted(entries)))
+
+    def _moved(
+        self,
+        index: ClusterIndex,
+        spec: SetSpec,
+        hit: tuple[frozenset[int] | None, model.IPSet] | None,
+        members: frozenset[int] | None,
+        shaped: set[int] | None,
+    ) -> model.IPSet | None:
+        """The set of a pod peer whose members changed, from its previous
+        build: the entries of the pods that left taken out, of those that
+        joined put in (O(changes), not O(members)); None when that is not
+        sure to be right (no previous build, many changes, a changed pod's
+        address or ports, an address another pod also holds)."""
+        before = None if hit is None else hit[0]
+        if hit is None or before is None or shaped is None or members is None:
+            return None
+        previous = hit[1]
+        left, joined = before - members, members - before
+        if len(left) + len(joined) > MOVE_LIMIT or not (
+            before.isdisjoint(shaped) and members.isdisjoint(shaped)
+        ):
+            return None
+        holders = index.ip_holders[self.family]
+        ips = index.ips[self.family]
+        if any(holders.get(ips.get(n, ""), 0) > 1 for n in left | joined):
+            return None
+        entries = list(previous.entries)  # sorted
+        gone, added = [], []
+        for n in left:
+            for entry in self._entries(index, spec, n):
+                at = bisect.bisect_left(entries, entry)
+                if at < len(entries) and entries[at] == entry:
+                    del entries[at]
+                    gone.append(entry)
+        for n in joined:
+            for entry in self._entries(index, spec, n):
+                at = bisect.bisect_left(entries, entry)
+                if at == len(entries) or entries[at] != entry:
+                    entries.insert(at, entry)
+                    added.append(entry)
+        if not gone and not added:
+            return previous
+        ipset = model.IPSet(spec.name, spec.kind, self.family, tuple(entries))
+        _MOVES[id(ipset)] = (ipset, previous, tuple(sorted(gone)), tuple(sorted(added)))
+        self._moves.append(id(ipset))
+        return ipset
+
+    def _entries(self, index: ClusterIndex, spec: SetSpec, number: int) -> list[str]:
+        """What pod ``number`` puts into pod-peer set ``spec`` in this family."""
+        if spec.kind != "hash:ip,port":
+            ip = index.ips[self.family].get(number)
+            return [] if ip is None else [ip]
+        assert spec.port is not None and spec.port.name is not None
+        wanted = spec.port.protocol
+        return [
+            entry
+            for protocol, entry in index.port_entries(self.family, spec.port.name, number)
+            if wanted is None or wanted == protocol
+        ]
 
     def _named(
         self,

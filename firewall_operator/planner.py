@@ -19,7 +19,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from firewall_operator import cidrs, cluster, fwrule, netpol, selectors
@@ -77,6 +77,14 @@ class Planner:
         self.index = ClusterIndex(snapshot)
         self._peers: dict[str, PeerMatch] = {}
         self._plans: dict[tuple[int, Direction], DirectionPlan] = {}
+        #: (policies_for, rules_for) by pod: a pod's are the same until the
+        #: pod, the namespaces or the policies change
+        #: (inputs, the named ports declared, every port name used, problems): see problems
+        self._problems: tuple[tuple[object, ...], frozenset[str], frozenset[str], list[Problem]]
+        self._problems = (), frozenset(), frozenset(), []
+        self._subjects: dict[
+            int, tuple[tuple[netpol.NetworkPolicy, ...], tuple[fwrule.FirewallRule, ...]]
+        ] = {}
         self._set_policies(snapshot)
 
     def _set_policies(self, snapshot: cluster.Snapshot) -> None:
@@ -101,12 +109,36 @@ class Planner:
         self.snapshot = snapshot
         if _policy_inputs(previous) != _policy_inputs(snapshot):
             self._set_policies(snapshot)
+            self._subjects.clear()
+        elif previous.namespaces is not snapshot.namespaces and (
+            previous.namespaces != snapshot.namespaces
+        ):
+            self._subjects.clear()
+        else:
+            for number in changes:
+                self._subjects.pop(number, None)
         self._peers.clear()
         self._plans.clear()
         return changes
 
+    def _subject(
+        self, pod_id: int
+    ) -> tuple[tuple[netpol.NetworkPolicy, ...], tuple[fwrule.FirewallRule, ...]]:
+        found = self._subjects.get(pod_id)
+        if found is None:
+            found = self._subjects[pod_id] = (self._policies_for(pod_id), self._rules_for(pod_id))
+        return found
+
     def policies_for(self, pod_id: int) -> tuple[netpol.NetworkPolicy, ...]:
         """The NetworkPolicies that select pod ``pod_id``, in snapshot order."""
+        return self._subject(pod_id)[0]
+
+    def rules_for(self, pod_id: int) -> tuple[fwrule.FirewallRule, ...]:
+        """The tiered policies whose subject is pod ``pod_id``, in evaluation
+        order (``FirewallRule.order``), with their ``nodes`` peers resolved."""
+        return self._subject(pod_id)[1]
+
+    def _policies_for(self, pod_id: int) -> tuple[netpol.NetworkPolicy, ...]:
         members = self.index.members
         return tuple(
             policy
@@ -114,9 +146,7 @@ class Planner:
             if pod_id in members(selection)
         )
 
-    def rules_for(self, pod_id: int) -> tuple[fwrule.FirewallRule, ...]:
-        """The tiered policies whose subject is pod ``pod_id``, in evaluation
-        order (``FirewallRule.order``), with their ``nodes`` peers resolved."""
+    def _rules_for(self, pod_id: int) -> tuple[fwrule.FirewallRule, ...]:
         members = self.index.members
         return tuple(
             rule for rule, selection in self._ordered_rules if pod_id in members(selection)
@@ -236,7 +266,25 @@ class Planner:
 
     def problems(self) -> list[Problem]:
         """Every problem of the snapshot, plus a warning for each named port
-        that no pod of the cluster declares (it matches nothing)."""
+        that no pod of the cluster declares (it matches nothing).  The same
+        list as last time while the problems, the policies and which named
+        ports some pod declares did not change."""
+        snap = self.snapshot
+        inputs = (snap.problems, snap.policies, snap.firewall_rules, snap.cluster_policies)
+        known = self.index.by_port_name
+        last = self._problems
+        if (
+            len(last[0]) == len(inputs)
+            and all(a is b for a, b in zip(last[0], inputs, strict=True))
+            and last[1] == frozenset(name for name in last[2] if name in known)
+        ):
+            return list(last[3])
+        found = self._find_problems()
+        named = frozenset(problem_port_names(snap))
+        self._problems = (inputs, frozenset(n for n in named if n in known), named, found)
+        return list(found)
+
+    def _find_problems(self) -> list[Problem]:
         found = self.snapshot.all_problems()
         known = self.index.by_port_name
         for policy in self.snapshot.policies:
@@ -260,3 +308,19 @@ class Planner:
                             )
                             found.append(Problem(fw.kind, "", fw.name, reason, "warning"))
         return sorted(set(found))
+
+
+def problem_port_names(snapshot: cluster.Snapshot) -> Iterator[str]:
+    """Every port name the snapshot's policies and tiered rules refer to."""
+    for policy in snapshot.policies:
+        for direction in DIRECTIONS:
+            for rule in policy.rules(direction):
+                for port in rule.ports:
+                    if isinstance(port.port, str):
+                        yield port.port
+    for fw in snapshot.tiered:
+        for direction in DIRECTIONS:
+            for entry in fw.entries(direction):
+                for fport in entry.ports:
+                    if fport.name is not None:
+                        yield fport.name

@@ -186,6 +186,13 @@ class Batch:
         self.messages.append((kind, family, flags, body))
         self.notes.append(note)
 
+    def add_all(
+        self, kind: int, family: int, bodies: list[bytes], flags: int = 0, note: str = ""
+    ) -> None:
+        """``add`` of each of ``bodies`` (one operation each), in order."""
+        self.messages.extend([(kind, family, flags, body) for body in bodies])
+        self.notes.extend([note] * len(bodies))
+
     def extend(self, other: Batch) -> None:
         self.messages.extend(other.messages)
         self.notes.extend(other.notes)

@@ -22,7 +22,7 @@ HOOK_NUM, HOOK_PRIORITY = 1, 2
 RULE_TABLE, RULE_CHAIN, RULE_USERDATA = 1, 2, 7
 SET_TABLE, SET_NAME, SET_FLAGS, SET_KEY_TYPE, SET_KEY_LEN = 1, 2, 3, 4, 5
 SET_DATA_TYPE, SET_DATA_LEN, SET_DESC, SET_ID, SET_USERDATA = 6, 7, 9, 10, 13
-SET_DESC_CONCAT, SET_FIELD_LEN = 2, 1
+SET_DESC_SIZE, SET_DESC_CONCAT, SET_FIELD_LEN = 1, 2, 1
 ELEMS_TABLE, ELEMS_SET, ELEMS_LIST = 1, 2, 3
 ELEM_KEY, ELEM_DATA, ELEM_FLAGS, ELEM_USERDATA = 1, 2, 3, 6
 LIST_ELEM = 1
@@ -224,10 +224,20 @@ def rule_head(table: str, chain: str) -> bytes:
 def rule_message(head: bytes, expressions: bytes, *, comment: str, digest: bytes = b"") -> bytes:
     """The body of an ``add rule`` message (``head``: ``rule_head``): it can
     be kept and added again (``add_rule_message``) while the rule is unchanged."""
+    return head + rule_expressions(expressions) + rule_user_data(comment, digest)
+
+
+def rule_expressions(expressions: bytes) -> bytes:
+    """The ``NFTA_RULE_EXPRESSIONS`` attribute holding ``expressions``."""
+    return expr.rule_body(expressions)
+
+
+def rule_user_data(comment: str, digest: bytes = b"") -> bytes:
+    """The ``NFTA_RULE_USERDATA`` attribute: ``comment`` and ``digest``."""
     data = comment_udata(comment)
     if digest:
         data += bytes((UDATA_RULE_DIGEST, len(digest))) + digest
-    return head + expr.rule_body(expressions) + nl.attr(RULE_USERDATA, data)
+    return nl.attr(RULE_USERDATA, data)
 
 
 def add_rule_message(batch: nl.Batch, family: int, chain: str, body: bytes) -> None:
@@ -235,7 +245,17 @@ def add_rule_message(batch: nl.Batch, family: int, chain: str, body: bytes) -> N
     batch.add(nl.NEWRULE, family, body, nl.NLM_F_CREATE | nl.NLM_F_APPEND, note=f"to {chain}")
 
 
-def add_set(batch: nl.Batch, family: int, table: str, spec: SetSpec) -> None:
+def add_rule_messages(batch: nl.Batch, family: int, chain: str, bodies: list[bytes]) -> None:
+    """Append the rules ``bodies`` (``rule_message``s) to ``chain``, in order."""
+    flags = nl.NLM_F_CREATE | nl.NLM_F_APPEND
+    batch.add_all(nl.NEWRULE, family, bodies, flags, note=f"to {chain}")
+
+
+def add_set(batch: nl.Batch, family: int, table: str, spec: SetSpec, *, size: int = 0) -> None:
+    """A named set; ``size`` (a hash set's): at most that many elements, and
+    the kernel then builds a fixed-size hash table instead of a resizable
+    one (``nft_hash_fast``/``nft_hash`` rather than ``rhash``: filling it
+    costs half as much; adding elements past ``size`` fails with ENFILE)."""
     flags = (SET_INTERVAL if spec.interval else 0) | (SET_MAP if spec.verdicts else 0)
     concat = len(spec.fields) > 1
     if concat and spec.interval:
@@ -248,11 +268,14 @@ def add_set(batch: nl.Batch, family: int, table: str, spec: SetSpec) -> None:
     if spec.verdicts:
         body += nl.attr(SET_DATA_TYPE, nl.be32(DATA_VERDICT))
         body += nl.attr(SET_DATA_LEN, nl.be32(16))
+    description = nl.attr(SET_DESC_SIZE, nl.be32(size)) if size else b""
     if concat and spec.interval:
         lengths = [
             nl.nest(LIST_ELEM, nl.attr(SET_FIELD_LEN, nl.be32(field_len(f)))) for f in spec.fields
         ]
-        body += nl.nest(SET_DESC, nl.nest(SET_DESC_CONCAT, *lengths))
+        description += nl.nest(SET_DESC_CONCAT, *lengths)
+    if description:
+        body += nl.nest(SET_DESC, description)
     order = BYTEORDER_HOST if spec.fields == (TYPE_IFNAME,) else BYTEORDER_BIG
     if concat:
         order = 0
@@ -279,8 +302,32 @@ def _element_messages(
 ) -> None:
     head = nl.attr(ELEMS_TABLE, nl.string(table)) + nl.attr(ELEMS_SET, nl.string(set_name))
     note = f"of {set_name}"
-    for chunk in _chunks([element.encode(keys_only=keys_only) for element in elements]):
+    for chunk in _chunks(_encoded(elements, keys_only=keys_only)):
         batch.add(kind, family, head + nl.nest(ELEMS_LIST, *chunk), flags, note=note)
+
+
+#: bare elements' encodings by key: a peer set member's address is in many
+#: sets and in every full write (the bench workload writes 64k members, 35k
+#: distinct keys); bounded, emptied when full
+_BARE: dict[bytes, bytes] = {}
+BARE_LIMIT = 1 << 17
+
+
+def _encoded(elements: Iterable[Element], *, keys_only: bool) -> list[bytes]:
+    """Each of ``elements`` encoded (``Element.encode``), bare ones from ``_BARE``."""
+    out: list[bytes] = []
+    append, known = out.append, _BARE
+    for element in elements:
+        if element.end or (not keys_only and (element.verdict is not None or element.open)):
+            append(element.encode(keys_only=keys_only))
+            continue
+        found = known.get(element.key)
+        if found is None:
+            if len(known) >= BARE_LIMIT:
+                known.clear()
+            found = known[element.key] = element.encode(keys_only=True)
+        append(found)
+    return out
 
 
 def _chunks(encoded: list[bytes]) -> Iterator[list[bytes]]:

@@ -150,3 +150,40 @@ def test_drift_repaired_stale_state_removed_stale_records_refused_cleanup(
     assert not any(name in found["text_without_policy"] for name in found["sets"])
     assert found["stale"] == "refused"
     assert found["after_cleanup"].strip() == ""
+
+
+def outgrow(workdir: str) -> list[tuple[int, int, int, str, bool]]:
+    """Inside the node, with hash sets sized for at least 1 element (twice
+    what they hold when created): the peer set holds 1, 2, then 3 pods.
+    Per apply: (transactions, retries, chains written, the set's kernel
+    declaration, kernel elements == compiled)."""
+    from firewall_operator import nft_applier
+
+    nft_applier.SET_ROOM = 1
+    comp = compiler.Compiler()
+    writer = NftApplier(run_dir=f"{workdir}/run", state_dir=f"{workdir}/state")
+    out = []
+    for fe in ({"a"}, {"a", "b"}, {"a", "b", "c"}):
+        state = comp.compile(cluster.Snapshot.from_documents(documents(fe)), records())
+        stats = writer.apply(state.families, endpoints=state.endpoints)
+        (name, wanted), *_ = peer_sets(state).items()
+        with nl.Netlink() as sock:
+            have = translate.element_keys(kernel.elements(sock, layout.INET, name))
+        listed = subprocess.run(["nft", "list", "set", "inet", "podwall", name],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        size = next(line.strip() for line in listed.splitlines() if "size" in line)
+        out.append((stats.transactions, stats.retries, stats.chains_written, size, have == wanted))
+    return out
+
+
+def test_a_hash_set_that_outgrows_its_kernel_size_is_rebuilt_bigger(
+    node_ns: str, tmp_path: Path
+) -> None:
+    for record in records():
+        endpoints.write(str(tmp_path / "state"), record)
+    first, second, third = netns.call(node_ns, outgrow, str(tmp_path))
+    assert first[3] == second[3] == "size 2"  # created for 1 element, room for 2
+    assert second[:3] == (1, 0, 0)  # 2 fit: the elements alone
+    assert third[3] == "size 6"  # 3 do not: a rebuild (every chain), sized for them
+    assert third[0:2] == (1, 0) and third[2] == first[2] > 0
+    assert first[4] and second[4] and third[4]
