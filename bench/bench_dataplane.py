@@ -26,6 +26,8 @@ The packet path under the same workload is ``bench_packet_path``'s.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import statistics
 import subprocess
@@ -40,6 +42,7 @@ from firewall_lab import netns
 from firewall_operator import cluster, compiler
 from firewall_operator.agent import cache
 from firewall_operator.agent import node as agent_node
+from firewall_operator.nft_applier import NftApplier
 from firewall_plugin import endpoints
 
 T = TypeVar("T")
@@ -99,6 +102,31 @@ def kernel_rules(backend: str) -> int:
     return count
 
 
+def listened_writes(workdir: str, state: Any) -> list[float]:
+    """Inside a node where the agent's drift watch runs: seconds of a full
+    nftables write while the watch listens to nf_tables notifications, then
+    of one in its quiet window (``DriftWatch.quiet``), each into an empty node."""
+    watch = agent_node.DriftWatch("nftables", lambda: None)
+    watch.start()
+    seconds = []
+    try:
+        for quiet in (False, True):
+            writer = agent_node.make_applier(
+                "nftables", run_dir=f"{workdir}/run", state_dir=f"{workdir}/state"
+            )
+            assert isinstance(writer, NftApplier)
+            commits = functools.partial(getattr, writer, "commits")
+            window = watch.quiet(commits) if quiet else contextlib.nullcontext()
+            start = time.perf_counter()
+            with window:
+                writer.apply(state.families, endpoints=state.endpoints)
+            seconds.append(time.perf_counter() - start)
+            writer.cleanup()
+    finally:
+        watch.stop()
+    return seconds
+
+
 def in_fresh_node(fn: Callable[..., T], *args: Any) -> T:
     node = netns.create(netns.unique_name("pwbench"))
     try:
@@ -155,14 +183,17 @@ def sync_figures(
         relabelled.families == compiled_for(bench_compile.label_change(snapshot), records).families
     )
     runs: dict[str, list[list[float]]] = {backend: [] for backend in args.backends}
+    listened: list[list[float]] = []
     with tempfile.TemporaryDirectory(prefix="pwbench-") as workdir:
         for record in records:
             endpoints.write(f"{workdir}/state", record)
         for _ in range(args.reps):
             for backend in args.backends:
                 runs[backend].append(in_fresh_node(write, backend, workdir, [first, relabelled]))
+            if "nftables" in args.backends:
+                listened.append(in_fresh_node(listened_writes, workdir, first))
     return {"build": build, "compile": full_compile, "change": change, "samples": samples,
-            "runs": runs, "rules": full.rule_count}  # fmt: skip
+            "runs": runs, "rules": full.rule_count, "listened": listened}  # fmt: skip
 
 
 def report_sync(args: argparse.Namespace, figures: dict[str, Any]) -> None:
@@ -181,6 +212,11 @@ def report_sync(args: argparse.Namespace, figures: dict[str, Any]) -> None:
               f"{syncs[backend] * 1000:6.0f} ms; label change write {change * 1000:5.1f} ms, "
               f"with its compile {label * 1000:5.1f} ms = {label / syncs[backend]:.4f} of a "
               f"full sync{' (target <= 0.01)' if backend == 'nftables' else ''}")  # fmt: skip
+    if figures["listened"]:
+        heard, quiet = (statistics.median(run[i] for run in figures["listened"]) for i in (0, 1))
+        print(f"  nftables full write with the agent's drift watch running: listening "
+              f"{heard * 1000:.0f} ms, in its quiet window {quiet * 1000:.0f} ms (any other "
+              f"nf_tables listener on the host makes the kernel notify all the same)")  # fmt: skip
     if set(BACKENDS) <= set(syncs):
         ratio = syncs["nftables"] / syncs["iptables-nft"]
         print(f"  nftables / iptables-nft: full sync {ratio:.2f} (target <= 0.5), full write alone "

@@ -124,6 +124,7 @@ class NftApplier:
         self._fingerprint: Fingerprint | None = None
         self._sizes: dict[str, int] = {}  # the kernel's size of each hash peer set
         self.generation = 0  # the ruleset generation our last commit made
+        self.commits = 0  # transactions committed so far (the drift watch counts them)
         self._sock: nl.Netlink | None = None  # apply's socket (see _netlink)
         self._sock_place: tuple[int, int] = (0, 0)  # (pid, netns inode) it belongs to
 
@@ -207,13 +208,18 @@ class NftApplier:
             self._sock = None
             raise
 
-    @staticmethod
-    def _remove_tables(sock: nl.Netlink) -> None:
+    def _commit(self, sock: nl.Netlink, batch: nl.Batch) -> None:
+        """One transaction (none for an empty batch), counted in ``commits``."""
+        if len(batch):
+            sock.commit(batch)
+            self.commits += 1
+
+    def _remove_tables(self, sock: nl.Netlink) -> None:
         if ops.table_state(sock)[0] or kernel.table_comment(sock, layout.BRIDGE) is not None:
             batch = nl.Batch()
             obj.destroy_table(batch, layout.INET, layout.TABLE)
             obj.destroy_table(batch, layout.BRIDGE, layout.TABLE)
-            sock.commit(batch)
+            self._commit(sock, batch)
 
     def cleanup(self) -> None:
         """Delete podwall's tables."""
@@ -253,7 +259,7 @@ class NftApplier:
         for name, (family, chain) in wanted.chains.items():
             self._fill(batch, name, family, chain)
         layout.add_items(batch, wanted.items)
-        sock.commit(batch)
+        self._commit(sock, batch)
         stats.kernel_read = True
         stats.transactions = 1
         stats.chains_written = len(wanted.chains)
@@ -354,7 +360,7 @@ class NftApplier:
             self._sizes.pop(name, None)
         stats.sets_destroyed = len(gone_sets)
         if len(batch):
-            sock.commit(batch)
+            self._commit(sock, batch)
             stats.transactions = 1
         return True
 

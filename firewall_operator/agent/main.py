@@ -17,14 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import kopf
 
+from firewall_operator import applier as applier_mod
 from firewall_operator import chains, logtags
 from firewall_operator.agent import config as agent_config
 from firewall_operator.agent import (
@@ -45,6 +48,7 @@ from firewall_operator.agent.errors import AgentError
 from firewall_operator.agent.flows import FlowCutter
 from firewall_operator.agent.kubeapi import KubeApi
 from firewall_operator.agent.metrics import Metrics
+from firewall_operator.nft_applier import NftApplier
 from firewall_plugin import dataplane
 from firewall_plugin.errors import PodwallError
 
@@ -81,19 +85,21 @@ class Agent:
             group=cfg.nflog_group, rate=cfg.log_rate, burst=cfg.log_burst, denied=cfg.log_denied
         )
         self.drift = node.DriftWatch(self.backend_name, self._drifted)
+        applier = node.make_applier(
+            self.backend_name,
+            run_dir=cfg.run_dir,
+            state_dir=cfg.state_dir,
+            log=logging.spec() if cfg.log_denied else None,
+        )
         writer = reconcile.Writer(
-            applier=node.make_applier(
-                self.backend_name,
-                run_dir=cfg.run_dir,
-                state_dir=cfg.state_dir,
-                log=logging.spec() if cfg.log_denied else None,
-            ),
+            applier=applier,
             state_dir=cfg.state_dir,
             deny_action=cast(dataplane.DenyAction, cfg.deny_action),
             pod_default=cast(dataplane.PodDefault, cfg.pod_default),
             logging=logging,
             flows=FlowCutter() if cfg.cut_denied_flows else None,
             written=self.drift.written,
+            quiet=self._quiet_writes(applier),
         )
         self.log_resolver: logtags.Resolver = logtags.no_tags
         if isinstance(writer.applier, counters.CounterSource):  # drop counters
@@ -247,6 +253,16 @@ class Agent:
             report.rules,
             f": {report.error}" if report.error else "",
         )
+
+    def _quiet_writes(
+        self, applier: applier_mod.NodeApplier
+    ) -> Callable[[], contextlib.AbstractContextManager[None]]:
+        """The writer's ``quiet``: the drift watch's, counting the nftables
+        writer's commits (the iptables writers run processes: not counted)."""
+        if not isinstance(applier, NftApplier):
+            return contextlib.nullcontext
+        nft = applier
+        return functools.partial(self.drift.quiet, lambda: nft.commits)
 
     def _drifted(self) -> None:
         """From the drift thread: someone else changed podwall's kernel state."""

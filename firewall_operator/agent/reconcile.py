@@ -127,6 +127,9 @@ class Writer:
     #: called in the sync's thread right after every successful write (the
     #: drift watch takes what podwall left as the state to compare with)
     written: Callable[[], None] = lambda: None
+    #: around every write: the drift watch stops listening and counts instead
+    #: (``DriftWatch.quiet``: the kernel then builds no notification per object)
+    quiet: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
 
 
 def new_compiler(writer: Writer) -> compiler.Compiler:
@@ -145,12 +148,13 @@ def compile_and_apply(
         warnings, unenforced = _bridge_netfilter(records)
         compiled = comp.compile(snapshot, records)
         try:
-            stats = writer.applier.apply(
-                compiled.families,
-                endpoints=compiled.endpoints,
-                full=full,
-                expect_endpoints=fingerprint,
-            )
+            with writer.quiet():
+                stats = writer.applier.apply(
+                    compiled.families,
+                    endpoints=compiled.endpoints,
+                    full=full,
+                    expect_endpoints=fingerprint,
+                )
         except applier_mod.StaleEndpointsError:
             continue
         writer.written()

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
-NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_ADD_MEMBERSHIP, NETLINK_DROP_MEMBERSHIP = 1, 2
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
 SO_SNDBUFFORCE = 32
@@ -433,6 +433,15 @@ class Netlink:
                 return number(reply.attributes[1])
         return 0
 
+    def barrier(self) -> None:
+        """Wait until no nf_tables transaction of this namespace is under way:
+        an empty batch takes the kernel's commit lock, so a commit in
+        progress, its notifications included, ends first."""
+        try:
+            self.sock.send(Batch().encode(self._next_seq(0)))
+        except OSError as exc:
+            raise BackendError(f"nf_tables: an empty batch failed: {exc.strerror}") from exc
+
     # --- events ---------------------------------------------------------------
 
     def subscribe(self, group: int = NFNLGRP_NFTABLES) -> None:
@@ -440,6 +449,12 @@ class Netlink:
             self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
         except OSError as exc:
             raise BackendError(f"cannot subscribe to nf_tables events: {exc.strerror}") from exc
+
+    def unsubscribe(self, group: int = NFNLGRP_NFTABLES) -> None:
+        try:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, group)
+        except OSError as exc:
+            raise BackendError(f"cannot leave nf_tables events: {exc.strerror}") from exc
 
     def fileno(self) -> int:
         return self.sock.fileno()
