@@ -48,7 +48,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from firewall_operator import cluster
+from firewall_operator import cluster, collector
 from firewall_operator.chains import ChainBuilder, Logging
 from firewall_operator.index import Changes
 from firewall_operator.kernel_sets import SetContents, SetNames
@@ -143,11 +143,12 @@ class Compiler:
         If it raises, the compiler forgets everything (the next call starts afresh)."""
         try:
             changes: Changes | None = None
-            if self._planner is None:
-                self._planner = Planner(snapshot)
-            else:
-                changes = self._planner.update(snapshot)
-            return self._compile_planner(self._planner, endpoints, changes)
+            with collector.paused():
+                if self._planner is None:
+                    self._planner = Planner(snapshot)
+                else:
+                    changes = self._planner.update(snapshot)
+                return self._compile_planner(self._planner, endpoints, changes)
         except BaseException:
             self._reset()
             raise
@@ -277,6 +278,7 @@ def compile_node(
     logging: Logging | None = None,
 ) -> CompiledNode:
     """The desired chains and sets of the node that owns ``endpoints``."""
-    planner = snapshot if isinstance(snapshot, Planner) else Planner(snapshot)
-    fresh = Compiler(deny_action=deny_action, unknown_pod=unknown_pod, logging=logging)
-    return fresh._compile_planner(planner, endpoints, None)
+    with collector.paused():
+        planner = snapshot if isinstance(snapshot, Planner) else Planner(snapshot)
+        fresh = Compiler(deny_action=deny_action, unknown_pod=unknown_pod, logging=logging)
+        return fresh._compile_planner(planner, endpoints, None)

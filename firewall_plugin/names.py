@@ -52,14 +52,23 @@ def digest(identity: str, length: int) -> str:
     return base32_prefix(raw, length)
 
 
+#: every pair of base32 characters, by the 10 bits they encode
+_PAIRS = [first + second for first in BASE32_ALPHABET for second in BASE32_ALPHABET]
+
+
 def base32_prefix(raw: bytes, length: int) -> str:
     """The first ``length`` characters of ``base64.b32encode(raw)`` (``length``
-    at most ``len(raw) * 8 // 5``), without importing base64 (~1 ms)."""
-    bits = len(raw) * 8
-    if not 0 <= length <= bits // 5:
+    at most ``len(raw) * 8 // 5``), without importing base64 (~1 ms): two
+    characters (10 bits) at a time, from only the bytes they need (the agent
+    names thousands of chains, comments and log tags a sync)."""
+    if not 0 <= length <= len(raw) * 8 // 5:
         raise ValueError(f"cannot take {length} base32 characters of {len(raw)} bytes")
-    number = int.from_bytes(raw, "big")
-    return "".join(BASE32_ALPHABET[(number >> (bits - 5 * (i + 1))) & 31] for i in range(length))
+    pairs = (length + 1) // 2
+    size = (pairs * 10 + 7) // 8
+    bits = size * 8
+    number = int.from_bytes(raw[:size].ljust(size, b"\0"), "big")
+    text = "".join(_PAIRS[(number >> (bits - 10 * (i + 1))) & 1023] for i in range(pairs))
+    return text[:length]
 
 
 def hashed_name(kind: str, identity: str) -> str:
@@ -151,6 +160,9 @@ def comment(text: str) -> str:
     """``podwall: <text>`` made safe for iptables comments: quotes, backslashes
     and unprintable characters become spaces, and the result is clamped to
     ``MAX_COMMENT`` UTF-8 bytes (the kernel counts bytes, not characters)."""
-    clean = "".join(c if c.isprintable() and c not in "\"\\'" else " " for c in text)
+    if text.isprintable() and '"' not in text and "'" not in text and "\\" not in text:
+        clean = text  # the common case, without a look at every character
+    else:
+        clean = "".join(c if c.isprintable() and c not in "\"\\'" else " " for c in text)
     full = f"{COMMENT_PREFIX}: {clean}".strip() if clean.strip() else COMMENT_PREFIX
     return full.encode()[:MAX_COMMENT].decode(errors="ignore").rstrip()

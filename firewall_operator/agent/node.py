@@ -8,6 +8,9 @@ how to notice that someone else changed it, and bridge netfilter.
   when another process changed podwall's kernel state:
   - nftables: nf_tables change notifications (netlink group NFNLGRP_NFTABLES)
     for podwall's tables from any commit that is not this process's own;
+    during the agent's own writes (``quiet``) the watch leaves the group,
+    so that the kernel builds no notification per object, and counts the
+    window's commits by the ruleset generation instead;
   - iptables-nft: notifications touching FORWARD, INPUT or podwall's chains
     of the ip/ip6 filter tables (the restores of the agent itself included:
     the resync they cause finds nothing to do);
