@@ -17,6 +17,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -114,10 +115,12 @@ def _translated(
     deltas: dict[str, SetDelta],
 ) -> tuple[obj.SetSpec, list[obj.Element]]:
     """``translate.peer_set(ipset)``; for a hash set that had other entries
-    before, only the entries that came and went are translated (the
-    elements are those of ``before`` without the gone ones, then the new
-    ones: one element per entry), and ``deltas`` records the change, so a
-    pod joining or leaving a big set costs about its own entry."""
+    before, only the entries that came and went are translated, and
+    ``deltas`` records the change, so a pod joining or leaving a big set
+    costs about its own entry.  The elements stay in entry order (one per
+    entry; entries are sorted): the gone ones are deleted and the new ones
+    inserted at their places found by bisection, list operations in C
+    rather than a pass over every element in Python."""
     if (
         before is None
         or ipset.kind == "hash:net"
@@ -136,12 +139,35 @@ def _translated(
         new = tuple(sorted(set(ipset.entries).difference(old_set.entries)))
     _, removed = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, gone))
     _, added = translate.peer_set(model.IPSet(ipset.name, ipset.kind, ipset.family, new))
-    elements = old_elements
-    if removed:
-        keys = {element.key for element in removed}
-        elements = [element for element in old_elements if element.key not in keys]
+    if len(removed) != len(gone) or len(added) != len(new):
+        return translate.peer_set(ipset)
+    pairs = list(zip(new, added, strict=True))
+    elements = _patched(old_elements, old_set.entries, ipset.entries, gone, pairs)
+    if elements is None:
+        return translate.peer_set(ipset)
     deltas[ipset.name] = (old_elements, removed, added)
-    return spec, elements + added
+    return spec, elements
+
+
+def _patched(
+    old_elements: list[obj.Element],
+    old_entries: tuple[str, ...],
+    entries: tuple[str, ...],
+    gone: tuple[str, ...],
+    new: list[tuple[str, obj.Element]],
+) -> list[obj.Element] | None:
+    """``old_elements`` (one per ``old_entries``, in order) without those of
+    ``gone`` and with ``new`` in place: one per ``entries``; None when the
+    entries do not line up (then the caller translates the whole set)."""
+    elements = list(old_elements)
+    for entry in reversed(gone):  # from the end: the places before stay right
+        at = bisect.bisect_left(old_entries, entry)
+        if at == len(old_entries) or old_entries[at] != entry:
+            return None
+        del elements[at]
+    for entry, element in new:  # ascending: the smaller ones are in place already
+        elements.insert(bisect.bisect_left(entries, entry), element)
+    return elements if len(elements) == len(entries) else None
 
 
 class EncodedChain:
