@@ -3,20 +3,24 @@
 ``table inet podwall`` (IPv4 and IPv6 together)::
 
     chain prerouting   hook prerouting priority -300 (raw; before conntrack)
+        iifname . ip saddr @owned4 accept       a pod's own source (IPv6: not
+        iifname . ip6 saddr @owned6 accept      ICMPv6, which the guard sees)
         iifname @ifaces goto guard             routed pod interfaces (ptp)
         ip saddr @local4 iifname . ip saddr != @owned4 drop    a pod's address
         ip6 saddr @local6 iifname . ip6 saddr != @owned6 drop  from elsewhere
     chain guard        router advertisements and redirects drop; neighbour
                        advertisements for an address (iif . target) not in
-                       @owned6 drop; (iif . saddr) in @owned4/@owned6 return;
+                       @owned6 drop; (iif . saddr) in @owned6 return;
                        :: for DAD return; drop
     chain forward      hook forward priority -5 (before iptables' filter, 0)
         ct state established accept
-        RA/redirect from a pod interface drop; ND (hop limit 255) and MLD
-        reports only on the link (@links: bridge . bridge) accept, else drop
+        meta l4proto ipv6-icmp jump icmp6
         iifname . ip saddr vmap @from4          jump the sender's egress chain
         ct state related (not from a pod) accept
         oifname . ip daddr vmap @to4            jump the receiver's ingress chain
+    chain icmp6        RA/redirect from a pod interface drop; ND (hop limit
+                       255) and MLD reports only on the link (@links:
+                       bridge . bridge) accept, else drop
     chain input        hook input priority -5: what pods send to their own
                        node goes through their egress chain (@from4/@from6)
     chain PODWALL-{I,E}-<h>-{4,6} and their tier chains: the policy chains
@@ -24,14 +28,22 @@
 ``table bridge podwall`` (bridge ports: seen only in the bridge family)::
 
     chain prerouting   hook prerouting priority -300 (before br_netfilter)
+        iifname . ip saddr @src4 accept; iifname . ip6 saddr @src6 accept
+                                               (not ICMPv6)
         iifname @ports goto guard
         ip saddr @local4 drop; ip6 saddr @local6 drop; arp saddr ip @local4 drop
     chain guard        RA/redirect drop; NA for a target not (port . target)
-                       in @src6 drop; (port . saddr) in @src4/@src6 (and
-                       ARP's sender) return; DAD from :: return; anything
-                       else drop
-    chain forward      hook forward: multicast and broadcast to a port in
-                       @closed (an isolated pod) drop, except ARP and ND
+                       in @src6 drop; (port . saddr) in @src6 (and ARP's
+                       sender) return; DAD from :: return; anything else drop
+    chain forward      hook forward: neither multicast nor broadcast accept;
+                       multicast and broadcast to a port in @closed (an
+                       isolated pod) drop, except ARP and ND
+
+The order is the cost: a packet of an established flow between two pods
+meets two set lookups in all (its own source in each prerouting chain) and
+two constant compares (``ct state`` in forward, ``meta pkttype`` in the
+bridge's forward); the rules every packet passes come first, the rare ones
+(ICMPv6, foreign sources, flooding) after them or in chains of their own.
 
 A pod is identified by its interface: a routed pod's veth, or for a bridge,
 its port (checked in the bridge table, so the inet table can key on
@@ -57,7 +69,7 @@ if TYPE_CHECKING:
 TABLE = "podwall"
 INET, BRIDGE = nl.NFPROTO_INET, nl.NFPROTO_BRIDGE
 #: changes whenever the skeleton below changes: a table of another version is rebuilt
-VERSION = "3"
+VERSION = "4"
 HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD = 0, 1, 2
 PRIORITY_RAW = -300  # before conntrack (-200): spoofed packets never create entries
 PRIORITY_FILTER = -5  # before iptables' filter chains (0), nft or legacy
@@ -206,8 +218,19 @@ def _goto(chain: str) -> bytes:
 Rule = tuple[bytes, str]  # (expressions, comment)
 
 
+def _own_source(set_name: str, family: model.Family, *, bridge: bool = False) -> bytes:
+    """``iifname . ip saddr @set`` (``@set6``: and not ICMPv6, which the
+    guards look at first)."""
+    own = _iface_addr(set_name, family, "saddr", meta_key=expr.META_IIFNAME, bridge=bridge)
+    return own if family == "ipv4" else _not_icmp6() + own
+
+
 def inet_prerouting() -> list[Rule]:
     return [
+        *(
+            (_own_source(f"owned{SUFFIX[family]}", family) + ACCEPT, "a pod's own source")
+            for family in model.FAMILIES
+        ),
         (_iif_in("ifaces") + _goto("guard"), "routed pod interface: its source decides"),
         *(
             (
@@ -230,33 +253,40 @@ def _foreign_target(set_name: str, *, bridge: bool = False) -> bytes:
     return _icmp6(NA, bridge=bridge) + target + expr.lookup(set_name, R, invert=True)
 
 
+def _not_icmp6() -> bytes:
+    return expr.meta(expr.META_L4PROTO) + expr.cmp(expr.CMP_NEQ, bytes((ICMPV6,)))
+
+
 def inet_guard() -> list[Rule]:
+    own6 = _iface_addr("owned6", "ipv6", "saddr", meta_key=expr.META_IIFNAME)
     return [
         (_icmp6(RA) + DROP, "router advertisement from a pod"),
         (_icmp6(REDIRECT) + DROP, "redirect from a pod"),
         (_foreign_target("owned6") + DROP, "neighbour advertisement for another's address"),
-        (_iface_addr("owned4", "ipv4", "saddr", meta_key=expr.META_IIFNAME) + RETURN, "own source"),
-        (_iface_addr("owned6", "ipv6", "saddr", meta_key=expr.META_IIFNAME) + RETURN, "own source"),
+        (own6 + RETURN, "own source"),
         (_unspecified6() + _icmp6(NS) + RETURN, "duplicate address detection"),
         (_unspecified6() + _icmp6(MLD2) + RETURN, "duplicate address detection"),
         (DROP, "spoofed source from a pod interface"),
     ]
 
 
-def _link_control() -> list[Rule]:
+def inet_icmp6() -> list[Rule]:
+    """Forwarded ICMPv6 (jumped to from forward): what pods may send on a link."""
     return [
-        (_iif_in("podifs") + _icmp6(RA) + DROP, "router advertisement from a pod"),
-        (_iif_in("podifs") + _icmp6(REDIRECT) + DROP, "redirect from a pod"),
+        (_icmp6(RA) + _iif_in("podifs") + DROP, "router advertisement from a pod"),
+        (_icmp6(REDIRECT) + _iif_in("podifs") + DROP, "redirect from a pod"),
+        (_icmp6(NS, NA) + _hoplimit_255() + _links() + ACCEPT, "neighbour discovery on the link"),
+        (_icmp6(MLD1) + _links() + ACCEPT, "multicast listener report on the link"),
+        (_icmp6(MLD2) + _links() + ACCEPT, "multicast listener report on the link"),
+        (_icmp6(NS, NA) + _iif_in("podifs") + DROP, "neighbour discovery off the link"),
     ]
 
 
 def inet_forward() -> list[Rule]:
-    rules = [(expr.match_ct_state(expr.CT_ESTABLISHED) + ACCEPT, "replies"), *_link_control()]
-    rules += [
-        (_icmp6(NS, NA) + _hoplimit_255() + _links() + ACCEPT, "neighbour discovery on the link"),
-        (_icmp6(MLD1) + _links() + ACCEPT, "multicast listener report on the link"),
-        (_icmp6(MLD2) + _links() + ACCEPT, "multicast listener report on the link"),
-        (_iif_in("podifs") + _icmp6(NS, NA) + DROP, "neighbour discovery off the link"),
+    icmp6 = expr.match_nfproto(NFPROTO["ipv6"]) + expr.match_l4proto(ICMPV6)
+    rules = [
+        (expr.match_ct_state(expr.CT_ESTABLISHED) + ACCEPT, "replies"),
+        (icmp6 + expr.immediate_verdict(expr.JUMP, "icmp6"), "ICMPv6: link control"),
     ]
     for family in model.FAMILIES:
         suffix = SUFFIX[family]
@@ -302,6 +332,11 @@ def _arp_sender(dreg: int) -> bytes:
 
 def bridge_prerouting() -> list[Rule]:
     return [
+        *(
+            (_own_source(f"src{SUFFIX[family]}", family, bridge=True) + ACCEPT,
+             "a pod port's own source")
+            for family in model.FAMILIES
+        ),
         (_iif_in("ports") + _goto("guard"), "pod port: its source decides"),
         (_l3("ipv4", "saddr", expr.REG_1, bridge=True) + expr.lookup("local4", expr.REG_1) + DROP,
          "an address of a pod from a port not its own"),
@@ -322,8 +357,6 @@ def bridge_guard() -> list[Rule]:
         (_icmp6(REDIRECT, bridge=True) + DROP, "redirect from a pod"),
         (_foreign_target("src6", bridge=True) + DROP,
          "neighbour advertisement for another's address"),
-        (_iface_addr("src4", "ipv4", "saddr", meta_key=expr.META_IIFNAME, bridge=True) + RETURN,
-         "own source"),
         (_iface_addr("src6", "ipv6", "saddr", meta_key=expr.META_IIFNAME, bridge=True) + RETURN,
          "own source"),
         (arp + RETURN, "own address in ARP"),
@@ -338,12 +371,25 @@ def bridge_forward() -> list[Rule]:
     flooded = (
         expr.meta(expr.META_PKTTYPE) + expr.cmp(expr.CMP_GTE, b"\1") + expr.cmp(expr.CMP_LTE, b"\2")
     )
+    unicast = expr.meta(expr.META_PKTTYPE) + _range(b"\1", b"\2", negate=True)
     return [
+        (unicast + ACCEPT, "neither multicast nor broadcast"),
         (_oif_in("closed", invert=True) + ACCEPT, "not to an isolated pod"),
         (_ether("arp") + ACCEPT, "ARP"),
         (_icmp6(NS, NA, bridge=True) + ACCEPT, "neighbour discovery"),
         (flooded + DROP, "multicast or broadcast to an isolated pod"),
     ]
+
+
+def _range(low: bytes, high: bytes, *, negate: bool = False) -> bytes:
+    """Register 1 in [low, high] (or not)."""
+    return expr.expression(
+        "range",
+        nl.attr(1, nl.be32(expr.REG_1)),
+        nl.attr(2, nl.be32(1 if negate else 0)),  # NFT_RANGE_NEQ, NFT_RANGE_EQ
+        nl.nest(3, expr.value(low)),
+        nl.nest(4, expr.value(high)),
+    )
 
 
 def _oif_in(set_name: str, *, invert: bool = False) -> bytes:
@@ -393,6 +439,7 @@ def skeleton_rules(
         (INET, "guard"): inet_guard(),
         (INET, "prerouting"): inet_prerouting(),
         (INET, "forward"): inet_forward(),
+        (INET, "icmp6"): inet_icmp6(),
         (INET, "input"): inet_input(),
         (BRIDGE, "guard"): bridge_guard(),
         (BRIDGE, "prerouting"): bridge_prerouting(),
@@ -420,6 +467,7 @@ def skeleton(batch: nl.Batch, *, state_dir: str, log: model.LogSpec | None = Non
         for spec in sets:
             obj.add_set(batch, family, TABLE, spec)
     obj.add_chain(batch, INET, TABLE, "guard")
+    obj.add_chain(batch, INET, TABLE, "icmp6")
     obj.add_chain(batch, INET, TABLE, "prerouting", hook=(HOOK_PREROUTING, PRIORITY_RAW))
     obj.add_chain(batch, INET, TABLE, "forward", hook=(HOOK_FORWARD, PRIORITY_FILTER))
     obj.add_chain(batch, INET, TABLE, "input", hook=(HOOK_INPUT, PRIORITY_FILTER))
