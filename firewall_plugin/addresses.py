@@ -132,6 +132,11 @@ def packed(text: str) -> bytes:
     return value.to_bytes(bits // 8, "big")
 
 
+def text(raw: bytes) -> str:
+    """``packed``'s inverse: 4 or 16 bytes in network order, in normal form."""
+    return _format(len(raw) * 8, int.from_bytes(raw, "big"))
+
+
 #: (bits, network, prefix, what it is) of addresses a pod can never own
 _NOT_A_POD = (
     (32, 0, 32, "the unspecified address"),

@@ -180,7 +180,7 @@ def _attach_nft(
 
     endpoints.write(config.state_dir, record)
     try:
-        ops.attach(config, record, [*others, record], previous=previous, sock=sock)
+        ops.attach(config, record, [*others, record], sock=sock, previous=previous)
     except BaseException:  # one transaction: the kernel holds nothing of it
         if previous is None:
             endpoints.remove(config.state_dir, record.containerID, record.ifName)

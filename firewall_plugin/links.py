@@ -1,11 +1,10 @@
 """What kind of link an interface of this node is, asked over rtnetlink.
 
-``describe(name)`` answers the link's ``IFLA_INFO_KIND`` (``veth``,
-``bridge``, ``ifb``…), whether its peer lives in another network namespace
-(``IFLA_LINK_NETNSID``: the host end of a pod's veth) and what it is
-enslaved to (``IFLA_MASTER``); ``bridge_named(index)`` the name of that
-master when it is a bridge; ``inspect(name)`` also the namespace id and
-index of its peer.  Not sysfs: it cannot tell a veth from an
+``inspect(name)`` answers the link's ``IFLA_INFO_KIND`` (``veth``,
+``bridge``, ``ifb``…), the namespace id its peer lives in
+(``IFLA_LINK_NETNSID``: the host end of a pod's veth) and the peer's index
+there, and what it is enslaved to (``IFLA_MASTER``); ``bridge_named(index)``
+the name of that master when it is a bridge.  Not sysfs: it cannot tell a veth from an
 ``ifb`` (the ``bandwidth`` plugin's) reliably (their ``iflink``/``ifindex``
 may coincide across namespaces), and
 ``/sys/class/net`` shows the network namespace of whoever mounted it: a
@@ -97,9 +96,14 @@ def _getlink(name: str = "", index: int = 0, *, nsid: int = -1) -> dict[int, byt
     return _attrs(data, 16 + 16)
 
 
+def _name(value: bytes) -> str:
+    """A NUL-terminated string attribute."""
+    return value.split(b"\0", 1)[0].decode()
+
+
 def _kind_of(attributes: dict[int, bytes]) -> str:
     info = _attrs(attributes.get(IFLA_LINKINFO, b""), 0)
-    return info.get(IFLA_INFO_KIND, b"").split(b"\0", 1)[0].decode()
+    return _name(info.get(IFLA_INFO_KIND, b""))
 
 
 def _number(attributes: dict[int, bytes], kind: int, default: int) -> int:
@@ -122,13 +126,6 @@ def inspect(name: str) -> tuple[str, int, int, int]:
     )
 
 
-def describe(name: str) -> tuple[str, bool, int]:
-    """(link kind or '', whether its peer is in another namespace, the index
-    of the link it is enslaved to or 0) of ``name`` (see ``inspect``)."""
-    kind, nsid, master, _ = inspect(name)
-    return kind, nsid >= 0, master
-
-
 def peer_link_local(nsid: int, index: int, ifname: str) -> str | None:
     """The IPv6 link-local address of link ``index`` in the namespace this
     one knows as ``nsid`` (a veth's peer: the pod's end), asked from here
@@ -137,7 +134,7 @@ def peer_link_local(nsid: int, index: int, ifname: str) -> str | None:
     kernel cannot answer this way (then ask inside: ``podns.link_local``)."""
     try:
         found = _getlink(index=index, nsid=nsid)
-        if found is None or found.get(IFLA_IFNAME, b"").split(b"\0", 1)[0] != ifname.encode():
+        if found is None or _name(found.get(IFLA_IFNAME, b"")) != ifname:
             return None
         target = _attr(IFA_TARGET_NETNSID, nsid.to_bytes(4, ORDER, signed=True))
         # struct ifaddrmsg: family, prefix length, flags, scope, index
@@ -156,8 +153,7 @@ def peer_link_local(nsid: int, index: int, ifname: str) -> str | None:
         if len(address) == 16:
             from firewall_plugin import addresses
 
-            groups = ":".join(address[i : i + 2].hex() for i in range(0, 16, 2))
-            return addresses.interface(groups).split("/", 1)[0]
+            return addresses.text(address)
     return ""
 
 
@@ -167,4 +163,4 @@ def bridge_named(index: int) -> str:
     found = _getlink(index=index) if index else None
     if found is None or _kind_of(found) != "bridge":
         return ""
-    return found.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode()
+    return _name(found.get(IFLA_IFNAME, b""))

@@ -40,11 +40,9 @@ def parse_if_inet6(text: str, ifname: str) -> str:
     for line in text.splitlines():
         words = line.split()
         if len(words) == 6 and words[5] == ifname and words[3] == SCOPE_LINK:
-            raw = words[0]
-            groups = [raw[i : i + 4] for i in range(0, 32, 4)]
             from firewall_plugin import addresses
 
-            return addresses.interface(":".join(groups)).split("/", 1)[0]
+            return addresses.text(bytes.fromhex(words[0]))
     return ""
 
 

@@ -72,6 +72,17 @@ def cmp(op: int, data: bytes, sreg: int = REG_1) -> bytes:
     return expression("cmp", attr(1, be32(sreg)), attr(2, be32(op)), nest(3, value(data)))
 
 
+def in_range(low: bytes, high: bytes, *, negate: bool = False, sreg: int = REG_1) -> bytes:
+    """``sreg`` in [``low``, ``high``] (``negate``: not in it)."""
+    return expression(
+        "range",
+        attr(1, be32(sreg)),
+        attr(2, be32(1 if negate else 0)),  # NFT_RANGE_NEQ, NFT_RANGE_EQ
+        nest(3, value(low)),
+        nest(4, value(high)),
+    )
+
+
 def lookup(
     set_name: str, sreg: int = REG_1, *, dreg: int | None = None, invert: bool = False
 ) -> bytes:

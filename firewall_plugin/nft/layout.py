@@ -371,7 +371,7 @@ def bridge_forward() -> list[Rule]:
     flooded = (
         expr.meta(expr.META_PKTTYPE) + expr.cmp(expr.CMP_GTE, b"\1") + expr.cmp(expr.CMP_LTE, b"\2")
     )
-    unicast = expr.meta(expr.META_PKTTYPE) + _range(b"\1", b"\2", negate=True)
+    unicast = expr.meta(expr.META_PKTTYPE) + expr.in_range(b"\1", b"\2", negate=True)
     return [
         (unicast + ACCEPT, "neither multicast nor broadcast"),
         (_oif_in("closed", invert=True) + ACCEPT, "not to an isolated pod"),
@@ -379,17 +379,6 @@ def bridge_forward() -> list[Rule]:
         (_icmp6(NS, NA, bridge=True) + ACCEPT, "neighbour discovery"),
         (flooded + DROP, "multicast or broadcast to an isolated pod"),
     ]
-
-
-def _range(low: bytes, high: bytes, *, negate: bool = False) -> bytes:
-    """Register 1 in [low, high] (or not)."""
-    return expr.expression(
-        "range",
-        nl.attr(1, nl.be32(expr.REG_1)),
-        nl.attr(2, nl.be32(1 if negate else 0)),  # NFT_RANGE_NEQ, NFT_RANGE_EQ
-        nl.nest(3, expr.value(low)),
-        nl.nest(4, expr.value(high)),
-    )
 
 
 def _oif_in(set_name: str, *, invert: bool = False) -> bytes:

@@ -164,15 +164,12 @@ def attach(
     record: endpoints.EndpointRecord,
     records: Sequence[endpoints.EndpointRecord],
     *,
+    sock: nl.Netlink,
     previous: endpoints.EndpointRecord | None = None,
-    sock: nl.Netlink | None = None,
 ) -> None:
-    """ADD's kernel write (the record is on disk already).  ``previous``: the
-    attachment's record before this ADD, whose identity it replaces; ``sock``:
-    the caller's socket (see ``detach``), else one of its own."""
-    if sock is None:
-        with nl.Netlink() as own:
-            return attach(config, record, records, previous=previous, sock=own)
+    """ADD's kernel write (the record is on disk already) through the
+    caller's ``sock`` (see ``detach``).  ``previous``: the attachment's record
+    before this ADD, whose identity it replaces."""
     batch = nl.Batch()
     _prepare(sock, config, batch, [r for r in records if r.key != record.key])
     if previous is not None:
@@ -180,7 +177,6 @@ def attach(
     add_default_chains(batch, record, config)
     put_items(batch, layout.endpoint_items(record.endpoint()))
     sock.commit(batch)
-    return None
 
 
 def _replace_identity(
@@ -226,7 +222,7 @@ def detach(
     ifname: str,
     record: endpoints.EndpointRecord | None,
     records: Sequence[endpoints.EndpointRecord],
-    sock: nl.Netlink | None = None,
+    sock: nl.Netlink,
 ) -> list[str]:
     """DEL's kernel write (``records``: the others; the caller removes the
     pod's record after it).  Returns the pod's IPs it found (for conntrack).
@@ -235,9 +231,6 @@ def detach(
     netfilter socket waits until the objects a transaction deleted are freed
     (an RCU grace period, 6-16 ms measured); the CNI verbs keep the socket for
     their conntrack work and close it last, so that wait overlaps the walk."""
-    if sock is None:
-        with nl.Netlink() as own:
-            return detach(config, container_id, ifname, record, records, own)
     ips = list(record.ips) if record is not None else []
     exists, _, state = table_state(sock)
     if exists:

@@ -39,8 +39,8 @@ def node() -> Iterator[str]:
 def answers(names: list[str]) -> list[tuple[str, tuple[str, bool]]]:
     found = []
     for name in names:
-        kind, elsewhere, master = links.describe(name)
-        found.append((links.bridge_named(master), (kind, elsewhere)))
+        kind, nsid, master, _ = links.inspect(name)
+        found.append((links.bridge_named(master), (kind, nsid >= 0)))
     return found
 
 
